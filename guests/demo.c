@@ -1,0 +1,51 @@
+/* demo.c - the general-purpose debugging demo guest (see README.md). */
+#include "guest.h"
+
+/* kmain prints a progress line each time counter reaches a multiple of this. */
+#define TICK_REPORT_INTERVAL 100000
+
+/* Guest-physical address of the zeroed Linux boot_params page (RSI at entry). */
+uint64_t boot_params;
+/* Incremented exactly once per tick() call. */
+volatile uint64_t counter;
+/* Incremented exactly once per bp_loop_target() call, i.e. once per tick. */
+volatile uint64_t bp_loop_hits;
+/* A debugger writes a nonzero value here to make the guest exit with it. */
+volatile uint32_t exit_request;
+/* Read by tests with `x/s message`. */
+char message[] = "hello from the demo guest";
+
+void kmain(uint64_t boot_params_addr);
+void step_sequence(void);
+
+/* A second breakpoint target one call deeper than tick(), so a backtrace
+ * from here is bp_loop_target <- tick <- kmain <- _start. */
+NOINLINE void bp_loop_target(void)
+{
+    bp_loop_hits++;
+}
+
+NOINLINE void tick(void)
+{
+    counter++;
+    bp_loop_target();
+}
+
+void kmain(uint64_t boot_params_addr)
+{
+    boot_params = boot_params_addr;
+    serial_puts("kvmgdb demo guest: hello from 64-bit long mode\n");
+    step_sequence();
+    for (;;) {
+        tick();
+        uint32_t code = exit_request;
+        if (code)
+            debug_exit(code);
+        uint64_t c = counter;
+        if (c % TICK_REPORT_INTERVAL == 0) {
+            serial_puts("tick ");
+            serial_putdec(c);
+            serial_putc('\n');
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The gdb remote stub: listens for clients, runs the gdbstub state machine over one
+//! connection at a time, and waits on the socket and the vCPU event fd with poll(2), so it
+//! uses no CPU while the guest runs.
+
+pub mod breakpoints;
+pub mod conn;
+pub mod monitor;
+pub mod regs;
+pub mod resume;
+pub mod stop;
+pub mod target;
+
+use crate::config::GdbAddr;
+use crate::vmm::Vm;
+use crate::vmm::vcpu::VcpuStop;
+use conn::{BufferedConn, Stream};
+use gdbstub::common::Signal;
+use gdbstub::stub::state_machine::GdbStubStateMachine;
+use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
+use gdbstub_arch::x86::{X86_64_SSE, X86_SSE};
+use regs::GuestArch;
+use std::collections::VecDeque;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use target::{KvmTarget, PACKET_BUFFER};
+
+/// Errors of the stub itself (not of one session).
+#[derive(Debug, thiserror::Error)]
+pub enum GdbError {
+    /// The listening socket could not be created.
+    #[error("cannot listen for gdb on {0}")]
+    Bind(String, #[source] std::io::Error),
+    /// poll(2) failed.
+    #[error("poll failed")]
+    Poll(#[source] std::io::Error),
+    /// accept(2) failed.
+    #[error("cannot accept a gdb connection")]
+    Accept(#[source] std::io::Error),
+}
+
+/// A listening socket.
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix domain socket (removed again on drop).
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `addr` (not `GdbAddr::None`).
+    pub fn bind(addr: &GdbAddr) -> Result<Listener, GdbError> {
+        let err = |e| GdbError::Bind(addr.to_string(), e);
+        match addr {
+            GdbAddr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).map_err(err)?)),
+            GdbAddr::Unix(p) => {
+                // A stale socket file from an earlier run would make bind fail.
+                if std::fs::metadata(p).is_ok_and(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                }) {
+                    let _ = std::fs::remove_file(p);
+                }
+                Ok(Listener::Unix(
+                    UnixListener::bind(p).map_err(err)?,
+                    p.clone(),
+                ))
+            }
+            GdbAddr::None => Err(err(std::io::Error::other("no address"))),
+        }
+    }
+
+    /// The bound address, e.g. with the port the OS chose for port 0.
+    pub fn local_addr(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "?".into()),
+            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+
+    fn accept(&self) -> Result<Stream, GdbError> {
+        match self {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+        }
+        .map_err(GdbError::Accept)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// How the machine ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest exited through isa-debug-exit with this status.
+    GuestExit(u32),
+    /// gdb killed the machine.
+    Killed,
+    /// The guest stopped for good (halt, triple fault, KVM error) and no stub was listening.
+    Fatal(VcpuStop),
+}
+
+/// Waits until one of `fds` is readable; returns which are.
+fn poll_readable(fds: &[RawFd]) -> Result<Vec<bool>, GdbError> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()` pollfds.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        if r >= 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(GdbError::Poll(e));
+        }
+    }
+    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// Serves gdb clients on `listener` until the machine ends. The vCPUs stay stopped at the
+/// entry point until the first client resumes them, unless `run_now`.
+pub fn serve(vm: &mut Vm, listener: &Listener, run_now: bool) -> Result<Outcome, GdbError> {
+    if run_now {
+        resume_all(vm);
+    }
+    loop {
+        let ready = poll_readable(&[listener.raw_fd(), vm.event_fd()])?;
+        if ready[1] {
+            while let Some(ev) = vm.poll_event() {
+                match ev.stop {
+                    VcpuStop::Exit(code) => return Ok(Outcome::GuestExit(code)),
+                    stop if stop.is_fatal() => {
+                        vm.flush_devices();
+                        eprintln!(
+                            "kvmgdb: vCPU {}: {} at rip={:#x}; the VM is frozen: connect gdb to {} to inspect it",
+                            ev.id,
+                            stop.describe(),
+                            ev.state.regs.rip,
+                            listener.local_addr()
+                        );
+                    }
+                    // Breakpoints are gone once gdb is; anything else just carries on.
+                    _ => {
+                        let _ = vm.resume(&[(ev.id, false)]);
+                    }
+                }
+            }
+        }
+        if ready[0] {
+            let stream = listener.accept()?;
+            log::info!("gdb connected");
+            let reason = session(vm, stream);
+            log::info!("gdb session ended: {reason:?}");
+            match reason {
+                SessionEnd::Kill => return Ok(Outcome::Killed),
+                SessionEnd::Exited(code) => return Ok(Outcome::GuestExit(code)),
+                SessionEnd::Detach => {
+                    vm.clear_breakpoints();
+                    resume_all(vm);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the guest with no debugger until it ends.
+pub fn run_without_gdb(vm: &mut Vm) -> Result<Outcome, GdbError> {
+    resume_all(vm);
+    loop {
+        poll_readable(&[vm.event_fd()])?;
+        while let Some(ev) = vm.poll_event() {
+            match ev.stop {
+                VcpuStop::Exit(code) => return Ok(Outcome::GuestExit(code)),
+                stop if stop.is_fatal() => return Ok(Outcome::Fatal(stop)),
+                _ => {
+                    let _ = vm.resume(&[(ev.id, false)]);
+                }
+            }
+        }
+    }
+}
+
+fn resume_all(vm: &mut Vm) {
+    let all: Vec<(usize, bool)> = (0..vm.vcpu_count())
+        .filter(|&id| vm.frozen(id).is_none())
+        .map(|id| (id, false))
+        .collect();
+    if let Err(e) = vm.resume(&all) {
+        log::error!("cannot resume the guest: {e}");
+    }
+}
+
+/// How one gdb session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SessionEnd {
+    /// gdb detached, disconnected or died: the guest runs on.
+    Detach,
+    /// gdb asked to kill the machine.
+    Kill,
+    /// The guest exited during the session.
+    Exited(u32),
+}
+
+/// One gdb connection. The VM is stopped first; the register layout follows the image.
+fn session(vm: &mut Vm, stream: Stream) -> SessionEnd {
+    let events = vm.stop_all();
+    let exited = events.iter().find_map(|e| match e.stop {
+        VcpuStop::Exit(c) => Some(c),
+        _ => None,
+    });
+    if let Some(code) = exited {
+        return SessionEnd::Exited(code);
+    }
+    let conn = BufferedConn::new(stream);
+    let result = if vm.boot_info().image_is_32bit {
+        run_session::<X86_SSE>(vm, conn)
+    } else {
+        run_session::<X86_64_SSE>(vm, conn)
+    };
+    match result {
+        Ok(end) => end,
+        Err(e) => {
+            log::warn!("gdb session failed: {e}; treating it as a detach");
+            if vm.any_running() {
+                vm.stop_all();
+            }
+            SessionEnd::Detach
+        }
+    }
+}
+
+type SessionResult = Result<SessionEnd, Box<dyn std::error::Error>>;
+
+fn run_session<A: GuestArch>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
+    let mut target = KvmTarget::<A>::new(vm);
+    let gdb = GdbStub::<KvmTarget<A>, BufferedConn>::builder(conn)
+        .packet_buffer_size(PACKET_BUFFER)
+        .build()?;
+    let mut sm = gdb.run_state_machine(&mut target)?;
+    let mut inbuf: VecDeque<u8> = VecDeque::new();
+    let mut readbuf = vec![0u8; 64 * 1024];
+    let mut exit_code = None;
+    loop {
+        sm = match sm {
+            GdbStubStateMachine::Idle(mut g) => {
+                if inbuf.is_empty() {
+                    let n = g.borrow_conn().stream().read_some(&mut readbuf)?;
+                    if n == 0 {
+                        return Ok(SessionEnd::Detach);
+                    }
+                    inbuf.extend(&readbuf[..n]);
+                }
+                let byte = inbuf.pop_front().unwrap_or(0);
+                g.incoming_data(&mut target, byte)?
+            }
+            GdbStubStateMachine::Running(mut g) => {
+                if let Some(byte) = inbuf.pop_front() {
+                    g.incoming_data(&mut target, byte)?
+                } else {
+                    let sock = g.borrow_conn().stream().raw_fd();
+                    let ready = poll_readable(&[sock, target.vm.event_fd()])?;
+                    if ready[1] {
+                        if let Some(ev) = target.vm.poll_event() {
+                            let mut events = vec![ev];
+                            events.extend(target.vm.stop_all());
+                            if let Some(VcpuStop::Exit(code)) =
+                                events.iter().map(|e| e.stop).find(|s| matches!(s, VcpuStop::Exit(_)))
+                            {
+                                exit_code = Some(code);
+                            }
+                            match stop::choose::<A::Usize>(&events, false) {
+                                Some(reason) => g.report_stop(&mut target, reason)?,
+                                None => {
+                                    // Only kicks: nothing to report; carry on running.
+                                    let all: Vec<(usize, bool)> =
+                                        events.iter().map(|e| (e.id, false)).collect();
+                                    target.vm.resume(&all)?;
+                                    g.into()
+                                }
+                            }
+                        } else {
+                            g.into()
+                        }
+                    } else if ready[0] {
+                        let n = g.borrow_conn().stream().read_some(&mut readbuf)?;
+                        if n == 0 {
+                            target.vm.stop_all();
+                            return Ok(SessionEnd::Detach);
+                        }
+                        inbuf.extend(&readbuf[..n]);
+                        g.into()
+                    } else {
+                        g.into()
+                    }
+                }
+            }
+            GdbStubStateMachine::CtrlCInterrupt(g) => {
+                let events = target.vm.stop_all();
+                let reason = stop::choose::<A::Usize>(&events, true).unwrap_or(
+                    MultiThreadStopReason::SignalWithThread {
+                        tid: target::tid_of(0),
+                        signal: Signal::SIGINT,
+                    },
+                );
+                g.interrupt_handled(&mut target, Some(reason))?
+            }
+            GdbStubStateMachine::Disconnected(mut g) => {
+                return Ok(match g.get_reason() {
+                    DisconnectReason::Kill => {
+                        // gdb sends `vKill;pid` and waits for OK; gdbstub answers only in
+                        // extended mode. A stray OK after a plain `k` is harmless: the
+                        // connection closes next.
+                        use gdbstub::conn::Connection;
+                        let conn = g.borrow_conn();
+                        let _ = conn.write_all(b"$OK#9a");
+                        let _ = conn.flush();
+                        SessionEnd::Kill
+                    }
+                    DisconnectReason::TargetExited(code) => {
+                        SessionEnd::Exited(exit_code.unwrap_or(code.into()))
+                    }
+                    DisconnectReason::TargetTerminated(_) => SessionEnd::Kill,
+                    DisconnectReason::Disconnect => SessionEnd::Detach,
+                });
+            }
+        };
+    }
+}

@@ -1,0 +1,37 @@
+//! Mapping the VMM's stop reasons to gdb's.
+
+use super::target::tid_of;
+use crate::vmm::vcpu::{VcpuEvent, VcpuStop};
+use gdbstub::common::Signal;
+use gdbstub::stub::MultiThreadStopReason;
+
+/// The stop gdb should see after `events` (all vCPUs have stopped). A vCPU's own reason wins
+/// over vCPUs that were merely kicked to make the stop all-stop. `interrupted` is true for
+/// Ctrl-C.
+pub fn choose<U>(events: &[VcpuEvent], interrupted: bool) -> Option<MultiThreadStopReason<U>> {
+    let ev = events
+        .iter()
+        .find(|e| e.stop != VcpuStop::Kicked)
+        .or_else(|| if interrupted { events.first() } else { None })?;
+    Some(to_gdb(ev))
+}
+
+/// The gdb stop reply for one vCPU event. Each kind of fatal stop has its own signal so
+/// users can tell them apart: SIGSEGV for a triple fault, SIGILL when KVM cannot run the
+/// code, SIGSTOP for a halt with interrupts off.
+pub fn to_gdb<U>(ev: &VcpuEvent) -> MultiThreadStopReason<U> {
+    let tid = tid_of(ev.id);
+    let signal = |signal| MultiThreadStopReason::SignalWithThread { tid, signal };
+    match ev.stop {
+        VcpuStop::SwBreakpoint(_) => MultiThreadStopReason::SwBreak(tid),
+        VcpuStop::HwBreakpoint { .. } => MultiThreadStopReason::HwBreak(tid),
+        VcpuStop::Step => MultiThreadStopReason::DoneStep,
+        VcpuStop::Kicked => signal(Signal::SIGINT),
+        VcpuStop::GuestBreakpoint => signal(Signal::SIGTRAP),
+        VcpuStop::Halted => signal(Signal::SIGSTOP),
+        VcpuStop::Shutdown => signal(Signal::SIGSEGV),
+        VcpuStop::InternalError { .. } | VcpuStop::UnhandledExit(_) => signal(Signal::SIGILL),
+        VcpuStop::FailEntry(_) | VcpuStop::RunError(_) => signal(Signal::SIGABRT),
+        VcpuStop::Exit(code) => MultiThreadStopReason::Exited(code as u8),
+    }
+}

@@ -1,0 +1,78 @@
+//! The debug-state table: breakpoints the debugger wants, shared by all vCPU threads. The
+//! controller edits it; each vCPU thread applies it to itself (KVM_SET_GUEST_DEBUG) before
+//! KVM_RUN when its generation changed, so no vCPU ioctl is ever issued from a foreign thread.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use vm_memory::GuestAddress;
+
+/// The x86 `int3` instruction (SDM Vol. 2A, INT n/INTO/INT3).
+pub const INT3: u8 = 0xCC;
+/// Number of debug-register address slots, DR0–DR3 (SDM Vol. 3, 18.2).
+pub const HW_SLOTS: usize = 4;
+
+/// A software breakpoint: an `int3` planted over `orig` at `gpa`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwBreakpoint {
+    /// Where the byte was planted.
+    pub gpa: GuestAddress,
+    /// The byte it replaced.
+    pub orig: u8,
+}
+
+/// The breakpoints in force.
+#[derive(Clone, Debug, Default)]
+pub struct Breakpoints {
+    /// Software breakpoints by linear address.
+    pub sw: BTreeMap<u64, SwBreakpoint>,
+    /// Execute breakpoints in DR0–DR3, by linear address.
+    pub hw: [Option<u64>; HW_SLOTS],
+}
+
+impl Breakpoints {
+    /// The DR7 value enabling the execute slots in use: local-enable bit 2n per slot, RW and
+    /// LEN 00 for execute (SDM Vol. 3, 18.2.4), plus the always-one bit 10.
+    pub fn dr7(&self) -> u64 {
+        let mut dr7 = 1 << 10;
+        for (n, slot) in self.hw.iter().enumerate() {
+            if slot.is_some() {
+                dr7 |= 1 << (2 * n);
+            }
+        }
+        dr7
+    }
+
+    /// The slot whose address is `linear`, if any.
+    pub fn hw_slot_at(&self, linear: u64) -> Option<usize> {
+        self.hw.iter().position(|s| *s == Some(linear))
+    }
+}
+
+/// The shared table, with a generation count so vCPU threads can tell when to re-apply it.
+#[derive(Debug, Default)]
+pub struct DebugTable {
+    generation: AtomicU64,
+    bps: Mutex<Breakpoints>,
+}
+
+impl DebugTable {
+    /// Changes the table; every vCPU re-applies it before its next run.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Breakpoints) -> R) -> R {
+        let mut bps = self.bps.lock().unwrap_or_else(|e| e.into_inner());
+        let r = f(&mut bps);
+        self.generation.fetch_add(1, Ordering::Release);
+        r
+    }
+
+    /// Reads the table.
+    pub fn with<R>(&self, f: impl FnOnce(&Breakpoints) -> R) -> R {
+        let bps = self.bps.lock().unwrap_or_else(|e| e.into_inner());
+        f(&bps)
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,643 @@
+//! The VMM core: guest RAM, devices, vCPU threads and the controller that starts, stops and
+//! inspects them. It knows nothing about gdb; `src/gdb/` drives it through this API.
+
+pub mod debug;
+pub mod devices;
+pub mod vcpu;
+
+use crate::caps::KvmCaps;
+use crate::loader::{self, BootInfo};
+use crate::memory::{self, GuestMem};
+use crate::paging::{self, GuestVirtAddr, PagingRegs};
+use debug::{DebugTable, HW_SLOTS, INT3, SwBreakpoint};
+use devices::Devices;
+use kvm_bindings::{kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_xsave};
+use kvm_ioctls::{Kvm, VmFd};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, Once};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use vcpu::{CpuSnapshot, KickState, StateChange, VcpuEvent, VcpuReply, VcpuRequest, VcpuStop};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
+
+/// Errors building or driving the machine.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// KVM refused to create the VM.
+    #[error("cannot create the KVM VM")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    /// Guest RAM could not be allocated.
+    #[error("cannot allocate {0} MiB of guest RAM")]
+    Memory(u64, #[source] vm_memory::mmap::FromRangesError),
+    /// KVM refused a memory slot.
+    #[error("cannot register guest RAM with KVM")]
+    MemorySlot(#[source] kvm_ioctls::Error),
+    /// The kernel image could not be loaded.
+    #[error(transparent)]
+    Load(#[from] loader::LoadError),
+    /// vCPU creation or set-up failed.
+    #[error("cannot set up vCPU {0}: {1}")]
+    Vcpu(usize, &'static str, #[source] kvm_ioctls::Error),
+    /// The vCPU thread could not be started.
+    #[error("cannot start a vCPU thread")]
+    Thread(#[source] std::io::Error),
+    /// The notification eventfd could not be created.
+    #[error("cannot create an eventfd")]
+    EventFd(#[source] std::io::Error),
+    /// A vCPU thread has died.
+    #[error("vCPU {0} thread is gone")]
+    VcpuGone(usize),
+    /// A vCPU ioctl failed.
+    #[error("vCPU {0}: {1} failed: {2}")]
+    VcpuIoctl(usize, &'static str, std::io::Error),
+    /// The vCPU is running, so its state cannot be read.
+    #[error("vCPU {0} is running")]
+    Running(usize),
+    /// No such vCPU.
+    #[error("no vCPU {0}")]
+    NoVcpu(usize),
+}
+
+/// Errors inserting breakpoints.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BreakpointError {
+    /// The address does not translate to guest RAM.
+    #[error("address {0:#x} is not mapped to guest RAM")]
+    Unmapped(u64),
+    /// All four debug-register slots are in use.
+    #[error("all {HW_SLOTS} hardware breakpoint slots are in use")]
+    NoSlot,
+}
+
+/// One vCPU as the controller sees it.
+struct VcpuHandle {
+    thread: Option<JoinHandle<()>>,
+    requests: Sender<VcpuRequest>,
+    replies: Receiver<VcpuReply>,
+    kick: Arc<KickState>,
+    state: CpuSnapshot,
+    change: StateChange,
+    xsave: Option<Box<kvm_xsave>>,
+    running: bool,
+    /// The stop that froze this vCPU (triple fault, halt, …); resuming reports it again.
+    frozen: Option<VcpuStop>,
+    last_stop: Option<VcpuStop>,
+}
+
+/// The machine: RAM, devices and vCPUs.
+pub struct Vm {
+    _kvm: Kvm,
+    _vm: VmFd,
+    caps: KvmCaps,
+    mem: Arc<GuestMem>,
+    devices: Arc<Mutex<Devices>>,
+    debug: Arc<DebugTable>,
+    vcpus: Vec<VcpuHandle>,
+    events: Receiver<VcpuEvent>,
+    /// Stops the controller makes up itself (a frozen vCPU asked to run).
+    synthetic: VecDeque<VcpuEvent>,
+    notify: Arc<EventFd>,
+    boot: BootInfo,
+}
+
+static SIGNAL_HANDLER: Once = Once::new();
+
+/// The signal that kicks a vCPU thread out of KVM_RUN.
+fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+/// CPUID leaves to fetch from KVM (its documented maximum, KVM_MAX_CPUID_ENTRIES).
+const MAX_CPUID_ENTRIES: usize = 256;
+
+impl Vm {
+    /// Builds a machine with `memory_size` bytes of RAM, loads `image` and puts vCPU 0 at its
+    /// entry point. The vCPUs do not run until [`Vm::resume`].
+    pub fn new(
+        kvm: Kvm,
+        memory_size: u64,
+        image: &[u8],
+        cmdline: &str,
+        serial_out: Box<dyn Write + Send>,
+    ) -> Result<Vm, VmError> {
+        let caps = KvmCaps::query(&kvm);
+        let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
+        let mem = memory::create_guest_memory(memory_size)
+            .map_err(|e| VmError::Memory(memory_size >> 20, e))?;
+        for (slot, region) in mem.iter().enumerate() {
+            let region_desc = kvm_userspace_memory_region {
+                slot: slot as u32,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+                flags: 0,
+            };
+            // SAFETY: the region is a live mmap owned by `mem`, which the Vm keeps (in an
+            // Arc) for as long as the VmFd exists, so KVM never sees freed memory.
+            unsafe { vm.set_user_memory_region(region_desc) }.map_err(VmError::MemorySlot)?;
+        }
+        let boot = loader::load_kernel(&mem, image, cmdline)?;
+        let mem = Arc::new(mem);
+
+        SIGNAL_HANDLER.call_once(|| {
+            if let Err(e) = register_signal_handler(kick_signal(), vcpu::kick_signal_handler) {
+                log::error!("cannot install the vCPU kick signal handler: {e}");
+            }
+        });
+
+        let notify =
+            Arc::new(EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?);
+        let (event_tx, events) = mpsc::channel();
+        let devices = Arc::new(Mutex::new(Devices::new(serial_out)));
+        let debug = Arc::new(DebugTable::default());
+        let cpuid = kvm
+            .get_supported_cpuid(MAX_CPUID_ENTRIES)
+            .map_err(|e| VmError::Vcpu(0, "KVM_GET_SUPPORTED_CPUID", e))?;
+
+        let mut vcpus = Vec::new();
+        let id = 0usize;
+        let fd = vm
+            .create_vcpu(id as u64)
+            .map_err(|e| VmError::Vcpu(id, "KVM_CREATE_VCPU", e))?;
+        fd.set_cpuid2(&cpuid)
+            .map_err(|e| VmError::Vcpu(id, "KVM_SET_CPUID2", e))?;
+        let mut sregs = fd
+            .get_sregs()
+            .map_err(|e| VmError::Vcpu(id, "KVM_GET_SREGS", e))?;
+        loader::entry_sregs(&boot, &mut sregs);
+        fd.set_sregs(&sregs)
+            .map_err(|e| VmError::Vcpu(id, "KVM_SET_SREGS", e))?;
+        let regs = loader::entry_regs(&boot);
+        fd.set_regs(&regs)
+            .map_err(|e| VmError::Vcpu(id, "KVM_SET_REGS", e))?;
+
+        let (req_tx, req_rx) = mpsc::channel();
+        let (rep_tx, rep_rx) = mpsc::channel();
+        let kick = Arc::new(KickState::default());
+        let thread = vcpu::VcpuThread {
+            id,
+            vcpu: fd,
+            mem: mem.clone(),
+            devices: devices.clone(),
+            debug: debug.clone(),
+            kick: kick.clone(),
+            sync_regs: caps.sync_regs & 3 == 3,
+            block_irq: caps.supports_debug_flag(kvm_bindings::KVM_GUESTDBG_BLOCKIRQ),
+            requests: req_rx,
+            replies: rep_tx,
+            events: event_tx.clone(),
+            notify: notify.clone(),
+            was_idle_hlt: false,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            .spawn(move || thread.run_loop())
+            .map_err(VmError::Thread)?;
+        vcpus.push(VcpuHandle {
+            thread: Some(handle),
+            requests: req_tx,
+            replies: rep_rx,
+            kick,
+            state: CpuSnapshot { regs, sregs },
+            change: StateChange::default(),
+            xsave: None,
+            running: false,
+            frozen: None,
+            last_stop: None,
+        });
+
+        Ok(Vm {
+            _kvm: kvm,
+            _vm: vm,
+            caps,
+            mem,
+            devices,
+            debug,
+            vcpus,
+            events,
+            synthetic: VecDeque::new(),
+            notify,
+            boot,
+        })
+    }
+
+    /// How the kernel was booted.
+    pub fn boot_info(&self) -> &BootInfo {
+        &self.boot
+    }
+
+    /// The host's KVM capabilities.
+    pub fn caps(&self) -> &KvmCaps {
+        &self.caps
+    }
+
+    /// Guest RAM.
+    pub fn memory(&self) -> &GuestMem {
+        &self.mem
+    }
+
+    /// Number of vCPUs.
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// A file descriptor that becomes readable when a vCPU event is ready.
+    pub fn event_fd(&self) -> RawFd {
+        self.notify.as_raw_fd()
+    }
+
+    /// True if any vCPU is running.
+    pub fn any_running(&self) -> bool {
+        self.vcpus.iter().any(|v| v.running)
+    }
+
+    /// The last stop of vCPU `id`.
+    pub fn last_stop(&self, id: usize) -> Option<VcpuStop> {
+        self.vcpus.get(id).and_then(|v| v.last_stop)
+    }
+
+    /// The stop that froze vCPU `id`, if one did.
+    pub fn frozen(&self, id: usize) -> Option<VcpuStop> {
+        self.vcpus.get(id).and_then(|v| v.frozen)
+    }
+
+    /// Resumes the vCPUs: each `(id, step)` pair runs vCPU `id`, one instruction if `step`.
+    pub fn resume(&mut self, actions: &[(usize, bool)]) -> Result<(), VmError> {
+        for &(id, step) in actions {
+            let v = self.vcpus.get_mut(id).ok_or(VmError::NoVcpu(id))?;
+            if v.running {
+                continue;
+            }
+            if let Some(stop) = v.frozen {
+                // A frozen vCPU does not run again; report the same stop so the debugger
+                // shows it instead of waiting forever.
+                self.synthetic.push_back(VcpuEvent {
+                    id,
+                    stop,
+                    state: v.state,
+                });
+                v.running = true;
+                let _ = self.notify.write(1);
+                continue;
+            }
+            let change = std::mem::take(&mut v.change);
+            let state = (change.regs.is_some() || change.sregs.is_some()).then(|| Box::new(change));
+            v.xsave = None;
+            v.requests
+                .send(VcpuRequest::Run { step, state })
+                .map_err(|_| VmError::VcpuGone(id))?;
+            v.running = true;
+        }
+        Ok(())
+    }
+
+    /// Takes the next vCPU stop if one is ready, without blocking.
+    pub fn poll_event(&mut self) -> Option<VcpuEvent> {
+        let _ = self.notify.read();
+        let ev = self
+            .synthetic
+            .pop_front()
+            .or_else(|| self.events.try_recv().ok())?;
+        self.record(&ev);
+        Some(ev)
+    }
+
+    fn record(&mut self, ev: &VcpuEvent) {
+        if let Some(v) = self.vcpus.get_mut(ev.id) {
+            v.running = false;
+            v.state = ev.state;
+            v.last_stop = Some(ev.stop);
+            if ev.stop.is_fatal() {
+                v.frozen = Some(ev.stop);
+            }
+        }
+    }
+
+    /// Kicks every running vCPU out of KVM_RUN and waits until all have stopped. Returns the
+    /// stops that arrived, in order (a vCPU may have stopped for its own reason first).
+    pub fn stop_all(&mut self) -> Vec<VcpuEvent> {
+        let mut got = Vec::new();
+        while let Some(ev) = self.poll_event() {
+            got.push(ev);
+        }
+        for v in &self.vcpus {
+            if v.running {
+                kick(v);
+            }
+        }
+        while self.any_running() {
+            if let Some(ev) = self.synthetic.pop_front() {
+                self.record(&ev);
+                got.push(ev);
+                continue;
+            }
+            match self.events.recv_timeout(Duration::from_millis(500)) {
+                Ok(ev) => {
+                    self.record(&ev);
+                    got.push(ev);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    // A kick can be lost only in theory (the flag is rechecked before every
+                    // KVM_RUN); kick again rather than wait forever.
+                    for v in &self.vcpus {
+                        if v.running {
+                            kick(v);
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    for v in &mut self.vcpus {
+                        v.running = false;
+                    }
+                }
+            }
+        }
+        let _ = self.notify.read();
+        got
+    }
+
+    fn stopped(&self, id: usize) -> Result<&VcpuHandle, VmError> {
+        let v = self.vcpus.get(id).ok_or(VmError::NoVcpu(id))?;
+        if v.running {
+            return Err(VmError::Running(id));
+        }
+        Ok(v)
+    }
+
+    /// The registers of a stopped vCPU.
+    pub fn state(&self, id: usize) -> Result<CpuSnapshot, VmError> {
+        let v = self.stopped(id)?;
+        Ok(CpuSnapshot {
+            regs: v.change.regs.unwrap_or(v.state.regs),
+            sregs: v.change.sregs.unwrap_or(v.state.sregs),
+        })
+    }
+
+    /// Sets the general-purpose registers of a stopped vCPU (applied when it next runs).
+    pub fn set_regs(&mut self, id: usize, regs: kvm_regs) -> Result<(), VmError> {
+        self.stopped(id)?;
+        let v = &mut self.vcpus[id];
+        if regs != v.state.regs || v.change.regs.is_some() {
+            v.change.regs = Some(regs);
+        }
+        Ok(())
+    }
+
+    /// Sets the system registers of a stopped vCPU (applied when it next runs).
+    pub fn set_sregs(&mut self, id: usize, sregs: kvm_sregs) -> Result<(), VmError> {
+        self.stopped(id)?;
+        let v = &mut self.vcpus[id];
+        if sregs != v.state.sregs || v.change.sregs.is_some() {
+            v.change.sregs = Some(sregs);
+        }
+        Ok(())
+    }
+
+    /// The FPU/SSE/AVX state of a stopped vCPU (cached until it runs again).
+    pub fn xsave(&mut self, id: usize) -> Result<Box<kvm_xsave>, VmError> {
+        self.xsave_ref(id).map(copy_xsave)
+    }
+
+    fn xsave_ref(&mut self, id: usize) -> Result<&kvm_xsave, VmError> {
+        self.stopped(id)?;
+        let v = &mut self.vcpus[id];
+        if v.xsave.is_none() {
+            v.requests
+                .send(VcpuRequest::GetXsave)
+                .map_err(|_| VmError::VcpuGone(id))?;
+            match v.replies.recv() {
+                Ok(VcpuReply::Xsave(Ok(x))) => v.xsave = Some(x),
+                Ok(VcpuReply::Xsave(Err(e))) => {
+                    return Err(VmError::VcpuIoctl(
+                        id,
+                        "KVM_GET_XSAVE",
+                        std::io::Error::from_raw_os_error(e),
+                    ));
+                }
+                _ => return Err(VmError::VcpuGone(id)),
+            }
+        }
+        v.xsave.as_deref().ok_or(VmError::VcpuGone(id))
+    }
+
+    /// Writes the FPU/SSE/AVX state of a stopped vCPU.
+    pub fn set_xsave(&mut self, id: usize, xsave: &kvm_xsave) -> Result<(), VmError> {
+        self.stopped(id)?;
+        let v = &mut self.vcpus[id];
+        if v.xsave.as_deref().is_some_and(|x| x.region == xsave.region) {
+            return Ok(());
+        }
+        v.requests
+            .send(VcpuRequest::SetXsave(copy_xsave(xsave)))
+            .map_err(|_| VmError::VcpuGone(id))?;
+        match v.replies.recv() {
+            Ok(VcpuReply::Done(Ok(()))) => {
+                v.xsave = Some(copy_xsave(xsave));
+                Ok(())
+            }
+            Ok(VcpuReply::Done(Err(e))) => Err(VmError::VcpuIoctl(
+                id,
+                "KVM_SET_XSAVE",
+                std::io::Error::from_raw_os_error(e),
+            )),
+            _ => Err(VmError::VcpuGone(id)),
+        }
+    }
+
+    /// The paging registers of vCPU `id` (its last known state).
+    pub fn paging_regs(&self, id: usize) -> PagingRegs {
+        let s = self
+            .vcpus
+            .get(id)
+            .map(|v| v.change.sregs.unwrap_or(v.state.sregs))
+            .unwrap_or_default();
+        PagingRegs {
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+        }
+    }
+
+    /// Reads guest memory at virtual address `addr` as vCPU `id` sees it, into `buf`. Returns
+    /// how many bytes were readable (a read stops at the first unmapped page). Our planted
+    /// breakpoint bytes read as the original bytes.
+    pub fn read_virt(&self, id: usize, addr: u64, buf: &mut [u8]) -> usize {
+        let regs = self.paging_regs(id);
+        let mut done = 0;
+        while done < buf.len() {
+            let va = addr.wrapping_add(done as u64);
+            let Ok((gpa, page_size)) = paging::translate_fast(&*self.mem, &regs, GuestVirtAddr(va))
+            else {
+                break;
+            };
+            let in_page = page_size - (va & (page_size - 1));
+            let n = (in_page.min((buf.len() - done) as u64)) as usize;
+            let chunk = &mut buf[done..done + n];
+            if self.mem.read_slice(chunk, gpa).is_err() {
+                break;
+            }
+            self.debug.with(|b| {
+                for bp in b.sw.values() {
+                    if bp.gpa >= gpa && bp.gpa.0 < gpa.0 + n as u64 {
+                        chunk[(bp.gpa.0 - gpa.0) as usize] = bp.orig;
+                    }
+                }
+            });
+            done += n;
+        }
+        done
+    }
+
+    /// Writes guest memory at virtual address `addr` as vCPU `id` sees it. Returns how many
+    /// bytes were written. Bytes under our breakpoints update the saved original instead,
+    /// so the breakpoint stays planted.
+    pub fn write_virt(&mut self, id: usize, addr: u64, data: &[u8]) -> usize {
+        let regs = self.paging_regs(id);
+        let mut done = 0;
+        while done < data.len() {
+            let va = addr.wrapping_add(done as u64);
+            let Ok((gpa, page_size)) = paging::translate_fast(&*self.mem, &regs, GuestVirtAddr(va))
+            else {
+                break;
+            };
+            let in_page = page_size - (va & (page_size - 1));
+            let n = (in_page.min((data.len() - done) as u64)) as usize;
+            let mut chunk = data[done..done + n].to_vec();
+            self.debug.update(|b| {
+                for bp in b.sw.values_mut() {
+                    if bp.gpa >= gpa && bp.gpa.0 < gpa.0 + n as u64 {
+                        let i = (bp.gpa.0 - gpa.0) as usize;
+                        bp.orig = chunk[i];
+                        chunk[i] = INT3;
+                    }
+                }
+            });
+            if self.mem.write_slice(&chunk, gpa).is_err() {
+                break;
+            }
+            done += n;
+        }
+        done
+    }
+
+    /// Plants a software breakpoint at linear address `addr`, translated as vCPU `id` sees it.
+    pub fn add_sw_breakpoint(&mut self, id: usize, addr: u64) -> Result<(), BreakpointError> {
+        if self.debug.with(|b| b.sw.contains_key(&addr)) {
+            return Ok(());
+        }
+        let regs = self.paging_regs(id);
+        let (gpa, _) = paging::translate_fast(&*self.mem, &regs, GuestVirtAddr(addr))
+            .map_err(|_| BreakpointError::Unmapped(addr))?;
+        let orig: u8 = self
+            .mem
+            .read_obj(gpa)
+            .map_err(|_| BreakpointError::Unmapped(addr))?;
+        self.mem
+            .write_obj(INT3, gpa)
+            .map_err(|_| BreakpointError::Unmapped(addr))?;
+        self.debug.update(|b| b.sw.insert(addr, SwBreakpoint { gpa, orig }));
+        Ok(())
+    }
+
+    /// Removes the software breakpoint at `addr`; false if there was none.
+    pub fn remove_sw_breakpoint(&mut self, addr: u64) -> bool {
+        let Some(bp) = self.debug.update(|b| b.sw.remove(&addr)) else {
+            return false;
+        };
+        unplant(&self.mem, &bp);
+        true
+    }
+
+    /// Arms a debug-register execute breakpoint at linear address `addr`.
+    pub fn add_hw_breakpoint(&mut self, addr: u64) -> Result<(), BreakpointError> {
+        self.debug.update(|b| {
+            if b.hw_slot_at(addr).is_some() {
+                return Ok(());
+            }
+            let slot = b
+                .hw
+                .iter()
+                .position(Option::is_none)
+                .ok_or(BreakpointError::NoSlot)?;
+            b.hw[slot] = Some(addr);
+            Ok(())
+        })
+    }
+
+    /// Disarms the execute breakpoint at `addr`; false if there was none.
+    pub fn remove_hw_breakpoint(&mut self, addr: u64) -> bool {
+        self.debug.update(|b| match b.hw_slot_at(addr) {
+            Some(slot) => {
+                b.hw[slot] = None;
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Removes every breakpoint (when a debugger goes away).
+    pub fn clear_breakpoints(&mut self) {
+        let old = self.debug.update(std::mem::take);
+        for bp in old.sw.values() {
+            unplant(&self.mem, bp);
+        }
+    }
+
+    /// Flushes device output (the serial port).
+    pub fn flush_devices(&self) {
+        if let Ok(mut d) = self.devices.lock() {
+            d.flush();
+        }
+    }
+}
+
+/// A copy of an XSAVE area (the bindings type is not `Clone`).
+fn copy_xsave(x: &kvm_xsave) -> Box<kvm_xsave> {
+    Box::new(kvm_xsave {
+        region: x.region,
+        ..Default::default()
+    })
+}
+
+/// Restores the original byte under a breakpoint, unless the guest has overwritten the int3.
+fn unplant(mem: &GuestMem, bp: &SwBreakpoint) {
+    let byte: u8 = mem.read_obj(bp.gpa).unwrap_or(bp.orig);
+    if byte == INT3 {
+        let _ = mem.write_obj(bp.orig, bp.gpa);
+    }
+}
+
+fn kick(v: &VcpuHandle) {
+    v.kick.request();
+    if let Some(t) = &v.thread {
+        let _ = t.kill(kick_signal());
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        for v in &self.vcpus {
+            let _ = v.requests.send(VcpuRequest::Quit);
+            if v.running {
+                kick(v);
+            }
+        }
+        for v in &mut self.vcpus {
+            if let Some(t) = v.thread.take() {
+                let _ = t.join();
+            }
+        }
+        self.flush_devices();
+    }
+}
+
+/// Reads a guest-physical range, for tests and tools.
+pub fn read_phys(mem: &GuestMem, gpa: u64, buf: &mut [u8]) -> bool {
+    mem.read_slice(buf, GuestAddress(gpa)).is_ok()
+}
