@@ -21,7 +21,9 @@ pub enum CapsError {
     )]
     NoDevice,
     /// `/dev/kvm` exists but cannot be opened by this user.
-    #[error("cannot open /dev/kvm: permission denied (add your user to the 'kvm' group or run as root)")]
+    #[error(
+        "cannot open /dev/kvm: permission denied (add your user to the 'kvm' group or run as root)"
+    )]
     Permission,
     /// Another failure opening `/dev/kvm`.
     #[error("cannot open /dev/kvm")]

@@ -100,9 +100,9 @@ pub fn run(args: Args) -> Result<u8, CliError> {
     let serial: Box<dyn Write + Send> = match &args.serial {
         SerialSink::Stdio => Box::new(std::io::stdout()),
         SerialSink::None => Box::new(std::io::sink()),
-        SerialSink::File(p) => Box::new(
-            std::fs::File::create(p).map_err(|e| CliError::SerialFile(p.clone(), e))?,
-        ),
+        SerialSink::File(p) => {
+            Box::new(std::fs::File::create(p).map_err(|e| CliError::SerialFile(p.clone(), e))?)
+        }
     };
     let kvm = caps::open_kvm()?;
     let kvm_caps = KvmCaps::query(&kvm);
@@ -128,7 +128,11 @@ pub fn run(args: Args) -> Result<u8, CliError> {
         };
         eprintln!(
             "kvmgdb: {} gdb on {at}; connect with: gdb {} -ex 'target remote {target}'",
-            if args.no_wait { "running; attach" } else { "waiting at the entry point for" },
+            if args.no_wait {
+                "running; attach"
+            } else {
+                "waiting at the entry point for"
+            },
             symbols.display(),
         );
         gdb::serve(&mut vm, &listener, args.no_wait)?

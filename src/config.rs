@@ -9,7 +9,9 @@ use std::str::FromStr;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     /// The memory size could not be parsed.
-    #[error("invalid memory size {0:?}: expected a number with an optional K, M or G suffix, e.g. 128M")]
+    #[error(
+        "invalid memory size {0:?}: expected a number with an optional K, M or G suffix, e.g. 128M"
+    )]
     BadSize(String),
     /// The memory size is zero or too small to boot anything.
     #[error("memory size {0:?} is too small: at least 2M is needed")]
@@ -18,9 +20,7 @@ pub enum ConfigError {
     #[error("memory size {0:?} is too large: at most 64G is supported")]
     SizeTooLarge(String),
     /// The gdb address could not be parsed.
-    #[error(
-        "invalid --gdb address {0:?}: expected HOST:PORT, :PORT, unix:PATH or none"
-    )]
+    #[error("invalid --gdb address {0:?}: expected HOST:PORT, :PORT, unix:PATH or none")]
     BadGdbAddr(String),
 }
 
@@ -169,8 +169,14 @@ mod tests {
             );
         }
         assert!(matches!(parse_size("0"), Err(ConfigError::SizeTooSmall(_))));
-        assert!(matches!(parse_size("1K"), Err(ConfigError::SizeTooSmall(_))));
-        assert!(matches!(parse_size("1T"), Err(ConfigError::SizeTooLarge(_))));
+        assert!(matches!(
+            parse_size("1K"),
+            Err(ConfigError::SizeTooSmall(_))
+        ));
+        assert!(matches!(
+            parse_size("1T"),
+            Err(ConfigError::SizeTooLarge(_))
+        ));
         assert!(matches!(
             parse_size("99999999999999999999G"),
             Err(ConfigError::BadSize(_))

@@ -15,7 +15,9 @@ pub enum LoadError {
     #[error("the kernel image is empty")]
     Empty,
     /// The image is neither ELF nor a Multiboot kernel.
-    #[error("not a kernel kvmgdb can boot: expected an ELF64 x86-64 image or a Multiboot v1 kernel")]
+    #[error(
+        "not a kernel kvmgdb can boot: expected an ELF64 x86-64 image or a Multiboot v1 kernel"
+    )]
     UnknownFormat,
     /// The ELF headers are cut short or point outside the file.
     #[error("the ELF image is truncated or corrupt: {0}")]
@@ -209,7 +211,9 @@ fn parse_elf(image: &[u8]) -> Result<Option<ElfInfo>, LoadError> {
             return Err(trunc("a segment lies past the end of the file"));
         }
         if seg.memsz < seg.filesz {
-            return Err(trunc("a segment's memory size is smaller than its file size"));
+            return Err(trunc(
+                "a segment's memory size is smaller than its file size",
+            ));
         }
         if seg.memsz > 0 {
             segments.push(seg);

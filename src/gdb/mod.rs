@@ -287,8 +287,10 @@ fn run_session<A: GuestArch>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                         if let Some(ev) = target.vm.poll_event() {
                             let mut events = vec![ev];
                             events.extend(target.vm.stop_all());
-                            if let Some(VcpuStop::Exit(code)) =
-                                events.iter().map(|e| e.stop).find(|s| matches!(s, VcpuStop::Exit(_)))
+                            if let Some(VcpuStop::Exit(code)) = events
+                                .iter()
+                                .map(|e| e.stop)
+                                .find(|s| matches!(s, VcpuStop::Exit(_)))
                             {
                                 exit_code = Some(code);
                             }

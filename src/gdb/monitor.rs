@@ -14,7 +14,11 @@ kvmgdb monitor commands:
   info kvm      the host KVM's capabilities";
 
 impl<A: GuestArch> MonitorCmd for KvmTarget<'_, A> {
-    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), VmError> {
+    fn handle_monitor_cmd(
+        &mut self,
+        cmd: &[u8],
+        mut out: ConsoleOutput<'_>,
+    ) -> Result<(), VmError> {
         let cmd = String::from_utf8_lossy(cmd);
         let words: Vec<&str> = cmd.split_whitespace().collect();
         match words.as_slice() {

@@ -30,7 +30,11 @@ impl<A: GuestArch> MultiThreadResume for KvmTarget<'_, A> {
         Ok(())
     }
 
-    fn set_resume_action_continue(&mut self, tid: Tid, signal: Option<Signal>) -> Result<(), VmError> {
+    fn set_resume_action_continue(
+        &mut self,
+        tid: Tid,
+        signal: Option<Signal>,
+    ) -> Result<(), VmError> {
         if let Some(sig) = signal {
             log::debug!("ignoring signal {sig} on resume: kvmgdb does not inject signals");
         }

@@ -90,18 +90,12 @@ impl<A: GuestArch> MultiThreadBase for KvmTarget<'_, A> {
         let mut fx = fx_bytes(&xsave);
         let old = state;
         A::write(regs, &mut state, &mut fx);
-        self.vm
-            .set_regs(id, state.regs)
-            .map_err(non_fatal)?;
+        self.vm.set_regs(id, state.regs).map_err(non_fatal)?;
         if state.sregs != old.sregs {
-            self.vm
-                .set_sregs(id, state.sregs)
-                .map_err(non_fatal)?;
+            self.vm.set_sregs(id, state.sregs).map_err(non_fatal)?;
         }
         set_fx_bytes(&mut xsave, &fx);
-        self.vm
-            .set_xsave(id, &xsave)
-            .map_err(non_fatal)?;
+        self.vm.set_xsave(id, &xsave).map_err(non_fatal)?;
         Ok(())
     }
 
@@ -118,15 +112,25 @@ impl<A: GuestArch> MultiThreadBase for KvmTarget<'_, A> {
         Ok(n)
     }
 
-    fn write_addrs(&mut self, start_addr: A::Usize, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
-        let n = self.vm.write_virt(vcpu_of(tid), A::to_u64(start_addr), data);
+    fn write_addrs(
+        &mut self,
+        start_addr: A::Usize,
+        data: &[u8],
+        tid: Tid,
+    ) -> TargetResult<(), Self> {
+        let n = self
+            .vm
+            .write_virt(vcpu_of(tid), A::to_u64(start_addr), data);
         if n < data.len() {
             return Err(TargetError::Errno(14));
         }
         Ok(())
     }
 
-    fn list_active_threads(&mut self, thread_is_active: &mut dyn FnMut(Tid)) -> Result<(), VmError> {
+    fn list_active_threads(
+        &mut self,
+        thread_is_active: &mut dyn FnMut(Tid),
+    ) -> Result<(), VmError> {
         for id in 0..self.vm.vcpu_count() {
             thread_is_active(tid_of(id));
         }

@@ -103,7 +103,9 @@ impl Devices {
 
     fn log_port(&mut self, port: u16, what: &str) {
         if self.logged_ports.insert(port) {
-            log::debug!("port {port:#x} {what}: no device there (reads give all-ones, writes are ignored)");
+            log::debug!(
+                "port {port:#x} {what}: no device there (reads give all-ones, writes are ignored)"
+            );
         }
     }
 }
@@ -115,7 +117,10 @@ mod tests {
     #[test]
     fn debug_exit_and_unknown_ports() {
         let mut d = Devices::new(Box::new(std::io::sink()));
-        assert_eq!(d.io_out(DEBUG_EXIT_PORT, &[0x10, 0, 0, 0]), IoAction::Exit(0x21));
+        assert_eq!(
+            d.io_out(DEBUG_EXIT_PORT, &[0x10, 0, 0, 0]),
+            IoAction::Exit(0x21)
+        );
         assert_eq!(d.io_out(DEBUG_EXIT_PORT, &[0]), IoAction::Exit(1));
         assert_eq!(d.io_out(0x80, &[1]), IoAction::Continue);
         let mut b = [0u8; 2];

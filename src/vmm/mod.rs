@@ -150,8 +150,7 @@ impl Vm {
             }
         });
 
-        let notify =
-            Arc::new(EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?);
+        let notify = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?);
         let (event_tx, events) = mpsc::channel();
         let devices = Arc::new(Mutex::new(Devices::new(serial_out)));
         let debug = Arc::new(DebugTable::default());
@@ -541,7 +540,8 @@ impl Vm {
         self.mem
             .write_obj(INT3, gpa)
             .map_err(|_| BreakpointError::Unmapped(addr))?;
-        self.debug.update(|b| b.sw.insert(addr, SwBreakpoint { gpa, orig }));
+        self.debug
+            .update(|b| b.sw.insert(addr, SwBreakpoint { gpa, orig }));
         Ok(())
     }
 
@@ -560,11 +560,10 @@ impl Vm {
             if b.hw_slot_at(addr).is_some() {
                 return Ok(());
             }
-            let slot = b
-                .hw
-                .iter()
-                .position(Option::is_none)
-                .ok_or(BreakpointError::NoSlot)?;
+            let slot =
+                b.hw.iter()
+                    .position(Option::is_none)
+                    .ok_or(BreakpointError::NoSlot)?;
             b.hw[slot] = Some(addr);
             Ok(())
         })

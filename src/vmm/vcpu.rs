@@ -91,10 +91,9 @@ impl VcpuStop {
                 }
             ),
             VcpuStop::FailEntry(r) => format!("VM entry failed (hardware reason {r:#x})"),
-            VcpuStop::RunError(e) => format!(
-                "KVM_RUN failed: {}",
-                std::io::Error::from_raw_os_error(*e)
-            ),
+            VcpuStop::RunError(e) => {
+                format!("KVM_RUN failed: {}", std::io::Error::from_raw_os_error(*e))
+            }
             VcpuStop::UnhandledExit(r) => format!("unhandled KVM exit reason {r}"),
         }
     }
@@ -360,12 +359,7 @@ impl VcpuThread {
         self.run_inner(step, None, applied)
     }
 
-    fn run_masked(
-        &mut self,
-        step: bool,
-        pc: u64,
-        applied: &mut Option<AppliedDebug>,
-    ) -> VcpuStop {
+    fn run_masked(&mut self, step: bool, pc: u64, applied: &mut Option<AppliedDebug>) -> VcpuStop {
         let sw = self.debug.with(|b| b.sw.get(&pc).copied());
         if let Some(bp) = sw {
             let _ = self.mem.write_obj(bp.orig, bp.gpa);
@@ -482,11 +476,7 @@ impl VcpuThread {
                     lock(&self.devices).mmio_write(addr, data);
                     None
                 }
-                Ok(VcpuExit::Hlt) => Some(if step {
-                    VcpuStop::Step
-                } else {
-                    self.on_hlt()
-                }),
+                Ok(VcpuExit::Hlt) => Some(if step { VcpuStop::Step } else { self.on_hlt() }),
                 Ok(VcpuExit::Debug(arch)) => Some(self.on_debug(step, arch)),
                 Ok(VcpuExit::Shutdown) => Some(VcpuStop::Shutdown),
                 Ok(VcpuExit::InternalError) => Some(self.on_internal_error()),
@@ -545,7 +535,11 @@ impl VcpuThread {
         self.was_idle_hlt = true;
         let mut guard = self.kick.idle.lock().unwrap_or_else(|e| e.into_inner());
         while !self.kick.kicked.load(Ordering::SeqCst) {
-            guard = self.kick.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+            guard = self
+                .kick
+                .wake
+                .wait(guard)
+                .unwrap_or_else(|e| e.into_inner());
         }
         drop(guard);
         self.kick.take();
