@@ -113,7 +113,8 @@ pub enum Outcome {
     GuestExit(u32),
     /// gdb killed the machine.
     Killed,
-    /// The guest stopped for good (halt, triple fault, KVM error) and no stub was listening.
+    /// The guest stopped for good (halt, triple fault, KVM error) with no debugger attached,
+    /// or the debugger detached from a machine frozen by such a stop.
     Fatal(VcpuStop),
 }
 
@@ -153,16 +154,8 @@ pub fn serve(vm: &mut Vm, listener: &Listener, run_now: bool) -> Result<Outcome,
             while let Some(ev) = vm.poll_event() {
                 match ev.stop {
                     VcpuStop::Exit(code) => return Ok(Outcome::GuestExit(code)),
-                    stop if stop.is_fatal() => {
-                        vm.flush_devices();
-                        eprintln!(
-                            "kvmgdb: vCPU {}: {} at rip={:#x}; the VM is frozen: connect gdb to {} to inspect it",
-                            ev.id,
-                            stop.describe(),
-                            ev.state.regs.rip,
-                            listener.local_addr()
-                        );
-                    }
+                    // No debugger attached: the run ends here, with the stop's exit status.
+                    stop if stop.is_fatal() => return Ok(Outcome::Fatal(stop)),
                     // Breakpoints are gone once gdb is; anything else just carries on.
                     _ => {
                         let _ = vm.resume(&[(ev.id, false)]);
@@ -180,6 +173,10 @@ pub fn serve(vm: &mut Vm, listener: &Listener, run_now: bool) -> Result<Outcome,
                 SessionEnd::Exited(code) => return Ok(Outcome::GuestExit(code)),
                 SessionEnd::Detach => {
                     vm.clear_breakpoints();
+                    // A machine frozen by a fatal stop was kept only for inspection.
+                    if let Some(stop) = (0..vm.vcpu_count()).find_map(|id| vm.frozen(id)) {
+                        return Ok(Outcome::Fatal(stop));
+                    }
                     resume_all(vm);
                 }
             }
