@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use vcpu::{CpuSnapshot, KickState, StateChange, VcpuEvent, VcpuReply, VcpuRequest, VcpuStop};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
@@ -103,6 +103,11 @@ pub struct Vm {
     synthetic: VecDeque<VcpuEvent>,
     notify: Arc<EventFd>,
     boot: BootInfo,
+    /// What `reset` goes back to.
+    image: Vec<u8>,
+    cmdline: String,
+    boot_state: CpuSnapshot,
+    boot_xsave: Option<Box<kvm_xsave>>,
 }
 
 static SIGNAL_HANDLER: Once = Once::new();
@@ -174,6 +179,7 @@ impl Vm {
         let regs = loader::entry_regs(&boot);
         fd.set_regs(&regs)
             .map_err(|e| VmError::Vcpu(id, "KVM_SET_REGS", e))?;
+        let boot_xsave = fd.get_xsave().ok().map(Box::new);
 
         let (req_tx, req_rx) = mpsc::channel();
         let (rep_tx, rep_rx) = mpsc::channel();
@@ -222,6 +228,10 @@ impl Vm {
             synthetic: VecDeque::new(),
             notify,
             boot,
+            image: image.to_vec(),
+            cmdline: cmdline.to_string(),
+            boot_state: CpuSnapshot { regs, sregs },
+            boot_xsave,
         })
     }
 
@@ -404,46 +414,71 @@ impl Vm {
 
     fn xsave_ref(&mut self, id: usize) -> Result<&kvm_xsave, VmError> {
         self.stopped(id)?;
-        let v = &mut self.vcpus[id];
-        if v.xsave.is_none() {
-            v.requests
-                .send(VcpuRequest::GetXsave)
-                .map_err(|_| VmError::VcpuGone(id))?;
-            match v.replies.recv() {
-                Ok(VcpuReply::Xsave(Ok(x))) => v.xsave = Some(x),
-                Ok(VcpuReply::Xsave(Err(e))) => {
-                    return Err(VmError::VcpuIoctl(
-                        id,
-                        "KVM_GET_XSAVE",
-                        std::io::Error::from_raw_os_error(e),
-                    ));
-                }
+        if self.vcpus[id].xsave.is_none() {
+            match self.request(id, VcpuRequest::GetXsave)? {
+                VcpuReply::Xsave(Ok(x)) => self.vcpus[id].xsave = Some(x),
+                VcpuReply::Xsave(Err(e)) => return Err(ioctl_error(id, "KVM_GET_XSAVE", e)),
                 _ => return Err(VmError::VcpuGone(id)),
             }
         }
-        v.xsave.as_deref().ok_or(VmError::VcpuGone(id))
+        self.vcpus[id].xsave.as_deref().ok_or(VmError::VcpuGone(id))
     }
 
     /// Writes the FPU/SSE/AVX state of a stopped vCPU.
     pub fn set_xsave(&mut self, id: usize, xsave: &kvm_xsave) -> Result<(), VmError> {
         self.stopped(id)?;
-        let v = &mut self.vcpus[id];
-        if v.xsave.as_deref().is_some_and(|x| x.region == xsave.region) {
+        if self.vcpus[id]
+            .xsave
+            .as_deref()
+            .is_some_and(|x| x.region == xsave.region)
+        {
             return Ok(());
         }
-        v.requests
-            .send(VcpuRequest::SetXsave(copy_xsave(xsave)))
-            .map_err(|_| VmError::VcpuGone(id))?;
-        match v.replies.recv() {
-            Ok(VcpuReply::Done(Ok(()))) => {
-                v.xsave = Some(copy_xsave(xsave));
+        match self.request(id, VcpuRequest::SetXsave(copy_xsave(xsave)))? {
+            VcpuReply::Done(Ok(())) => {
+                self.vcpus[id].xsave = Some(copy_xsave(xsave));
                 Ok(())
             }
-            Ok(VcpuReply::Done(Err(e))) => Err(VmError::VcpuIoctl(
-                id,
-                "KVM_SET_XSAVE",
-                std::io::Error::from_raw_os_error(e),
-            )),
+            VcpuReply::Done(Err(e)) => Err(ioctl_error(id, "KVM_SET_XSAVE", e)),
+            _ => Err(VmError::VcpuGone(id)),
+        }
+    }
+
+    fn request(&mut self, id: usize, req: VcpuRequest) -> Result<VcpuReply, VmError> {
+        self.stopped(id)?;
+        let v = &self.vcpus[id];
+        v.requests.send(req).map_err(|_| VmError::VcpuGone(id))?;
+        v.replies.recv().map_err(|_| VmError::VcpuGone(id))
+    }
+
+    /// Reads MSRs of a stopped vCPU; MSRs KVM cannot read are left out of the result.
+    pub fn read_msrs(&mut self, id: usize, indices: &[u32]) -> Result<Vec<(u32, u64)>, VmError> {
+        match self.request(id, VcpuRequest::GetMsrs(indices.to_vec()))? {
+            VcpuReply::Msrs(r) => r.map_err(|e| ioctl_error(id, "KVM_GET_MSRS", e)),
+            _ => Err(VmError::VcpuGone(id)),
+        }
+    }
+
+    /// Writes one MSR of a stopped vCPU.
+    pub fn write_msr(&mut self, id: usize, index: u32, value: u64) -> Result<(), VmError> {
+        match self.request(id, VcpuRequest::SetMsr(index, value))? {
+            VcpuReply::Done(r) => r.map_err(|e| ioctl_error(id, "KVM_SET_MSRS", e)),
+            _ => Err(VmError::VcpuGone(id)),
+        }
+    }
+
+    /// The debug registers of a stopped vCPU.
+    pub fn debug_regs(&mut self, id: usize) -> Result<kvm_bindings::kvm_debugregs, VmError> {
+        match self.request(id, VcpuRequest::GetDebugRegs)? {
+            VcpuReply::DebugRegs(r) => r.map_err(|e| ioctl_error(id, "KVM_GET_DEBUGREGS", e)),
+            _ => Err(VmError::VcpuGone(id)),
+        }
+    }
+
+    /// Pending exception, interrupt and NMI state of a stopped vCPU.
+    pub fn vcpu_events(&mut self, id: usize) -> Result<kvm_bindings::kvm_vcpu_events, VmError> {
+        match self.request(id, VcpuRequest::GetEvents)? {
+            VcpuReply::Events(r) => r.map_err(|e| ioctl_error(id, "KVM_GET_VCPU_EVENTS", e)),
             _ => Err(VmError::VcpuGone(id)),
         }
     }
@@ -588,12 +623,59 @@ impl Vm {
         }
     }
 
+    /// Puts the machine back into its boot entry state: RAM cleared and the kernel reloaded,
+    /// vCPU registers as at entry, frozen state forgotten. Breakpoints are kept (re-planted
+    /// over the reloaded code). All vCPUs must be stopped.
+    pub fn reset(&mut self) -> Result<(), VmError> {
+        if let Some(id) = self.vcpus.iter().position(|v| v.running) {
+            return Err(VmError::Running(id));
+        }
+        for region in self.mem.iter() {
+            let len = region.len() as usize;
+            let zeros = vec![0u8; len.min(1 << 20)];
+            let mut off = 0;
+            while off < len {
+                let n = (len - off).min(zeros.len());
+                let _ = self
+                    .mem
+                    .write_slice(&zeros[..n], region.start_addr().unchecked_add(off as u64));
+                off += n;
+            }
+        }
+        loader::load_kernel(&self.mem, &self.image, &self.cmdline)?;
+        self.debug.update(|b| {
+            for bp in b.sw.values_mut() {
+                bp.orig = self.mem.read_obj(bp.gpa).unwrap_or(0);
+                let _ = self.mem.write_obj(INT3, bp.gpa);
+            }
+        });
+        let boot_state = self.boot_state;
+        let boot_xsave = self.boot_xsave.as_deref().map(copy_xsave);
+        for id in 0..self.vcpus.len() {
+            let v = &mut self.vcpus[id];
+            v.frozen = None;
+            v.last_stop = None;
+            v.change = StateChange {
+                regs: Some(boot_state.regs),
+                sregs: Some(boot_state.sregs),
+            };
+            if let Some(x) = &boot_xsave {
+                self.set_xsave(id, x)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Flushes device output (the serial port).
     pub fn flush_devices(&self) {
         if let Ok(mut d) = self.devices.lock() {
             d.flush();
         }
     }
+}
+
+fn ioctl_error(id: usize, what: &'static str, errno: i32) -> VmError {
+    VmError::VcpuIoctl(id, what, std::io::Error::from_raw_os_error(errno))
 }
 
 /// A copy of an XSAVE area (the bindings type is not `Clone`).

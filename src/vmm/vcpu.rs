@@ -136,6 +136,14 @@ pub enum VcpuRequest {
     GetXsave,
     /// Write the FPU/SSE/AVX state (KVM_SET_XSAVE).
     SetXsave(Box<kvm_xsave>),
+    /// Read model-specific registers (KVM_GET_MSRS).
+    GetMsrs(Vec<u32>),
+    /// Write one model-specific register (KVM_SET_MSRS).
+    SetMsr(u32, u64),
+    /// Read the debug registers DR0–DR3, DR6, DR7 (KVM_GET_DEBUGREGS).
+    GetDebugRegs,
+    /// Read pending exception/interrupt/NMI state (KVM_GET_VCPU_EVENTS).
+    GetEvents,
     /// End the thread.
     Quit,
 }
@@ -155,6 +163,12 @@ pub enum VcpuReply {
     Xsave(Result<Box<kvm_xsave>, i32>),
     /// The result of a write.
     Done(Result<(), i32>),
+    /// MSR values read; MSRs KVM would not read are missing.
+    Msrs(Result<Vec<(u32, u64)>, i32>),
+    /// Debug registers.
+    DebugRegs(Result<kvm_bindings::kvm_debugregs, i32>),
+    /// Pending events.
+    Events(Result<kvm_bindings::kvm_vcpu_events, i32>),
 }
 
 /// A stop, sent to the controller.
@@ -270,6 +284,10 @@ impl VcpuThread {
         while let Ok(req) = self.requests.recv() {
             match req {
                 VcpuRequest::Run { step, state } => {
+                    // New registers from the debugger (a reset, a changed RIP) end an idle halt.
+                    if state.is_some() {
+                        halted_idle = false;
+                    }
                     let stop = match self.apply_state(state.as_deref()) {
                         Err(e) => VcpuStop::RunError(e),
                         Ok(()) if halted_idle && !step => self.idle_until_kick(),
@@ -297,10 +315,56 @@ impl VcpuThread {
                     let r = unsafe { self.vcpu.set_xsave(&x) }.map_err(|e| e.errno());
                     let _ = self.replies.send(VcpuReply::Done(r));
                 }
+                VcpuRequest::GetMsrs(indices) => {
+                    let _ = self.replies.send(VcpuReply::Msrs(self.get_msrs(&indices)));
+                }
+                VcpuRequest::SetMsr(index, data) => {
+                    let r = self.set_msr(index, data);
+                    let _ = self.replies.send(VcpuReply::Done(r));
+                }
+                VcpuRequest::GetDebugRegs => {
+                    let r = self.vcpu.get_debug_regs().map_err(|e| e.errno());
+                    let _ = self.replies.send(VcpuReply::DebugRegs(r));
+                }
+                VcpuRequest::GetEvents => {
+                    let r = self.vcpu.get_vcpu_events().map_err(|e| e.errno());
+                    let _ = self.replies.send(VcpuReply::Events(r));
+                }
                 VcpuRequest::Quit => break,
             }
         }
         IMMEDIATE_EXIT.with(|p| p.set(std::ptr::null_mut()));
+    }
+
+    fn get_msrs(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>, i32> {
+        let entries: Vec<kvm_bindings::kvm_msr_entry> = indices
+            .iter()
+            .map(|&index| kvm_bindings::kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs = kvm_bindings::Msrs::from_entries(&entries).map_err(|_| libc::E2BIG)?;
+        // KVM_GET_MSRS stops at the first MSR it cannot read and returns how many it read.
+        let n = self.vcpu.get_msrs(&mut msrs).map_err(|e| e.errno())?;
+        Ok(msrs.as_slice()[..n]
+            .iter()
+            .map(|e| (e.index, e.data))
+            .collect())
+    }
+
+    fn set_msr(&self, index: u32, data: u64) -> Result<(), i32> {
+        let msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+            index,
+            data,
+            ..Default::default()
+        }])
+        .map_err(|_| libc::E2BIG)?;
+        match self.vcpu.set_msrs(&msrs) {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(libc::EINVAL),
+            Err(e) => Err(e.errno()),
+        }
     }
 
     fn apply_state(&mut self, change: Option<&StateChange>) -> Result<(), i32> {
