@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use vm_memory::GuestAddress;
 
 /// The x86 `int3` instruction (SDM Vol. 2A, INT n/INTO/INT3).
@@ -50,10 +50,22 @@ impl Breakpoints {
 }
 
 /// The shared table, with a generation count so vCPU threads can tell when to re-apply it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DebugTable {
     generation: AtomicU64,
     bps: Mutex<Breakpoints>,
+    /// Whether single steps keep interrupts blocked (QEMU's `sstep` NOIRQ bit).
+    step_masks_irq: AtomicBool,
+}
+
+impl Default for DebugTable {
+    fn default() -> Self {
+        DebugTable {
+            generation: AtomicU64::new(0),
+            bps: Mutex::new(Breakpoints::default()),
+            step_masks_irq: AtomicBool::new(true),
+        }
+    }
 }
 
 impl DebugTable {
@@ -69,6 +81,18 @@ impl DebugTable {
     pub fn with<R>(&self, f: impl FnOnce(&Breakpoints) -> R) -> R {
         let bps = self.bps.lock().unwrap_or_else(|e| e.into_inner());
         f(&bps)
+    }
+
+    /// Chooses whether single steps run with interrupts blocked (the default), so a step
+    /// never lands in an interrupt handler.
+    pub fn set_step_masks_irq(&self, on: bool) {
+        self.step_masks_irq.store(on, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Whether single steps run with interrupts blocked.
+    pub fn step_masks_irq(&self) -> bool {
+        self.step_masks_irq.load(Ordering::Acquire)
     }
 
     /// The current generation.

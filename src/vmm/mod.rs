@@ -108,6 +108,7 @@ pub struct Vm {
     cmdline: String,
     boot_state: CpuSnapshot,
     boot_xsave: Option<Box<kvm_xsave>>,
+    phys_mode: bool,
 }
 
 static SIGNAL_HANDLER: Once = Once::new();
@@ -232,6 +233,7 @@ impl Vm {
             cmdline: cmdline.to_string(),
             boot_state: CpuSnapshot { regs, sregs },
             boot_xsave,
+            phys_mode: false,
         })
     }
 
@@ -498,20 +500,51 @@ impl Vm {
         }
     }
 
-    /// Reads guest memory at virtual address `addr` as vCPU `id` sees it, into `buf`. Returns
-    /// how many bytes were readable (a read stops at the first unmapped page). Our planted
-    /// breakpoint bytes read as the original bytes.
+    /// Chooses whether single steps keep interrupts blocked (KVM_GUESTDBG_BLOCKIRQ where
+    /// KVM offers it). On by default.
+    pub fn set_step_masks_irq(&self, on: bool) {
+        self.debug.set_step_masks_irq(on);
+    }
+
+    /// Whether single steps keep interrupts blocked.
+    pub fn step_masks_irq(&self) -> bool {
+        self.debug.step_masks_irq()
+    }
+
+    /// Chooses how debugger addresses are read: as virtual addresses through vCPU page
+    /// tables (the default), or as guest-physical addresses (`phys` on).
+    pub fn set_phys_mode(&mut self, phys: bool) {
+        self.phys_mode = phys;
+    }
+
+    /// True when debugger addresses are guest-physical.
+    pub fn phys_mode(&self) -> bool {
+        self.phys_mode
+    }
+
+    /// The guest-physical address behind debugger address `addr` and how many bytes from it
+    /// lie in the same page, at most `want`; None if nothing is mapped there.
+    fn chunk(&self, regs: &PagingRegs, addr: u64, want: usize) -> Option<(GuestAddress, usize)> {
+        let (gpa, page_size) = if self.phys_mode {
+            (GuestAddress(addr), 4096)
+        } else {
+            paging::translate_fast(&*self.mem, regs, GuestVirtAddr(addr)).ok()?
+        };
+        let in_page = page_size - (addr & (page_size - 1));
+        Some((gpa, in_page.min(want as u64) as usize))
+    }
+
+    /// Reads guest memory at debugger address `addr` (virtual as vCPU `id` sees it, or
+    /// physical in phys mode) into `buf`. Returns how many bytes were readable: a read stops
+    /// at the first unmapped page. Our planted breakpoint bytes read as the original bytes.
     pub fn read_virt(&self, id: usize, addr: u64, buf: &mut [u8]) -> usize {
         let regs = self.paging_regs(id);
         let mut done = 0;
         while done < buf.len() {
-            let va = addr.wrapping_add(done as u64);
-            let Ok((gpa, page_size)) = paging::translate_fast(&*self.mem, &regs, GuestVirtAddr(va))
+            let Some((gpa, n)) = self.chunk(&regs, addr.wrapping_add(done as u64), buf.len() - done)
             else {
                 break;
             };
-            let in_page = page_size - (va & (page_size - 1));
-            let n = (in_page.min((buf.len() - done) as u64)) as usize;
             let chunk = &mut buf[done..done + n];
             if self.mem.read_slice(chunk, gpa).is_err() {
                 break;
@@ -528,30 +561,34 @@ impl Vm {
         done
     }
 
-    /// Writes guest memory at virtual address `addr` as vCPU `id` sees it. Returns how many
-    /// bytes were written. Bytes under our breakpoints update the saved original instead,
-    /// so the breakpoint stays planted.
+    /// Writes guest memory at debugger address `addr` (as for [`Vm::read_virt`]). Returns
+    /// how many bytes were written. Bytes under our breakpoints update the saved original
+    /// instead, so the breakpoint stays planted.
     pub fn write_virt(&mut self, id: usize, addr: u64, data: &[u8]) -> usize {
         let regs = self.paging_regs(id);
         let mut done = 0;
         while done < data.len() {
-            let va = addr.wrapping_add(done as u64);
-            let Ok((gpa, page_size)) = paging::translate_fast(&*self.mem, &regs, GuestVirtAddr(va))
+            let Some((gpa, n)) =
+                self.chunk(&regs, addr.wrapping_add(done as u64), data.len() - done)
             else {
                 break;
             };
-            let in_page = page_size - (va & (page_size - 1));
-            let n = (in_page.min((data.len() - done) as u64)) as usize;
             let mut chunk = data[done..done + n].to_vec();
-            self.debug.update(|b| {
-                for bp in b.sw.values_mut() {
-                    if bp.gpa >= gpa && bp.gpa.0 < gpa.0 + n as u64 {
-                        let i = (bp.gpa.0 - gpa.0) as usize;
-                        bp.orig = chunk[i];
-                        chunk[i] = INT3;
+            let end = gpa.0 + n as u64;
+            let covers_bp = self
+                .debug
+                .with(|b| b.sw.values().any(|bp| bp.gpa >= gpa && bp.gpa.0 < end));
+            if covers_bp {
+                self.debug.update(|b| {
+                    for bp in b.sw.values_mut() {
+                        if bp.gpa >= gpa && bp.gpa.0 < end {
+                            let i = (bp.gpa.0 - gpa.0) as usize;
+                            bp.orig = chunk[i];
+                            chunk[i] = INT3;
+                        }
                     }
-                }
-            });
+                });
+            }
             if self.mem.write_slice(&chunk, gpa).is_err() {
                 break;
             }

@@ -479,7 +479,7 @@ impl VcpuThread {
         });
         if step {
             control |= KVM_GUESTDBG_SINGLESTEP;
-            if self.block_irq {
+            if self.block_irq && self.debug.step_masks_irq() {
                 control |= KVM_GUESTDBG_BLOCKIRQ;
             }
         }
