@@ -1,10 +1,13 @@
-//! Breakpoint packets: Z0/z0 (software) and Z1/z1 (debug-register execute slots).
+//! Breakpoint packets: Z0/z0 (software), Z1/z1 (debug-register execute slots) and Z2–Z4
+//! (watchpoints of any length, on memory slots).
 
 use super::regs::GuestArch;
 use super::target::KvmTarget;
+use crate::vmm::watch::WatchKind;
 use gdbstub::target::TargetResult;
 use gdbstub::target::ext::breakpoints::{
-    Breakpoints, HwBreakpoint, HwBreakpointOps, SwBreakpoint, SwBreakpointOps,
+    Breakpoints, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint,
+    SwBreakpointOps, WatchKind as GdbWatchKind,
 };
 
 impl<A: GuestArch> Breakpoints for KvmTarget<'_, A> {
@@ -14,6 +17,46 @@ impl<A: GuestArch> Breakpoints for KvmTarget<'_, A> {
 
     fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
         Some(self)
+    }
+
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+fn watch_kind(kind: GdbWatchKind) -> WatchKind {
+    match kind {
+        GdbWatchKind::Write => WatchKind::Write,
+        GdbWatchKind::Read => WatchKind::Read,
+        GdbWatchKind::ReadWrite => WatchKind::Access,
+    }
+}
+
+impl<A: GuestArch> HwWatchpoint for KvmTarget<'_, A> {
+    fn add_hw_watchpoint(
+        &mut self,
+        addr: A::Usize,
+        len: A::Usize,
+        kind: GdbWatchKind,
+    ) -> TargetResult<bool, Self> {
+        let (addr, len) = (A::to_u64(addr), A::to_u64(len));
+        match self.vm.add_watchpoint(0, addr, len, watch_kind(kind)) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                log::info!("Z2-4 refused: {e}");
+                Ok(false)
+            }
+        }
+    }
+
+    fn remove_hw_watchpoint(
+        &mut self,
+        addr: A::Usize,
+        len: A::Usize,
+        kind: GdbWatchKind,
+    ) -> TargetResult<bool, Self> {
+        let (addr, len) = (A::to_u64(addr), A::to_u64(len));
+        Ok(self.vm.remove_watchpoint(addr, len, watch_kind(kind)))
     }
 }
 

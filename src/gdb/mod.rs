@@ -291,7 +291,7 @@ fn run_session<A: GuestArch>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                             {
                                 exit_code = Some(code);
                             }
-                            match stop::choose::<A::Usize>(&events, false) {
+                            match stop::choose::<A>(&events, false) {
                                 Some(reason) => g.report_stop(&mut target, reason)?,
                                 None => {
                                     // Only kicks: nothing to report; carry on running.
@@ -319,7 +319,7 @@ fn run_session<A: GuestArch>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
             }
             GdbStubStateMachine::CtrlCInterrupt(g) => {
                 let events = target.vm.stop_all();
-                let reason = stop::choose::<A::Usize>(&events, true).unwrap_or(
+                let reason = stop::choose::<A>(&events, true).unwrap_or(
                     MultiThreadStopReason::SignalWithThread {
                         tid: target::tid_of(0),
                         signal: Signal::SIGINT,

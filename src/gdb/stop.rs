@@ -1,30 +1,45 @@
 //! Mapping the VMM's stop reasons to gdb's.
 
+use super::regs::GuestArch;
 use super::target::tid_of;
 use crate::vmm::vcpu::{VcpuEvent, VcpuStop};
+use crate::vmm::watch::WatchKind;
 use gdbstub::common::Signal;
 use gdbstub::stub::MultiThreadStopReason;
+use gdbstub::target::ext::breakpoints::WatchKind as GdbWatchKind;
 
 /// The stop gdb should see after `events` (all vCPUs have stopped). A vCPU's own reason wins
 /// over vCPUs that were merely kicked to make the stop all-stop. `interrupted` is true for
 /// Ctrl-C.
-pub fn choose<U>(events: &[VcpuEvent], interrupted: bool) -> Option<MultiThreadStopReason<U>> {
+pub fn choose<A: GuestArch>(
+    events: &[VcpuEvent],
+    interrupted: bool,
+) -> Option<MultiThreadStopReason<A::Usize>> {
     let ev = events
         .iter()
         .find(|e| e.stop != VcpuStop::Kicked)
         .or_else(|| if interrupted { events.first() } else { None })?;
-    Some(to_gdb(ev))
+    Some(to_gdb::<A>(ev))
 }
 
 /// The gdb stop reply for one vCPU event. Each kind of fatal stop has its own signal so
 /// users can tell them apart: SIGSEGV for a triple fault, SIGILL when KVM cannot run the
 /// code, SIGSTOP for a halt with interrupts off.
-pub fn to_gdb<U>(ev: &VcpuEvent) -> MultiThreadStopReason<U> {
+pub fn to_gdb<A: GuestArch>(ev: &VcpuEvent) -> MultiThreadStopReason<A::Usize> {
     let tid = tid_of(ev.id);
     let signal = |signal| MultiThreadStopReason::SignalWithThread { tid, signal };
     match ev.stop {
         VcpuStop::SwBreakpoint(_) => MultiThreadStopReason::SwBreak(tid),
         VcpuStop::HwBreakpoint { .. } => MultiThreadStopReason::HwBreak(tid),
+        VcpuStop::Watch { kind, addr } => MultiThreadStopReason::Watch {
+            tid,
+            kind: match kind {
+                WatchKind::Write => GdbWatchKind::Write,
+                WatchKind::Read => GdbWatchKind::Read,
+                WatchKind::Access => GdbWatchKind::ReadWrite,
+            },
+            addr: A::from_u64(addr),
+        },
         VcpuStop::Step => MultiThreadStopReason::DoneStep,
         VcpuStop::Kicked => signal(Signal::SIGINT),
         VcpuStop::GuestBreakpoint => signal(Signal::SIGTRAP),

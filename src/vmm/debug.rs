@@ -28,6 +28,8 @@ pub struct Breakpoints {
     pub sw: BTreeMap<u64, SwBreakpoint>,
     /// Execute breakpoints in DR0–DR3, by linear address.
     pub hw: [Option<u64>; HW_SLOTS],
+    /// Watchpoints (memory-slot based, see `watch.rs`).
+    pub watch: Vec<super::watch::Watchpoint>,
 }
 
 impl Breakpoints {
@@ -41,6 +43,19 @@ impl Breakpoints {
             }
         }
         dr7
+    }
+
+    /// The first watchpoint an access of `len` bytes at guest-physical `gpa` triggers:
+    /// its kind and the linear address of the first watched byte touched.
+    pub fn watch_hit(
+        &self,
+        gpa: u64,
+        len: u64,
+        write: bool,
+    ) -> Option<(super::watch::WatchKind, u64)> {
+        self.watch
+            .iter()
+            .find_map(|w| w.hit(gpa, len, write).map(|a| (w.kind, a)))
     }
 
     /// The slot whose address is `linear`, if any.

@@ -4,6 +4,7 @@
 pub mod debug;
 pub mod devices;
 pub mod vcpu;
+pub mod watch;
 
 use crate::caps::KvmCaps;
 use crate::loader::{self, BootInfo};
@@ -13,7 +14,7 @@ use debug::{DebugTable, HW_SLOTS, INT3, SwBreakpoint};
 use devices::Devices;
 use kvm_bindings::{kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_xsave};
 use kvm_ioctls::{Kvm, VmFd};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -24,6 +25,7 @@ use vcpu::{CpuSnapshot, KickState, StateChange, VcpuEvent, VcpuReply, VcpuReques
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
+use watch::{RamRegion, WatchKind, Watchpoint};
 
 /// Errors building or driving the machine.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,12 @@ pub enum BreakpointError {
     /// All four debug-register slots are in use.
     #[error("all {HW_SLOTS} hardware breakpoint slots are in use")]
     NoSlot,
+    /// A watchpoint of zero length.
+    #[error("a watchpoint needs a length")]
+    EmptyWatch,
+    /// KVM refused the memory-slot change a watchpoint needs.
+    #[error("KVM refused the memory slots for the watchpoint: {0}")]
+    Slots(String),
 }
 
 /// One vCPU as the controller sees it.
@@ -92,7 +100,7 @@ struct VcpuHandle {
 /// The machine: RAM, devices and vCPUs.
 pub struct Vm {
     _kvm: Kvm,
-    _vm: VmFd,
+    vm_fd: VmFd,
     caps: KvmCaps,
     mem: Arc<GuestMem>,
     devices: Arc<Mutex<Devices>>,
@@ -109,6 +117,9 @@ pub struct Vm {
     boot_state: CpuSnapshot,
     boot_xsave: Option<Box<kvm_xsave>>,
     phys_mode: bool,
+    regions: Vec<RamRegion>,
+    /// The memory slots registered with KVM now.
+    slots: Vec<kvm_userspace_memory_region>,
 }
 
 static SIGNAL_HANDLER: Once = Once::new();
@@ -135,17 +146,19 @@ impl Vm {
         let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
         let mem = memory::create_guest_memory(memory_size)
             .map_err(|e| VmError::Memory(memory_size >> 20, e))?;
-        for (slot, region) in mem.iter().enumerate() {
-            let region_desc = kvm_userspace_memory_region {
-                slot: slot as u32,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
-                userspace_addr: region.as_ptr() as u64,
-                flags: 0,
-            };
-            // SAFETY: the region is a live mmap owned by `mem`, which the Vm keeps (in an
-            // Arc) for as long as the VmFd exists, so KVM never sees freed memory.
-            unsafe { vm.set_user_memory_region(region_desc) }.map_err(VmError::MemorySlot)?;
+        let regions: Vec<RamRegion> = mem
+            .iter()
+            .map(|r| RamRegion {
+                gpa: r.start_addr().0,
+                len: r.len(),
+                host: r.as_ptr() as u64,
+            })
+            .collect();
+        let slots = watch::slot_layout(&regions, &BTreeMap::new());
+        for s in &slots {
+            // SAFETY: every slot lies inside a live mmap owned by `mem`, which the Vm keeps
+            // (in an Arc) for as long as the VmFd exists, so KVM never sees freed memory.
+            unsafe { vm.set_user_memory_region(*s) }.map_err(VmError::MemorySlot)?;
         }
         let boot = loader::load_kernel(&mem, image, cmdline)?;
         let mem = Arc::new(mem);
@@ -219,7 +232,7 @@ impl Vm {
 
         Ok(Vm {
             _kvm: kvm,
-            _vm: vm,
+            vm_fd: vm,
             caps,
             mem,
             devices,
@@ -234,6 +247,8 @@ impl Vm {
             boot_state: CpuSnapshot { regs, sregs },
             boot_xsave,
             phys_mode: false,
+            regions,
+            slots,
         })
     }
 
@@ -541,7 +556,8 @@ impl Vm {
         let regs = self.paging_regs(id);
         let mut done = 0;
         while done < buf.len() {
-            let Some((gpa, n)) = self.chunk(&regs, addr.wrapping_add(done as u64), buf.len() - done)
+            let Some((gpa, n)) =
+                self.chunk(&regs, addr.wrapping_add(done as u64), buf.len() - done)
             else {
                 break;
             };
@@ -652,12 +668,120 @@ impl Vm {
         })
     }
 
-    /// Removes every breakpoint (when a debugger goes away).
+    /// Removes every breakpoint and watchpoint (when a debugger goes away).
     pub fn clear_breakpoints(&mut self) {
         let old = self.debug.update(std::mem::take);
         for bp in old.sw.values() {
             unplant(&self.mem, bp);
         }
+        if !old.watch.is_empty() {
+            if let Err(e) = self.relayout_slots() {
+                log::error!("cannot restore guest RAM's memory slots: {e}");
+            }
+        }
+    }
+
+    /// Watches `len` bytes at debugger address `addr` (translated as vCPU `id` sees it) for
+    /// accesses of `kind`. Any length; any number.
+    pub fn add_watchpoint(
+        &mut self,
+        id: usize,
+        addr: u64,
+        len: u64,
+        kind: WatchKind,
+    ) -> Result<(), BreakpointError> {
+        if len == 0 {
+            return Err(BreakpointError::EmptyWatch);
+        }
+        let regs = self.paging_regs(id);
+        let mut pieces: Vec<(GuestAddress, u64, u64)> = Vec::new();
+        let mut done = 0u64;
+        while done < len {
+            let linear = addr.wrapping_add(done);
+            let want = (len - done).min(usize::MAX as u64) as usize;
+            let (gpa, n) = self
+                .chunk(&regs, linear, want)
+                .filter(|(gpa, n)| {
+                    self.mem.address_in_range(*gpa)
+                        && self
+                            .mem
+                            .address_in_range(GuestAddress(gpa.0 + *n as u64 - 1))
+                })
+                .ok_or(BreakpointError::Unmapped(linear))?;
+            match pieces.last_mut() {
+                Some(last) if last.0.0 + last.1 == gpa.0 => last.1 += n as u64,
+                _ => pieces.push((gpa, n as u64, linear)),
+            }
+            done += n as u64;
+        }
+        let w = Watchpoint {
+            addr,
+            len,
+            kind,
+            pieces,
+        };
+        self.debug.update(|b| b.watch.push(w.clone()));
+        if let Err(e) = self.relayout_slots() {
+            self.debug.update(|b| b.watch.retain(|x| *x != w));
+            let _ = self.relayout_slots();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes a watchpoint; false if there was none.
+    pub fn remove_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> bool {
+        let removed = self.debug.update(|b| {
+            match b
+                .watch
+                .iter()
+                .position(|w| w.addr == addr && w.len == len && w.kind == kind)
+            {
+                Some(i) => {
+                    b.watch.remove(i);
+                    true
+                }
+                None => false,
+            }
+        });
+        if removed {
+            if let Err(e) = self.relayout_slots() {
+                log::error!("cannot update memory slots after removing a watchpoint: {e}");
+            }
+        }
+        removed
+    }
+
+    /// Re-registers guest RAM with KVM so that watched pages are read-only or absent. Only
+    /// while every vCPU is stopped: a vCPU must never run against a half-changed layout.
+    fn relayout_slots(&mut self) -> Result<(), BreakpointError> {
+        let watches = self.debug.with(|b| b.watch.clone());
+        let modes = watch::page_modes(&watches, self.caps.readonly_mem);
+        let want = watch::slot_layout(&self.regions, &modes);
+        let key = |s: &kvm_userspace_memory_region| {
+            (s.guest_phys_addr, s.memory_size, s.userspace_addr, s.flags)
+        };
+        if want.iter().map(key).eq(self.slots.iter().map(key)) {
+            return Ok(());
+        }
+        // Slots may not overlap, so remove the old layout before adding the new one.
+        for s in &self.slots {
+            let gone = kvm_userspace_memory_region {
+                memory_size: 0,
+                ..*s
+            };
+            // SAFETY: deleting a slot never makes KVM access host memory.
+            unsafe { self.vm_fd.set_user_memory_region(gone) }
+                .map_err(|e| BreakpointError::Slots(e.to_string()))?;
+        }
+        self.slots.clear();
+        for s in &want {
+            // SAFETY: every slot lies inside guest RAM's live mmap, which outlives the VmFd.
+            unsafe { self.vm_fd.set_user_memory_region(*s) }
+                .map_err(|e| BreakpointError::Slots(e.to_string()))?;
+            self.slots.push(*s);
+        }
+        Ok(())
     }
 
     /// Puts the machine back into its boot entry state: RAM cleared and the kernel reloaded,

@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
-use vm_memory::Bytes;
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Why a vCPU stopped. This is the VMM's own vocabulary; only `src/gdb/` maps it to gdb's.
@@ -27,6 +27,14 @@ pub enum VcpuStop {
         /// DR0–DR3 index.
         slot: usize,
         /// The breakpoint's linear address.
+        addr: u64,
+    },
+    /// A watchpoint caught an access; `addr` is the linear address of the first watched
+    /// byte the access touched. The access has completed.
+    Watch {
+        /// What the watchpoint catches.
+        kind: super::watch::WatchKind,
+        /// Linear address hit.
         addr: u64,
     },
     /// A single step finished.
@@ -76,6 +84,7 @@ impl VcpuStop {
             VcpuStop::HwBreakpoint { slot, addr } => {
                 format!("hardware breakpoint {slot} at {addr:#x}")
             }
+            VcpuStop::Watch { kind, addr } => format!("{kind:?} watchpoint hit at {addr:#x}"),
             VcpuStop::Step => "single step".into(),
             VcpuStop::Kicked => "interrupted".into(),
             VcpuStop::Halted => "halted with interrupts disabled (hlt, IF=0)".into(),
@@ -516,6 +525,7 @@ impl VcpuThread {
         }
         loop {
             let mut io_done = false;
+            let mut watch_hit = None;
             let stop = match self.vcpu.run() {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     io_done = true;
@@ -532,12 +542,25 @@ impl VcpuThread {
                 }
                 Ok(VcpuExit::MmioRead(addr, data)) => {
                     io_done = true;
-                    lock(&self.devices).mmio_read(addr, data);
+                    // RAM behind a watchpoint's missing slot: complete the read from RAM.
+                    if self.mem.read_slice(data, GuestAddress(addr)).is_ok() {
+                        let len = data.len() as u64;
+                        watch_hit = self.debug.with(|b| b.watch_hit(addr, len, false));
+                    } else {
+                        lock(&self.devices).mmio_read(addr, data);
+                    }
                     None
                 }
                 Ok(VcpuExit::MmioWrite(addr, data)) => {
                     io_done = true;
-                    lock(&self.devices).mmio_write(addr, data);
+                    // RAM behind a watchpoint's read-only or missing slot: the VMM performs
+                    // the write the guest asked for.
+                    if self.mem.write_slice(data, GuestAddress(addr)).is_ok() {
+                        let len = data.len() as u64;
+                        watch_hit = self.debug.with(|b| b.watch_hit(addr, len, true));
+                    } else {
+                        lock(&self.devices).mmio_write(addr, data);
+                    }
                     None
                 }
                 Ok(VcpuExit::Hlt) => Some(if step { VcpuStop::Step } else { self.on_hlt() }),
@@ -567,6 +590,11 @@ impl VcpuThread {
                 }
                 Err(e) => Some(VcpuStop::RunError(e.errno())),
             };
+            if let Some((kind, addr)) = watch_hit {
+                // Report after the instruction has completed, as a data breakpoint does.
+                self.complete_io();
+                return VcpuStop::Watch { kind, addr };
+            }
             match stop {
                 Some(VcpuStop::Exit(code)) => return VcpuStop::Exit(code),
                 Some(stop) => return stop,
