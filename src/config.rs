@@ -32,23 +32,17 @@ pub const MAX_MEMORY: u64 = 64 << 30;
 /// Parses a memory size such as `128M`, `1G`, `65536K` or a plain byte count.
 pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
     let bad = || ConfigError::BadSize(text.to_string());
-    let t = text.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return Err(bad()),
-            };
-            // Accept an optional trailing "iB"/"B" spelled as e.g. "128MiB" or "128MB".
-            (&t[..i], shift)
-        }
-        Some(_) => (t, 0),
-        None => return Err(bad()),
+    let t = text.trim().to_ascii_uppercase();
+    // Accept "128M", "128MB" and "128MiB" alike.
+    let t = t.strip_suffix('B').unwrap_or(&t);
+    let (digits, shift) = match t.strip_suffix('I').unwrap_or(t) {
+        u if u.ends_with('K') => (&u[..u.len() - 1], 10),
+        u if u.ends_with('M') => (&u[..u.len() - 1], 20),
+        u if u.ends_with('G') => (&u[..u.len() - 1], 30),
+        u if u.ends_with('T') => (&u[..u.len() - 1], 40),
+        _ if t.ends_with('I') => return Err(bad()),
+        u => (u, 0),
     };
-    let digits = digits.strip_suffix(['i', 'I']).unwrap_or(digits);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
