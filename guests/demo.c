@@ -17,6 +17,10 @@ char message[] = "hello from the demo guest";
 
 void kmain(uint64_t boot_params_addr);
 void step_sequence(void);
+void idt_setup(void);
+void guest_int3(void);
+/* Counted by the guest's own #BP handler (demo.S). */
+extern volatile uint64_t guest_bp_hits;
 
 /* A second breakpoint target one call deeper than tick(), so a backtrace
  * from here is bp_loop_target <- tick <- kmain <- _start. */
@@ -36,6 +40,10 @@ void kmain(uint64_t boot_params_addr)
     boot_params = boot_params_addr;
     serial_puts("kvmgdb demo guest: hello from 64-bit long mode\n");
     step_sequence();
+    idt_setup();
+    guest_int3();
+    if (guest_bp_hits != 1)
+        serial_puts("guest int3 was not delivered to the guest's handler\n");
     for (;;) {
         tick();
         uint32_t code = exit_request;

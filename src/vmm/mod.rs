@@ -212,6 +212,7 @@ impl Vm {
             events: event_tx.clone(),
             notify: notify.clone(),
             was_idle_hlt: false,
+            applied: None,
         };
         let handle = std::thread::Builder::new()
             .name(format!("vcpu{id}"))

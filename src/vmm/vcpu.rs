@@ -5,9 +5,9 @@ use super::debug::{DebugTable, INT3};
 use super::devices::{Devices, IoAction};
 use crate::memory::GuestMem;
 use kvm_bindings::{
-    KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
-    KVM_GUESTDBG_USE_SW_BP, KVM_INTERNAL_ERROR_EMULATION, kvm_guest_debug, kvm_regs, kvm_sregs,
-    kvm_xsave,
+    KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_INJECT_BP, KVM_GUESTDBG_SINGLESTEP,
+    KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP, KVM_INTERNAL_ERROR_EMULATION, kvm_guest_debug,
+    kvm_regs, kvm_sregs, kvm_xsave,
 };
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use std::cell::Cell;
@@ -264,11 +264,13 @@ pub struct VcpuThread {
     pub notify: Arc<EventFd>,
     /// Set when the last stop interrupted an idle `hlt`, which resuming goes back to.
     pub(super) was_idle_hlt: bool,
+    /// The guest-debug configuration last applied.
+    pub(super) applied: Option<AppliedDebug>,
 }
 
 /// The guest-debug configuration last applied, so unchanged tables cost no ioctl.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct AppliedDebug {
+pub(super) struct AppliedDebug {
     generation: u64,
     step: bool,
     mask: Option<u64>,
@@ -288,7 +290,6 @@ impl VcpuThread {
             self.vcpu.set_sync_valid_reg(SyncReg::Register);
             self.vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
         }
-        let mut applied: Option<AppliedDebug> = None;
         let mut halted_idle = false;
         while let Ok(req) = self.requests.recv() {
             match req {
@@ -300,7 +301,7 @@ impl VcpuThread {
                     let stop = match self.apply_state(state.as_deref()) {
                         Err(e) => VcpuStop::RunError(e),
                         Ok(()) if halted_idle && !step => self.idle_until_kick(),
-                        Ok(()) => self.run(step, &mut applied),
+                        Ok(()) => self.run(step),
                     };
                     halted_idle = stop == VcpuStop::Kicked && self.was_idle_hlt;
                     self.was_idle_hlt = false;
@@ -418,26 +419,26 @@ impl VcpuThread {
     /// Runs to the next stop. A breakpoint of ours under the current instruction is stepped
     /// over first with that breakpoint masked (RF is not honoured everywhere; KVM-FACTS.md),
     /// so resuming executes the instruction under it exactly once.
-    fn run(&mut self, step: bool, applied: &mut Option<AppliedDebug>) -> VcpuStop {
+    fn run(&mut self, step: bool) -> VcpuStop {
         let pc = self.snapshot().linear_rip();
         let bp_here = self
             .debug
             .with(|b| b.sw.contains_key(&pc) || b.hw_slot_at(pc).is_some());
         if bp_here {
-            let stop = self.run_masked(true, pc, applied);
+            let stop = self.run_masked(true, pc);
             if step || stop != VcpuStop::Step {
                 return stop;
             }
         }
-        self.run_inner(step, None, applied)
+        self.run_inner(step, None)
     }
 
-    fn run_masked(&mut self, step: bool, pc: u64, applied: &mut Option<AppliedDebug>) -> VcpuStop {
+    fn run_masked(&mut self, step: bool, pc: u64) -> VcpuStop {
         let sw = self.debug.with(|b| b.sw.get(&pc).copied());
         if let Some(bp) = sw {
             let _ = self.mem.write_obj(bp.orig, bp.gpa);
         }
-        let stop = self.run_inner(step, Some(pc), applied);
+        let stop = self.run_inner(step, Some(pc));
         if let Some(bp) = sw {
             // Replant only if the breakpoint is still wanted and the guest left the byte alone.
             let still = self.debug.with(|b| b.sw.get(&pc) == Some(&bp));
@@ -449,15 +450,25 @@ impl VcpuThread {
         stop
     }
 
-    fn apply_debug(&mut self, step: bool, mask: Option<u64>, applied: &mut Option<AppliedDebug>) {
+    fn apply_debug(&mut self, step: bool, mask: Option<u64>) {
         let want = AppliedDebug {
             generation: self.debug.generation(),
             step,
             mask,
         };
-        if *applied == Some(want) {
+        if self.applied == Some(want) {
             return;
         }
+        let dbg = self.guest_debug(step, mask);
+        match self.vcpu.set_guest_debug(&dbg) {
+            Ok(()) => self.applied = Some(want),
+            Err(e) => log::warn!("vCPU {}: KVM_SET_GUEST_DEBUG failed: {e}", self.id),
+        }
+    }
+
+    /// The KVM_SET_GUEST_DEBUG argument for the current table, `step`, and `mask` (a
+    /// breakpoint address to leave out while stepping over it).
+    fn guest_debug(&self, step: bool, mask: Option<u64>) -> kvm_guest_debug {
         let mut dbg = kvm_guest_debug::default();
         let mut control = 0;
         self.debug.with(|b| {
@@ -496,9 +507,37 @@ impl VcpuThread {
             control |= KVM_GUESTDBG_ENABLE;
         }
         dbg.control = control;
+        dbg
+    }
+
+    /// Delivers a `#BP` the guest raised itself to the guest's own handler. `advance` is
+    /// how far RIP must move first so the handler's frame points after the int3: 0 on
+    /// hardware KVM, which injects #BP as a software exception with the exit's instruction
+    /// length; the int3's length on PVM, whose injection pushes RIP as it is (KVM-FACTS.md).
+    fn inject_guest_breakpoint(&mut self, step: bool, mask: Option<u64>, advance: u64) -> bool {
+        if advance != 0 {
+            // KVM_SET_REGS drops a pending exception, so RIP must be written before the
+            // injection, and by ioctl: a dirty sync_regs set would land after it.
+            let mut regs = self.snapshot().regs;
+            regs.rip = regs.rip.wrapping_add(advance);
+            if let Err(e) = self.vcpu.set_regs(&regs) {
+                log::warn!("vCPU {}: KVM_SET_REGS failed: {e}", self.id);
+                return false;
+            }
+            if self.sync_regs {
+                self.vcpu.sync_regs_mut().regs = regs;
+            }
+        }
+        let mut dbg = self.guest_debug(step, mask);
+        dbg.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_BP;
+        // The inject bit is an action, not a setting: re-apply the plain table next run.
+        self.applied = None;
         match self.vcpu.set_guest_debug(&dbg) {
-            Ok(()) => *applied = Some(want),
-            Err(e) => log::warn!("vCPU {}: KVM_SET_GUEST_DEBUG failed: {e}", self.id),
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("vCPU {}: injecting the guest's #BP failed: {e}", self.id);
+                false
+            }
         }
     }
 
@@ -513,13 +552,8 @@ impl VcpuThread {
         self.vcpu.set_kvm_immediate_exit(0);
     }
 
-    fn run_inner(
-        &mut self,
-        step: bool,
-        mask: Option<u64>,
-        applied: &mut Option<AppliedDebug>,
-    ) -> VcpuStop {
-        self.apply_debug(step, mask, applied);
+    fn run_inner(&mut self, step: bool, mask: Option<u64>) -> VcpuStop {
+        self.apply_debug(step, mask);
         if self.kick.take() {
             return VcpuStop::Kicked;
         }
@@ -564,9 +598,9 @@ impl VcpuThread {
                     None
                 }
                 Ok(VcpuExit::Hlt) => Some(if step { VcpuStop::Step } else { self.on_hlt() }),
-                Ok(VcpuExit::Debug(arch)) => Some(self.on_debug(step, arch)),
+                Ok(VcpuExit::Debug(arch)) => self.on_debug(step, mask, arch),
                 Ok(VcpuExit::Shutdown) => Some(VcpuStop::Shutdown),
-                Ok(VcpuExit::InternalError) => Some(self.on_internal_error()),
+                Ok(VcpuExit::InternalError) => self.on_internal_error(step, mask),
                 Ok(VcpuExit::FailEntry(reason, _cpu)) => Some(VcpuStop::FailEntry(reason)),
                 Ok(VcpuExit::Intr) => {
                     if self.kick.take() {
@@ -639,12 +673,19 @@ impl VcpuThread {
         VcpuStop::Kicked
     }
 
-    fn on_debug(&mut self, step: bool, arch: kvm_bindings::kvm_debug_exit_arch) -> VcpuStop {
-        match arch.exception {
+    /// A debug exit: a step, one of our breakpoints, or the guest's own int3 (which goes
+    /// back to the guest; None means "keep running").
+    fn on_debug(
+        &mut self,
+        step: bool,
+        mask: Option<u64>,
+        arch: kvm_bindings::kvm_debug_exit_arch,
+    ) -> Option<VcpuStop> {
+        Some(match arch.exception {
             DB_VECTOR => {
                 let slot = (0..4).find(|n| arch.dr6 & (1 << n) != 0);
                 if step || arch.dr6 & DR6_BS != 0 {
-                    return VcpuStop::Step;
+                    return Some(VcpuStop::Step);
                 }
                 match slot {
                     Some(slot) => VcpuStop::HwBreakpoint {
@@ -659,6 +700,8 @@ impl VcpuThread {
                 let ours = self.debug.with(|b| b.sw.contains_key(&arch.pc));
                 if ours {
                     VcpuStop::SwBreakpoint(arch.pc)
+                } else if self.inject_guest_breakpoint(step, mask, 0) {
+                    return None;
                 } else {
                     VcpuStop::GuestBreakpoint
                 }
@@ -667,28 +710,49 @@ impl VcpuThread {
                 log::warn!("vCPU {}: debug exit with exception {other}", self.id);
                 VcpuStop::Step
             }
-        }
+        })
     }
 
     /// PVM (KVM-FACTS.md): with no hardware VMX, CPL0 code is emulated and the emulator gives
     /// up on `int3`: KVM_EXIT_INTERNAL_ERROR, suberror EMULATION, RIP at the int3, vCPU
     /// intact. When that int3 is one we planted, it is our breakpoint; anything else is a
     /// real internal error.
-    fn on_internal_error(&mut self) -> VcpuStop {
+    fn on_internal_error(&mut self, step: bool, mask: Option<u64>) -> Option<VcpuStop> {
         // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the union
         // member KVM filled in.
         let suberror = unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
         if suberror == KVM_INTERNAL_ERROR_EMULATION {
-            let pc = self.snapshot().linear_rip();
+            let state = self.snapshot();
+            let pc = state.linear_rip();
             let bp = self.debug.with(|b| b.sw.get(&pc).copied());
             if let Some(bp) = bp {
                 let byte: u8 = self.mem.read_obj(bp.gpa).unwrap_or(0);
                 if byte == INT3 {
-                    return VcpuStop::SwBreakpoint(pc);
+                    return Some(VcpuStop::SwBreakpoint(pc));
                 }
             }
+            // The guest's own int3: deliver it to the guest, past the instruction.
+            if self.code_byte(&state, pc) == Some(INT3)
+                && self.inject_guest_breakpoint(step, mask, 1)
+            {
+                return None;
+            }
         }
-        VcpuStop::InternalError { suberror }
+        Some(VcpuStop::InternalError { suberror })
+    }
+
+    /// The code byte at linear address `pc`, read through the guest's page tables.
+    fn code_byte(&self, state: &CpuSnapshot, pc: u64) -> Option<u8> {
+        let regs = crate::paging::PagingRegs {
+            cr0: state.sregs.cr0,
+            cr3: state.sregs.cr3,
+            cr4: state.sregs.cr4,
+            efer: state.sregs.efer,
+        };
+        let (gpa, _) =
+            crate::paging::translate_fast(&*self.mem, &regs, crate::paging::GuestVirtAddr(pc))
+                .ok()?;
+        self.mem.read_obj(gpa).ok()
     }
 }
 
