@@ -5,6 +5,7 @@
 pub mod breakpoints;
 pub mod conn;
 pub mod monitor;
+pub mod qemu;
 pub mod regs;
 pub mod resume;
 pub mod stop;
@@ -252,13 +253,43 @@ fn session(vm: &mut Vm, stream: Stream) -> SessionEnd {
 
 type SessionResult = Result<SessionEnd, Box<dyn std::error::Error>>;
 
+/// Input waiting for the state machine: plain bytes, or a QEMU packet we answer ourselves.
+enum Input {
+    Byte(u8),
+    Qemu(String),
+}
+
+fn queue_input(splitter: &mut qemu::PacketSplitter, bytes: &[u8], inbuf: &mut VecDeque<Input>) {
+    let mut parts = Vec::new();
+    splitter.push(bytes, &mut parts);
+    for part in parts {
+        match part {
+            qemu::Split::Forward(b) => inbuf.extend(b.into_iter().map(Input::Byte)),
+            qemu::Split::Packet(p) => inbuf.push_back(Input::Qemu(p)),
+        }
+    }
+}
+
+fn answer_qemu(
+    conn: &mut BufferedConn,
+    vm: &mut Vm,
+    splitter: &qemu::PacketSplitter,
+    packet: &str,
+) -> std::io::Result<()> {
+    use gdbstub::conn::Connection;
+    let reply = qemu::answer(vm, packet);
+    conn.write_all(&qemu::frame(&reply, splitter.acks()))?;
+    conn.flush()
+}
+
 fn run_session<A: GuestArch>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
     let mut target = KvmTarget::<A>::new(vm);
     let gdb = GdbStub::<KvmTarget<A>, BufferedConn>::builder(conn)
         .packet_buffer_size(PACKET_BUFFER)
         .build()?;
     let mut sm = gdb.run_state_machine(&mut target)?;
-    let mut inbuf: VecDeque<u8> = VecDeque::new();
+    let mut inbuf: VecDeque<Input> = VecDeque::new();
+    let mut splitter = qemu::PacketSplitter::default();
     let mut readbuf = vec![0u8; 64 * 1024];
     let mut exit_code = None;
     loop {
@@ -269,14 +300,26 @@ fn run_session<A: GuestArch>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                     if n == 0 {
                         return Ok(SessionEnd::Detach);
                     }
-                    inbuf.extend(&readbuf[..n]);
+                    queue_input(&mut splitter, &readbuf[..n], &mut inbuf);
                 }
-                let byte = inbuf.pop_front().unwrap_or(0);
-                g.incoming_data(&mut target, byte)?
+                match inbuf.pop_front() {
+                    Some(Input::Byte(byte)) => g.incoming_data(&mut target, byte)?,
+                    Some(Input::Qemu(packet)) => {
+                        answer_qemu(g.borrow_conn(), target.vm, &splitter, &packet)?;
+                        g.into()
+                    }
+                    None => g.into(),
+                }
             }
             GdbStubStateMachine::Running(mut g) => {
-                if let Some(byte) = inbuf.pop_front() {
-                    g.incoming_data(&mut target, byte)?
+                if let Some(input) = inbuf.pop_front() {
+                    match input {
+                        Input::Byte(byte) => g.incoming_data(&mut target, byte)?,
+                        Input::Qemu(packet) => {
+                            answer_qemu(g.borrow_conn(), target.vm, &splitter, &packet)?;
+                            g.into()
+                        }
+                    }
                 } else {
                     let sock = g.borrow_conn().stream().raw_fd();
                     let ready = poll_readable(&[sock, target.vm.event_fd()])?;
@@ -310,7 +353,7 @@ fn run_session<A: GuestArch>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                             target.vm.stop_all();
                             return Ok(SessionEnd::Detach);
                         }
-                        inbuf.extend(&readbuf[..n]);
+                        queue_input(&mut splitter, &readbuf[..n], &mut inbuf);
                         g.into()
                     } else {
                         g.into()
