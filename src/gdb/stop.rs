@@ -41,7 +41,8 @@ pub fn to_gdb<A: GuestArch>(ev: &VcpuEvent) -> MultiThreadStopReason<A::Usize> {
             addr: A::from_u64(addr),
         },
         VcpuStop::Step => MultiThreadStopReason::DoneStep,
-        VcpuStop::Kicked => signal(Signal::SIGINT),
+        // NeedsRam is resolved inside the VMM; should one leak, it is an interruption.
+        VcpuStop::Kicked | VcpuStop::NeedsRam => signal(Signal::SIGINT),
         VcpuStop::GuestBreakpoint => signal(Signal::SIGTRAP),
         VcpuStop::Halted => signal(Signal::SIGSTOP),
         VcpuStop::Shutdown => signal(Signal::SIGSEGV),

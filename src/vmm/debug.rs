@@ -58,6 +58,15 @@ impl Breakpoints {
             .find_map(|w| w.hit(gpa, len, write).map(|a| (w.kind, a)))
     }
 
+    /// True if a watchpoint covers part of the guest-physical page at `page`.
+    pub fn watch_touches_page(&self, page: u64) -> bool {
+        self.watch.iter().any(|w| {
+            w.pieces
+                .iter()
+                .any(|&(gpa, len, _)| gpa.0 < page + super::watch::PAGE && page < gpa.0 + len)
+        })
+    }
+
     /// The slot whose address is `linear`, if any.
     pub fn hw_slot_at(&self, linear: u64) -> Option<usize> {
         self.hw.iter().position(|s| *s == Some(linear))

@@ -92,6 +92,8 @@ struct VcpuHandle {
     change: StateChange,
     xsave: Option<Box<kvm_xsave>>,
     running: bool,
+    /// Whether the current run is a single step.
+    stepping: bool,
     /// The stop that froze this vCPU (triple fault, halt, …); resuming reports it again.
     frozen: Option<VcpuStop>,
     last_stop: Option<VcpuStop>,
@@ -118,6 +120,8 @@ pub struct Vm {
     boot_xsave: Option<Box<kvm_xsave>>,
     phys_mode: bool,
     regions: Vec<RamRegion>,
+    /// True while an instruction runs with every watched page mapped again.
+    all_ram_mapped: bool,
     /// The memory slots registered with KVM now.
     slots: Vec<kvm_userspace_memory_region>,
 }
@@ -227,6 +231,7 @@ impl Vm {
             change: StateChange::default(),
             xsave: None,
             running: false,
+            stepping: false,
             frozen: None,
             last_stop: None,
         });
@@ -249,6 +254,7 @@ impl Vm {
             boot_xsave,
             phys_mode: false,
             regions,
+            all_ram_mapped: false,
             slots,
         })
     }
@@ -319,6 +325,7 @@ impl Vm {
                 .send(VcpuRequest::Run { step, state })
                 .map_err(|_| VmError::VcpuGone(id))?;
             v.running = true;
+            v.stepping = step;
         }
         Ok(())
     }
@@ -326,12 +333,102 @@ impl Vm {
     /// Takes the next vCPU stop if one is ready, without blocking.
     pub fn poll_event(&mut self) -> Option<VcpuEvent> {
         let _ = self.notify.read();
-        let ev = self
-            .synthetic
-            .pop_front()
-            .or_else(|| self.events.try_recv().ok())?;
-        self.record(&ev);
-        Some(ev)
+        loop {
+            let mut ev = self
+                .synthetic
+                .pop_front()
+                .or_else(|| self.events.try_recv().ok())?;
+            if ev.stop == VcpuStop::NeedsRam {
+                self.record(&ev);
+                match self.step_with_ram_mapped(ev.id) {
+                    // The vCPU was continuing: let it go on; a later event reports it.
+                    Ok(next) if next.stop == VcpuStop::Step && !self.vcpus[ev.id].stepping => {
+                        if let Err(e) = self.resume(&[(ev.id, false)]) {
+                            log::error!("cannot resume vCPU {}: {e}", ev.id);
+                        }
+                        continue;
+                    }
+                    Ok(next) => ev = next,
+                    Err(e) => {
+                        log::error!("cannot step through a watched page: {e}");
+                        ev.stop = VcpuStop::InternalError {
+                            suberror: kvm_bindings::KVM_INTERNAL_ERROR_EMULATION,
+                        };
+                    }
+                }
+            }
+            self.record(&ev);
+            return Some(ev);
+        }
+    }
+
+    /// Runs one instruction of vCPU `id` with all of guest RAM back in its memory slots,
+    /// for an instruction KVM could not run against a watched page. Reads that instruction
+    /// makes of watched bytes are not seen; writes are, by comparing the watched bytes.
+    fn step_with_ram_mapped(&mut self, id: usize) -> Result<VcpuEvent, VmError> {
+        let watches = self.debug.with(|b| b.watch.clone());
+        let before: Vec<Vec<u8>> = watches.iter().map(|w| self.watched_bytes(w)).collect();
+        self.all_ram_mapped = true;
+        let relayout = |vm: &mut Vm| {
+            vm.relayout_slots().map_err(|e| {
+                VcpuIoctl(
+                    id,
+                    "KVM_SET_USER_MEMORY_REGION",
+                    std::io::Error::other(e.to_string()),
+                )
+            })
+        };
+        use VmError::VcpuIoctl;
+        relayout(self)?;
+        let v = &mut self.vcpus[id];
+        let sent = v.requests.send(VcpuRequest::Run {
+            step: true,
+            state: None,
+        });
+        let result = match sent {
+            Err(_) => Err(VmError::VcpuGone(id)),
+            Ok(()) => loop {
+                match self.events.recv() {
+                    Ok(ev) if ev.id == id => break Ok(ev),
+                    Ok(ev) => self.synthetic.push_back(ev),
+                    Err(_) => break Err(VmError::VcpuGone(id)),
+                }
+            },
+        };
+        self.all_ram_mapped = false;
+        relayout(self)?;
+        let mut ev = result?;
+        if ev.stop == VcpuStop::NeedsRam {
+            // Still failing with all RAM mapped: a genuine emulation failure.
+            ev.stop = VcpuStop::InternalError {
+                suberror: kvm_bindings::KVM_INTERNAL_ERROR_EMULATION,
+            };
+        } else if ev.stop == VcpuStop::Step {
+            for (w, old) in watches.iter().zip(&before) {
+                let new = self.watched_bytes(w);
+                if w.kind != WatchKind::Read {
+                    if let Some(i) = new.iter().zip(old).position(|(a, b)| a != b) {
+                        ev.stop = VcpuStop::Watch {
+                            kind: w.kind,
+                            addr: w.addr + i as u64,
+                        };
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(ev)
+    }
+
+    /// The current contents of a watchpoint's range.
+    fn watched_bytes(&self, w: &Watchpoint) -> Vec<u8> {
+        let mut out = Vec::with_capacity(w.len as usize);
+        for &(gpa, len, _) in &w.pieces {
+            let mut buf = vec![0u8; len as usize];
+            let _ = self.mem.read_slice(&mut buf, gpa);
+            out.extend_from_slice(&buf);
+        }
+        out
     }
 
     fn record(&mut self, ev: &VcpuEvent) {
@@ -364,7 +461,11 @@ impl Vm {
                 continue;
             }
             match self.events.recv_timeout(Duration::from_millis(500)) {
-                Ok(ev) => {
+                Ok(mut ev) => {
+                    // Stopping anyway: the fetch is retried (and handled) on the next run.
+                    if ev.stop == VcpuStop::NeedsRam {
+                        ev.stop = VcpuStop::Kicked;
+                    }
                     self.record(&ev);
                     got.push(ev);
                 }
@@ -757,7 +858,11 @@ impl Vm {
     /// while every vCPU is stopped: a vCPU must never run against a half-changed layout.
     fn relayout_slots(&mut self) -> Result<(), BreakpointError> {
         let watches = self.debug.with(|b| b.watch.clone());
-        let modes = watch::page_modes(&watches, self.caps.readonly_mem);
+        let modes = if self.all_ram_mapped {
+            BTreeMap::new()
+        } else {
+            watch::page_modes(&watches, self.caps.readonly_mem)
+        };
         let want = watch::slot_layout(&self.regions, &modes);
         let key = |s: &kvm_userspace_memory_region| {
             (s.guest_phys_addr, s.memory_size, s.userspace_addr, s.flags)

@@ -37,6 +37,11 @@ pub enum VcpuStop {
         /// Linear address hit.
         addr: u64,
     },
+    /// KVM could not run an instruction, and watchpoints have taken pages out of guest
+    /// RAM's memory slots: KVM cannot fetch code from such a page, and its emulator cannot
+    /// do some accesses (`lidt` from MMIO, say) to one. The controller runs the instruction
+    /// again with the pages mapped; this never reaches gdb.
+    NeedsRam,
     /// A single step finished.
     Step,
     /// Pulled out of KVM_RUN by a kick.
@@ -85,6 +90,7 @@ impl VcpuStop {
                 format!("hardware breakpoint {slot} at {addr:#x}")
             }
             VcpuStop::Watch { kind, addr } => format!("{kind:?} watchpoint hit at {addr:#x}"),
+            VcpuStop::NeedsRam => "an instruction KVM cannot run against a watched page".into(),
             VcpuStop::Step => "single step".into(),
             VcpuStop::Kicked => "interrupted".into(),
             VcpuStop::Halted => "halted with interrupts disabled (hlt, IF=0)".into(),
@@ -736,6 +742,9 @@ impl VcpuThread {
                 && self.inject_guest_breakpoint(step, mask, 1)
             {
                 return None;
+            }
+            if self.debug.with(|b| !b.watch.is_empty()) {
+                return Some(VcpuStop::NeedsRam);
             }
         }
         Some(VcpuStop::InternalError { suberror })
