@@ -1,0 +1,272 @@
+//! The command line without gdb: bad input gives one clear error line and a non-zero
+//! status (never a panic), `caps` prints the KVM table, and guests that end by themselves
+//! set the exit status.
+
+mod common;
+
+use common::*;
+use kvmgdb::cli::{EXIT_ERROR, EXIT_TRIPLE_FAULT, EXIT_USAGE};
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long kvmgdb may take to reject bad input or to run a short guest.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs kvmgdb and checks that it failed with exactly one `kvmgdb: error:` line that
+/// contains each of `words`.
+#[track_caller]
+fn assert_error(args: &[&str], words: &[&str]) {
+    let (status, stdout, stderr) = run_kvmgdb(args, TIMEOUT);
+    let what = format!("kvmgdb {args:?}: status {status}, stdout {stdout:?}, stderr {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{what}");
+    assert_eq!(status, i32::from(EXIT_ERROR), "{what}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected exactly one stderr line; {what}");
+    assert!(lines[0].starts_with("kvmgdb: error: "), "{what}");
+    for w in words {
+        assert!(lines[0].contains(w), "expected {w:?} in the error; {what}");
+    }
+    assert!(stdout.is_empty(), "{what}");
+}
+
+/// Runs kvmgdb and checks that clap rejected the command line (status 2).
+#[track_caller]
+fn assert_usage_error(args: &[&str], words: &[&str]) {
+    let (status, stdout, stderr) = run_kvmgdb(args, TIMEOUT);
+    let what = format!("kvmgdb {args:?}: status {status}, stdout {stdout:?}, stderr {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{what}");
+    assert_eq!(status, i32::from(EXIT_USAGE), "{what}");
+    assert!(stderr.starts_with("error: invalid value "), "{what}");
+    for w in words {
+        assert!(stderr.contains(w), "expected {w:?} in the error; {what}");
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+#[test]
+fn missing_kernel_file() {
+    require_kvm();
+    let dir = TestDir::new("cli-missing");
+    let missing = dir.join("no-such-kernel.elf");
+    assert_error(
+        &["--gdb", "none", path_str(&missing)],
+        &[path_str(&missing), "No such file"],
+    );
+}
+
+#[test]
+fn empty_kernel_file() {
+    require_kvm();
+    let dir = TestDir::new("cli-empty");
+    let empty = dir.join("empty.elf");
+    std::fs::write(&empty, b"").unwrap();
+    assert_error(&["--gdb", "none", path_str(&empty)], &["empty"]);
+}
+
+#[test]
+fn truncated_elf_files() {
+    require_kvm();
+    let dir = TestDir::new("cli-truncated");
+    let demo = std::fs::read(guest("demo.elf")).unwrap();
+    // 100 bytes: the ELF header but not the program headers; 2000: the headers but not the
+    // code (which starts at file offset 0x1000).
+    for len in [100, 2000] {
+        let path = dir.join(&format!("demo-{len}.elf"));
+        std::fs::write(&path, &demo[..len]).unwrap();
+        assert_error(&["--gdb", "none", path_str(&path)], &["truncated"]);
+    }
+}
+
+#[test]
+fn text_file_is_not_a_kernel() {
+    require_kvm();
+    let dir = TestDir::new("cli-text");
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "this is a text file, not a kernel\n".repeat(10)).unwrap();
+    assert_error(&["--gdb", "none", path_str(&text)], &["not a kernel"]);
+}
+
+/// A minimal ELF64 x86-64 executable: one PT_LOAD at 1 MiB whose memory size is `memsz`
+/// (the rest is zero-filled .bss), entered at a `hlt`.
+fn tiny_elf64(memsz: u64) -> Vec<u8> {
+    const LOAD_ADDR: u64 = 0x10_0000;
+    const EHDR_SIZE: u16 = 64;
+    const PHDR_SIZE: u16 = 56;
+    const CODE_OFFSET: u64 = (EHDR_SIZE + PHDR_SIZE) as u64;
+    const HLT: u8 = 0xf4;
+    let mut f = Vec::new();
+    // e_ident: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, System V ABI, padding.
+    f.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    f.extend_from_slice(&2u16.to_le_bytes()); // e_type: ET_EXEC
+    f.extend_from_slice(&0x3eu16.to_le_bytes()); // e_machine: EM_X86_64
+    f.extend_from_slice(&1u32.to_le_bytes()); // e_version
+    f.extend_from_slice(&(LOAD_ADDR + CODE_OFFSET).to_le_bytes()); // e_entry
+    f.extend_from_slice(&u64::from(EHDR_SIZE).to_le_bytes()); // e_phoff
+    f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    f.extend_from_slice(&EHDR_SIZE.to_le_bytes()); // e_ehsize
+    f.extend_from_slice(&PHDR_SIZE.to_le_bytes()); // e_phentsize
+    f.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    f.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    f.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
+    f.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
+    assert_eq!(f.len(), EHDR_SIZE as usize);
+    let filesz = CODE_OFFSET + 1;
+    f.extend_from_slice(&1u32.to_le_bytes()); // p_type: PT_LOAD
+    f.extend_from_slice(&7u32.to_le_bytes()); // p_flags: RWX
+    f.extend_from_slice(&0u64.to_le_bytes()); // p_offset
+    f.extend_from_slice(&LOAD_ADDR.to_le_bytes()); // p_vaddr
+    f.extend_from_slice(&LOAD_ADDR.to_le_bytes()); // p_paddr
+    f.extend_from_slice(&filesz.to_le_bytes()); // p_filesz
+    f.extend_from_slice(&memsz.to_le_bytes()); // p_memsz
+    f.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+    assert_eq!(f.len() as u64, CODE_OFFSET);
+    f.push(HLT);
+    f
+}
+
+#[test]
+fn kernel_larger_than_ram() {
+    require_kvm();
+    let dir = TestDir::new("cli-too-big");
+    let big = dir.join("big.elf");
+    std::fs::write(&big, tiny_elf64(64 << 20)).unwrap();
+    assert_error(
+        &["--gdb", "none", "--memory", "16M", path_str(&big)],
+        &["does not fit", "--memory"],
+    );
+    // The same image boots with enough RAM: it halts at once with interrupts off, which
+    // ends the VM with status 0. So the error above was about the size, not the image.
+    let (status, _, stderr) = run_kvmgdb(
+        &[
+            "--gdb",
+            "none",
+            "--serial",
+            "none",
+            "--memory",
+            "128M",
+            path_str(&big),
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(status, 0, "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
+#[test]
+fn bad_memory_sizes() {
+    let demo = guest("demo.elf");
+    for size in ["0", "12Q", "abc"] {
+        assert_usage_error(
+            &["--gdb", "none", "--memory", size, path_str(&demo)],
+            &["--memory", size],
+        );
+    }
+}
+
+#[test]
+fn bad_gdb_address() {
+    let demo = guest("demo.elf");
+    assert_usage_error(
+        &["--gdb", "nonsense", path_str(&demo)],
+        &["--gdb", "nonsense"],
+    );
+}
+
+#[test]
+fn gdb_address_that_cannot_be_bound() {
+    require_kvm();
+    let demo = guest("demo.elf");
+    // 1.2.3.4 is no address of this machine.
+    assert_error(
+        &["--gdb", "1.2.3.4:1", "--serial", "none", path_str(&demo)],
+        &["1.2.3.4:1"],
+    );
+}
+
+#[test]
+fn gdb_port_already_in_use() {
+    require_kvm();
+    let demo = guest("demo.elf");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    assert_error(
+        &["--gdb", &addr, "--serial", "none", path_str(&demo)],
+        &[&addr, "in use"],
+    );
+    drop(taken);
+}
+
+#[test]
+fn caps_prints_the_kvm_table() {
+    require_kvm();
+    let (status, stdout, stderr) = run_kvmgdb(&["caps"], TIMEOUT);
+    assert_eq!(status, 0, "stderr: {stderr}");
+    let api = stdout
+        .lines()
+        .find(|l| l.starts_with("KVM API version"))
+        .unwrap_or_else(|| panic!("no API version line in:\n{stdout}"));
+    assert_eq!(api.split_whitespace().last(), Some("12"), "{api}");
+    for name in ["SET_GUEST_DEBUG ", "IMMEDIATE_EXIT ", "MAX_VCPUS "] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(name)),
+            "no {name} line in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn triple_fault_without_gdb_exits_with_status_4() {
+    require_kvm();
+    let dir = TestDir::new("cli-triple-fault");
+    let serial = dir.join("serial.txt");
+    let (status, _, stderr) = run_kvmgdb(
+        &[
+            "--gdb",
+            "none",
+            "--serial",
+            path_str(&serial),
+            path_str(&guest("triple_fault.elf")),
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(status, i32::from(EXIT_TRIPLE_FAULT), "stderr: {stderr}");
+    assert!(stderr.contains("triple fault"), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&serial).unwrap(),
+        "about to triple fault\n"
+    );
+}
+
+#[test]
+fn multiboot_without_gdb_exits_through_debug_exit() {
+    require_kvm();
+    let dir = TestDir::new("cli-multiboot");
+    let serial = dir.join("serial.txt");
+    let (status, _, stderr) = run_kvmgdb(
+        &[
+            "--gdb",
+            "none",
+            "--serial",
+            path_str(&serial),
+            path_str(&guest("multiboot.elf")),
+        ],
+        TIMEOUT,
+    );
+    // debug_exit(0x10): (0x10 << 1) | 1 = 33, after 1000 calls of mb_tick.
+    assert_eq!(status, 33, "stderr: {stderr}");
+    let out = std::fs::read_to_string(&serial).unwrap();
+    assert!(
+        out.contains("kvmgdb multiboot guest: magic ok\n"),
+        "serial: {out:?}"
+    );
+    assert!(
+        out.contains("mem_upper=130048 KiB\n"),
+        "serial (128 MiB default): {out:?}"
+    );
+}
