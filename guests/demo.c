@@ -15,6 +15,19 @@ volatile uint32_t exit_request;
 /* Read by tests with `x/s message`. */
 char message[] = "hello from the demo guest";
 
+/* Watchpoint targets (touch_watched): a 256-byte struct written one word per call, six
+ * separate words written at different rates, a word only read and a word only written,
+ * and a word stored whole so watches on part of it see accesses straddling their range. */
+struct big {
+    uint64_t words[32];
+};
+volatile struct big big_struct;
+volatile uint64_t watch6[6];
+volatile uint64_t read_only_word = 42;
+volatile uint64_t write_only_word;
+volatile uint64_t straddle_word;
+volatile uint64_t read_sum;
+
 void kmain(uint64_t boot_params_addr);
 void step_sequence(void);
 void idt_setup(void);
@@ -27,6 +40,17 @@ extern volatile uint64_t guest_bp_hits;
 NOINLINE void bp_loop_target(void)
 {
     bp_loop_hits++;
+}
+
+NOINLINE void touch_watched(uint64_t n)
+{
+    big_struct.words[n % 32] = n;
+    for (int i = 0; i < 6; i++)
+        if (n % (uint64_t)(i + 1) == 0)
+            watch6[i] = n;
+    read_sum += read_only_word;
+    write_only_word = n;
+    straddle_word = n * 0x0101010101010101ull;
 }
 
 NOINLINE void tick(void)
@@ -46,6 +70,7 @@ void kmain(uint64_t boot_params_addr)
         serial_puts("guest int3 was not delivered to the guest's handler\n");
     for (;;) {
         tick();
+        touch_watched(counter);
         uint32_t code = exit_request;
         if (code)
             debug_exit(code);
