@@ -14,7 +14,7 @@ use debug::{DebugTable, HW_SLOTS, INT3, SwBreakpoint};
 use devices::Devices;
 use kvm_bindings::{kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_xsave};
 use kvm_ioctls::{Kvm, VmFd};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -120,6 +120,8 @@ pub struct Vm {
     boot_xsave: Option<Box<kvm_xsave>>,
     phys_mode: bool,
     regions: Vec<RamRegion>,
+    /// Software breakpoints held in debug registers because their address was unmapped.
+    sw_in_hw: BTreeSet<u64>,
     /// True while an instruction runs with every watched page mapped again.
     all_ram_mapped: bool,
     /// The memory slots registered with KVM now.
@@ -255,6 +257,7 @@ impl Vm {
             phys_mode: false,
             regions,
             all_ram_mapped: false,
+            sw_in_hw: BTreeSet::new(),
             slots,
         })
     }
@@ -339,7 +342,7 @@ impl Vm {
                 .pop_front()
                 .or_else(|| self.events.try_recv().ok())?;
             if ev.stop == VcpuStop::NeedsRam {
-                self.record(&ev);
+                self.record(&mut ev);
                 match self.step_with_ram_mapped(ev.id) {
                     // The vCPU was continuing: let it go on; a later event reports it.
                     Ok(next) if next.stop == VcpuStop::Step && !self.vcpus[ev.id].stepping => {
@@ -357,7 +360,7 @@ impl Vm {
                     }
                 }
             }
-            self.record(&ev);
+            self.record(&mut ev);
             return Some(ev);
         }
     }
@@ -431,7 +434,14 @@ impl Vm {
         out
     }
 
-    fn record(&mut self, ev: &VcpuEvent) {
+    fn record(&mut self, ev: &mut VcpuEvent) {
+        // A software breakpoint that lives in a debug register is still a software
+        // breakpoint to the debugger.
+        if let VcpuStop::HwBreakpoint { addr, .. } = ev.stop {
+            if self.sw_in_hw.contains(&addr) {
+                ev.stop = VcpuStop::SwBreakpoint(addr);
+            }
+        }
         if let Some(v) = self.vcpus.get_mut(ev.id) {
             v.running = false;
             v.state = ev.state;
@@ -455,8 +465,8 @@ impl Vm {
             }
         }
         while self.any_running() {
-            if let Some(ev) = self.synthetic.pop_front() {
-                self.record(&ev);
+            if let Some(mut ev) = self.synthetic.pop_front() {
+                self.record(&mut ev);
                 got.push(ev);
                 continue;
             }
@@ -466,7 +476,7 @@ impl Vm {
                     if ev.stop == VcpuStop::NeedsRam {
                         ev.stop = VcpuStop::Kicked;
                     }
-                    self.record(&ev);
+                    self.record(&mut ev);
                     got.push(ev);
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -721,8 +731,15 @@ impl Vm {
             return Ok(());
         }
         let regs = self.paging_regs(id);
-        let (gpa, _) = paging::translate_fast(&*self.mem, &regs, GuestVirtAddr(addr))
-            .map_err(|_| BreakpointError::Unmapped(addr))?;
+        let Ok((gpa, _)) = paging::translate_fast(&*self.mem, &regs, GuestVirtAddr(addr)) else {
+            // Not mapped yet (say, a higher-half kernel before it loads its page tables):
+            // there is no byte to patch, but a debug-register breakpoint watches the linear
+            // address whatever the mapping becomes.
+            self.add_hw_breakpoint(addr)
+                .map_err(|_| BreakpointError::Unmapped(addr))?;
+            self.sw_in_hw.insert(addr);
+            return Ok(());
+        };
         let orig: u8 = self
             .mem
             .read_obj(gpa)
@@ -737,6 +754,9 @@ impl Vm {
 
     /// Removes the software breakpoint at `addr`; false if there was none.
     pub fn remove_sw_breakpoint(&mut self, addr: u64) -> bool {
+        if self.sw_in_hw.remove(&addr) {
+            return self.remove_hw_breakpoint(addr);
+        }
         let Some(bp) = self.debug.update(|b| b.sw.remove(&addr)) else {
             return false;
         };
@@ -772,6 +792,7 @@ impl Vm {
 
     /// Removes every breakpoint and watchpoint (when a debugger goes away).
     pub fn clear_breakpoints(&mut self) {
+        self.sw_in_hw.clear();
         let old = self.debug.update(std::mem::take);
         for bp in old.sw.values() {
             unplant(&self.mem, bp);
