@@ -11,7 +11,10 @@ use crate::memory::{self, GuestMem};
 use crate::paging::{self, GuestVirtAddr, PagingRegs};
 use debug::{DebugTable, HW_SLOTS, INT3, SwBreakpoint};
 use devices::Devices;
-use kvm_bindings::{kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_xsave};
+use kvm_bindings::{
+    CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, kvm_cpuid_entry2, kvm_regs, kvm_sregs,
+    kvm_userspace_memory_region, kvm_xsave,
+};
 use kvm_ioctls::{Kvm, VmFd};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -109,6 +112,8 @@ pub struct Vm {
     boot_state: CpuSnapshot,
     boot_xsave: Option<Box<kvm_xsave>>,
     phys_mode: bool,
+    /// The CPUID table every vCPU was given (KVM_SET_CPUID2).
+    cpuid: CpuId,
 }
 
 static SIGNAL_HANDLER: Once = Once::new();
@@ -234,12 +239,22 @@ impl Vm {
             boot_state: CpuSnapshot { regs, sregs },
             boot_xsave,
             phys_mode: false,
+            cpuid,
         })
     }
 
     /// How the kernel was booted.
     pub fn boot_info(&self) -> &BootInfo {
         &self.boot
+    }
+
+    /// The guest's CPUID leaf `function`, sub-leaf `index` (ignored for leaves without
+    /// sub-leaves), as the vCPUs were given it; None if the table has no such leaf.
+    pub fn cpuid(&self, function: u32, index: u32) -> Option<kvm_cpuid_entry2> {
+        self.cpuid.as_slice().iter().copied().find(|e| {
+            e.function == function
+                && (e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0 || e.index == index)
+        })
     }
 
     /// The host's KVM capabilities.
