@@ -495,7 +495,7 @@ impl<L: Layout + Clone + std::fmt::Debug + PartialEq> Registers for Regs<L> {
             return Err(());
         };
         let mut off = 0;
-        for (i, d) in self.present().collect::<Vec<_>>() {
+        for (i, d) in self.present() {
             let mut b = [0u8; 16];
             b[..d.bytes()].copy_from_slice(&bytes[off..off + d.bytes()]);
             self.vals[i] = u128::from_le_bytes(b);
