@@ -2,23 +2,26 @@
 //! connection at a time, and waits on the socket and the vCPU event fd with poll(2), so it
 //! uses no CPU while the guest runs.
 
+pub mod arch;
 pub mod breakpoints;
 pub mod conn;
 pub mod monitor;
 pub mod qemu;
+pub mod reg_access;
 pub mod regs;
 pub mod resume;
 pub mod stop;
 pub mod target;
+pub mod target_xml;
 
 use crate::config::GdbAddr;
 use crate::vmm::Vm;
 use crate::vmm::vcpu::VcpuStop;
+use arch::{I386Full, X86_64Full};
 use conn::{BufferedConn, Stream};
 use gdbstub::common::Signal;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
-use gdbstub_arch::x86::{X86_64_SSE, X86_SSE};
 use regs::GuestArch;
 use std::collections::VecDeque;
 use std::net::TcpListener;
@@ -235,9 +238,9 @@ fn session(vm: &mut Vm, stream: Stream) -> SessionEnd {
     }
     let conn = BufferedConn::new(stream);
     let result = if vm.boot_info().image_is_32bit {
-        run_session::<X86_SSE>(vm, conn)
+        run_session::<I386Full>(vm, conn)
     } else {
-        run_session::<X86_64_SSE>(vm, conn)
+        run_session::<X86_64Full>(vm, conn)
     };
     match result {
         Ok(end) => end,

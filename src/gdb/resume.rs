@@ -21,6 +21,7 @@ impl<A: GuestArch> MultiThreadResume for KvmTarget<'_, A> {
             }
         }
         self.locked = false;
+        self.forget_stop_state();
         self.vm.resume(&actions)
     }
 

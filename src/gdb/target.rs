@@ -1,12 +1,14 @@
 //! The gdbstub `Target`: gdb's view of the machine, translated into calls on [`Vm`].
 
-use super::regs::{GuestArch, fx_bytes, set_fx_bytes};
+use super::regs::GuestArch;
 use crate::vmm::{Vm, VmError};
 use gdbstub::common::Tid;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::multithread::{MultiThreadBase, MultiThreadResumeOps};
+use gdbstub::target::ext::base::single_register_access::SingleRegisterAccessOps;
 use gdbstub::target::ext::breakpoints::BreakpointsOps;
 use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
+use gdbstub::target::ext::target_description_xml_override::TargetDescriptionXmlOverrideOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
 use std::marker::PhantomData;
 
@@ -28,18 +30,34 @@ pub struct KvmTarget<'a, A> {
     pub(super) actions: Vec<(usize, bool)>,
     /// Scheduler locking: only vCPUs with explicit actions run.
     pub(super) locked: bool,
+    /// Per vCPU, IA32_KERNEL_GS_BASE as read since the last stop (None: not read yet;
+    /// Some(None): KVM would not read it). Reading it costs an ioctl, so once per stop.
+    pub(super) kernel_gs_base: Vec<Option<Option<u64>>>,
+    /// Whether the register layout includes the ymm upper halves (the guest has AVX).
+    pub(super) avx: bool,
+    /// The target description, chosen once per session.
+    pub(super) xml: String,
     _arch: PhantomData<A>,
 }
 
-impl<'a, A> KvmTarget<'a, A> {
+impl<'a, A: GuestArch> KvmTarget<'a, A> {
     /// Wraps the machine for one gdb session.
     pub fn new(vm: &'a mut Vm) -> Self {
+        let avx = super::target_xml::guest_has_avx(vm);
         KvmTarget {
+            kernel_gs_base: vec![None; vm.vcpu_count()],
             vm,
             actions: Vec::new(),
             locked: false,
+            avx,
+            xml: super::arch::target_xml::<A>(avx),
             _arch: PhantomData,
         }
+    }
+
+    /// Forgets what was read at the last stop: called whenever vCPUs run again.
+    pub(super) fn forget_stop_state(&mut self) {
+        self.kernel_gs_base.fill(None);
     }
 }
 
@@ -63,40 +81,31 @@ impl<A: GuestArch> Target for KvmTarget<'_, A> {
         Some(self)
     }
 
+    fn support_target_description_xml_override(
+        &mut self,
+    ) -> Option<TargetDescriptionXmlOverrideOps<'_, Self>> {
+        Some(self)
+    }
+
     fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
         true
     }
 }
 
 /// A failure gdb should see as an error reply, not as the end of the session.
-fn non_fatal(e: VmError) -> TargetError<VmError> {
+pub(super) fn non_fatal(e: VmError) -> TargetError<VmError> {
     log::debug!("{e}");
     TargetError::NonFatal
 }
 
 impl<A: GuestArch> MultiThreadBase for KvmTarget<'_, A> {
     fn read_registers(&mut self, regs: &mut A::Registers, tid: Tid) -> TargetResult<(), Self> {
-        let id = vcpu_of(tid);
-        let state = self.vm.state(id).map_err(non_fatal)?;
-        let fx = fx_bytes(&*self.vm.xsave(id).map_err(non_fatal)?);
-        A::read(&state, &fx, regs);
-        Ok(())
+        self.read_all(vcpu_of(tid), regs).map_err(non_fatal)
     }
 
     fn write_registers(&mut self, regs: &A::Registers, tid: Tid) -> TargetResult<(), Self> {
-        let id = vcpu_of(tid);
-        let mut state = self.vm.state(id).map_err(non_fatal)?;
-        let mut xsave = self.vm.xsave(id).map_err(non_fatal)?;
-        let mut fx = fx_bytes(&xsave);
-        let old = state;
-        A::write(regs, &mut state, &mut fx);
-        self.vm.set_regs(id, state.regs).map_err(non_fatal)?;
-        if state.sregs != old.sregs {
-            self.vm.set_sregs(id, state.sregs).map_err(non_fatal)?;
-        }
-        set_fx_bytes(&mut xsave, &fx);
-        self.vm.set_xsave(id, &xsave).map_err(non_fatal)?;
-        Ok(())
+        let writes: Vec<(usize, u128)> = regs.present().map(|(i, _)| (i, regs.vals[i])).collect();
+        self.write_values(vcpu_of(tid), &writes).map_err(non_fatal)
     }
 
     fn read_addrs(
@@ -138,6 +147,10 @@ impl<A: GuestArch> MultiThreadBase for KvmTarget<'_, A> {
     }
 
     fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_single_register_access(&mut self) -> Option<SingleRegisterAccessOps<'_, Tid, Self>> {
         Some(self)
     }
 }

@@ -12,7 +12,10 @@ use crate::memory::{self, GuestMem};
 use crate::paging::{self, GuestVirtAddr, PagingRegs};
 use debug::{DebugTable, HW_SLOTS, INT3, SwBreakpoint};
 use devices::Devices;
-use kvm_bindings::{kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_xsave};
+use kvm_bindings::{
+    CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, kvm_cpuid_entry2, kvm_regs, kvm_sregs,
+    kvm_userspace_memory_region, kvm_xsave,
+};
 use kvm_ioctls::{Kvm, VmFd};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
@@ -126,6 +129,8 @@ pub struct Vm {
     all_ram_mapped: bool,
     /// The memory slots registered with KVM now.
     slots: Vec<kvm_userspace_memory_region>,
+    /// The CPUID table every vCPU was given (KVM_SET_CPUID2).
+    cpuid: CpuId,
 }
 
 static SIGNAL_HANDLER: Once = Once::new();
@@ -259,12 +264,22 @@ impl Vm {
             all_ram_mapped: false,
             sw_in_hw: BTreeSet::new(),
             slots,
+            cpuid,
         })
     }
 
     /// How the kernel was booted.
     pub fn boot_info(&self) -> &BootInfo {
         &self.boot
+    }
+
+    /// The guest's CPUID leaf `function`, sub-leaf `index` (ignored for leaves without
+    /// sub-leaves), as the vCPUs were given it; None if the table has no such leaf.
+    pub fn cpuid(&self, function: u32, index: u32) -> Option<kvm_cpuid_entry2> {
+        self.cpuid.as_slice().iter().copied().find(|e| {
+            e.function == function
+                && (e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0 || e.index == index)
+        })
     }
 
     /// The host's KVM capabilities.

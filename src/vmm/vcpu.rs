@@ -385,6 +385,12 @@ impl VcpuThread {
 
     fn apply_state(&mut self, change: Option<&StateChange>) -> Result<(), i32> {
         let Some(change) = change else { return Ok(()) };
+        if let Some(sregs) = change.sregs {
+            // Without an in-kernel local APIC, every KVM_RUN loads CR8 from kvm_run.cr8,
+            // after KVM_SET_SREGS or sync_regs (KVM API 5. "cr8"): a debugger's CR8 write must
+            // go there too or it is lost.
+            self.vcpu.get_kvm_run().cr8 = sregs.cr8;
+        }
         if self.sync_regs {
             // kvm_run sync_regs: KVM loads dirty sets on the next KVM_RUN, saving an ioctl.
             if let Some(regs) = change.regs {
