@@ -234,29 +234,33 @@ pub fn format_registers(v: &RegisterView<'_>) -> Vec<String> {
         }
         .mode()
     )];
-    let gprs = [
-        ("RAX", r.rax),
-        ("RBX", r.rbx),
-        ("RCX", r.rcx),
-        ("RDX", r.rdx),
-        ("RSI", r.rsi),
-        ("RDI", r.rdi),
-        ("RBP", r.rbp),
-        ("RSP", r.rsp),
-        ("R8 ", r.r8),
-        ("R9 ", r.r9),
-        ("R10", r.r10),
-        ("R11", r.r11),
-        ("R12", r.r12),
-        ("R13", r.r13),
-        ("R14", r.r14),
-        ("R15", r.r15),
-    ];
-    for row in gprs.chunks(4) {
-        let cells: Vec<String> = row.iter().map(|(n, v)| format!("{n}={v:016x}")).collect();
-        l.push(cells.join(" "));
+    if mode == TableMode::Long {
+        push_gprs64(&mut l, r);
+    } else {
+        // Outside IA-32e mode the guest sees only the low halves, as QEMU shows them.
+        let gprs = [
+            ("EAX", r.rax),
+            ("EBX", r.rbx),
+            ("ECX", r.rcx),
+            ("EDX", r.rdx),
+            ("ESI", r.rsi),
+            ("EDI", r.rdi),
+            ("EBP", r.rbp),
+            ("ESP", r.rsp),
+        ];
+        for row in gprs.chunks(4) {
+            let cells: Vec<String> = row
+                .iter()
+                .map(|(n, v)| format!("{n}={:08x}", *v as u32))
+                .collect();
+            l.push(cells.join(" "));
+        }
+        l.push(format!(
+            "EIP={:08x} {}",
+            r.rip as u32,
+            format_rflags(r.rflags).replacen("RFL", "EFL", 1)
+        ));
     }
-    l.push(format!("RIP={:016x} {}", r.rip, format_rflags(r.rflags)));
     for (name, seg) in [
         ("ES", &s.es),
         ("CS", &s.cs),
@@ -320,6 +324,33 @@ pub fn format_registers(v: &RegisterView<'_>) -> Vec<String> {
         l.push(format_events(e));
     }
     l
+}
+
+/// The 64-bit general-purpose registers four to a line, then RIP and RFLAGS.
+fn push_gprs64(l: &mut Vec<String>, r: &kvm_regs) {
+    let gprs = [
+        ("RAX", r.rax),
+        ("RBX", r.rbx),
+        ("RCX", r.rcx),
+        ("RDX", r.rdx),
+        ("RSI", r.rsi),
+        ("RDI", r.rdi),
+        ("RBP", r.rbp),
+        ("RSP", r.rsp),
+        ("R8 ", r.r8),
+        ("R9 ", r.r9),
+        ("R10", r.r10),
+        ("R11", r.r11),
+        ("R12", r.r12),
+        ("R13", r.r13),
+        ("R14", r.r14),
+        ("R15", r.r15),
+    ];
+    for row in gprs.chunks(4) {
+        let cells: Vec<String> = row.iter().map(|(n, v)| format!("{n}={v:016x}")).collect();
+        l.push(cells.join(" "));
+    }
+    l.push(format!("RIP={:016x} {}", r.rip, format_rflags(r.rflags)));
 }
 
 /// Pending and injected events, interrupt shadow and NMI masking in one line.
