@@ -95,6 +95,9 @@ pub enum MonitorError {
     /// A machine operation failed.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// The core file could not be created.
+    #[error("cannot create {0}")]
+    Create(PathBuf, #[source] std::io::Error),
     /// The core file could not be written.
     #[error("cannot write the core file {0}")]
     Dump(PathBuf, #[source] CoreError),
@@ -649,7 +652,8 @@ impl<A: GuestArch> KvmTarget<'_, A> {
             dropped = before - segments.len();
         }
         let err = |e| MonitorError::Dump(path.clone(), e);
-        let file = std::fs::File::create(&path).map_err(|e| err(CoreError::Io(e)))?;
+        let file =
+            std::fs::File::create(&path).map_err(|e| MonitorError::Create(path.clone(), e))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let size = coredump::write_core(&mut out, class, &cpus, &segments, mem).map_err(err)?;
         let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());

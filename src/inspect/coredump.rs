@@ -53,7 +53,7 @@ const CHUNK: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     /// Writing the file failed.
-    #[error("cannot write the core file")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// A segment's guest-physical range is not guest RAM.
     #[error("guest-physical range {0:#x}..{1:#x} is not guest RAM")]

@@ -489,7 +489,7 @@ pub fn format_gdt(table: &[u8], base: u64, limit: u16, mode: TableMode) -> Vec<S
         "GDT at {base:#x}, limit {limit:#x}: {} 8-byte slots{}",
         size / 8,
         match mode {
-            TableMode::Long => " (IA-32e mode: LDT, TSS and gate descriptors take two)",
+            TableMode::Long => " (long mode: system descriptors take two)",
             _ => "",
         }
     )];
