@@ -298,7 +298,13 @@ fn tour_of_the_monitor_on_the_demo() {
         "0x0010  code64     base=0x0000000000000000 limit=0xffffffff DPL=0 P L=1 D=0 G=1",
     );
     assert_has(gdt, "0x0018  data ");
-    assert_has(part(&out, "idt"), "IDT at 0x0, limit 0: empty");
+    // Older demos have no IDT; newer ones install a vector-3 gate for their own int3.
+    let idt = part(&out, "idt");
+    if !idt.contains("IDT at 0x0, limit 0: empty") {
+        assert_has(idt, "vectors of 16-byte 64-bit gates");
+        assert_has(idt, "0x03 #BP  int-gate64   0x0010:0x0000000000");
+        assert_has(idt, "(255 vectors without a present gate not shown)");
+    }
 
     let msr = part(&out, "msr");
     assert_has(msr, "MSR 0xc0000080 (EFER) = 0x0000000000000500");
