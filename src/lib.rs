@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod gdb;
 pub mod guests;
+pub mod inspect;
 pub mod loader;
 pub mod memory;
 pub mod paging;

@@ -555,6 +555,25 @@ pub fn translate<M: GuestMemory + ?Sized>(
     })
 }
 
+/// Like [`translate`], but also returns the entries the walk read when it fails, so a user
+/// can see which level stopped it (`monitor translate`).
+pub fn translate_explained<M: GuestMemory + ?Sized>(
+    mem: &M,
+    regs: &PagingRegs,
+    va: GuestVirtAddr,
+) -> (Vec<LevelEntry>, Result<Translation, WalkError>) {
+    let mut levels = Vec::with_capacity(LONG_UPPER.len() + 1);
+    let result = walk(mem, regs, va, |entry| levels.push(entry)).map(|walk| Translation {
+        gpa: walk.gpa,
+        page_size: walk.page_size,
+        writable: walk.writable,
+        user: walk.user,
+        executable: walk.executable,
+        levels: levels.clone(),
+    });
+    (levels, result)
+}
+
 /// Translates `va` without allocating: returns the guest-physical address and the size of
 /// the page that holds it.
 pub fn translate_fast<M: GuestMemory + ?Sized>(

@@ -1,0 +1,873 @@
+//! Segment and gate descriptors: decoding the GDT, the IDT and the segment registers' hidden
+//! parts (Intel SDM Vol. 3A, 3.4.5 "Segment Descriptors", 3.5 "System Descriptor Types",
+//! 5.8.3 "Call Gates", 6.11 "IDT Descriptors", 6.14.1 "64-Bit Mode IDT").
+
+use kvm_bindings::kvm_segment;
+use std::fmt::Write as _;
+
+/// Descriptor bit 44, S: 1 for code and data segments, 0 for system descriptors (SDM 3.4.5).
+const DESC_S: u64 = 1 << 44;
+/// Descriptor bit 47, P: segment present (SDM 3.4.5).
+const DESC_P: u64 = 1 << 47;
+/// Descriptor bit 52, AVL: available to software (SDM 3.4.5).
+const DESC_AVL: u64 = 1 << 52;
+/// Descriptor bit 53, L: 64-bit code segment (SDM 3.4.5).
+const DESC_L: u64 = 1 << 53;
+/// Descriptor bit 54, D/B: default operation size / big (SDM 3.4.5).
+const DESC_DB: u64 = 1 << 54;
+/// Descriptor bit 55, G: limit in 4 KiB units (SDM 3.4.5).
+const DESC_G: u64 = 1 << 55;
+
+/// Type bit 3 of a code/data descriptor: code (SDM 3.4.5.1, Table 3-1).
+const TYPE_CODE: u8 = 0x8;
+/// Type bit 2: conforming (code) or expand-down (data).
+const TYPE_CONFORMING_OR_DOWN: u8 = 0x4;
+/// Type bit 1: readable (code) or writable (data).
+const TYPE_READ_OR_WRITE: u8 = 0x2;
+/// Type bit 0: accessed.
+const TYPE_ACCESSED: u8 = 0x1;
+
+/// System-descriptor types (SDM 3.5, Table 3-2). Types 4–7 only exist outside IA-32e mode.
+mod sys {
+    pub const TSS16_AVAIL: u8 = 0x1;
+    pub const LDT: u8 = 0x2;
+    pub const TSS16_BUSY: u8 = 0x3;
+    pub const CALL_GATE16: u8 = 0x4;
+    pub const TASK_GATE: u8 = 0x5;
+    pub const INT_GATE16: u8 = 0x6;
+    pub const TRAP_GATE16: u8 = 0x7;
+    pub const TSS_AVAIL: u8 = 0x9;
+    pub const TSS_BUSY: u8 = 0xb;
+    pub const CALL_GATE: u8 = 0xc;
+    pub const INT_GATE: u8 = 0xe;
+    pub const TRAP_GATE: u8 = 0xf;
+}
+
+/// The exception names of vectors 0–21 (SDM 6.3.1, Table 6-1); 15 is reserved.
+const EXCEPTIONS: [&str; 22] = [
+    "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP", "#SS",
+    "#GP", "#PF", "", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
+];
+
+/// How many table entries `info gdt` and `info idt` print at most.
+pub const MAX_TABLE_LINES: usize = 300;
+
+/// How descriptors are laid out, which follows the CPU mode (SDM 3.5, 6.10, 6.14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableMode {
+    /// Real mode (CR0.PE clear): the IDTR points to 4-byte segment:offset vectors.
+    Real,
+    /// Protected mode: 8-byte descriptors and gates.
+    Protected,
+    /// IA-32e mode (EFER.LMA): system descriptors and gates take 16 bytes.
+    Long,
+}
+
+impl TableMode {
+    /// The table layout selected by CR0 and EFER.
+    pub fn from_regs(cr0: u64, efer: u64) -> TableMode {
+        /// CR0.PE, bit 0 (SDM 2.5).
+        const CR0_PE: u64 = 1;
+        /// IA32_EFER.LMA, bit 10 (SDM 2.2.1).
+        const EFER_LMA: u64 = 1 << 10;
+        if cr0 & CR0_PE == 0 {
+            TableMode::Real
+        } else if efer & EFER_LMA != 0 {
+            TableMode::Long
+        } else {
+            TableMode::Protected
+        }
+    }
+}
+
+/// A code, data, LDT or TSS segment descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Base address (64 bits for system descriptors in IA-32e mode).
+    pub base: u64,
+    /// The 20-bit limit field as stored.
+    pub raw_limit: u32,
+    /// The 4-bit type field.
+    pub type_: u8,
+    /// S: code/data rather than system.
+    pub code_data: bool,
+    /// Descriptor privilege level.
+    pub dpl: u8,
+    /// P.
+    pub present: bool,
+    /// AVL.
+    pub avl: bool,
+    /// L: 64-bit code.
+    pub long: bool,
+    /// D/B.
+    pub db: bool,
+    /// G: the limit counts 4 KiB units.
+    pub granularity: bool,
+}
+
+impl Segment {
+    /// The limit in bytes: with G set, the 20-bit field counts 4 KiB units (SDM 3.4.5).
+    pub fn byte_limit(&self) -> u32 {
+        if self.granularity {
+            (self.raw_limit << 12) | 0xfff
+        } else {
+            self.raw_limit
+        }
+    }
+}
+
+/// The kind of a gate descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateKind {
+    /// Call gate (SDM 5.8.3).
+    Call,
+    /// Task gate; the selector names a TSS (SDM 6.11).
+    Task,
+    /// Interrupt gate: IF is cleared on entry (SDM 6.11).
+    Interrupt,
+    /// Trap gate: IF is left alone (SDM 6.11).
+    Trap,
+}
+
+/// A call, task, interrupt or trap gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gate {
+    /// What kind of gate.
+    pub kind: GateKind,
+    /// 16, 32 or 64: the operand size the gate's type selects.
+    pub bits: u8,
+    /// The target code segment (or TSS, for a task gate).
+    pub selector: u16,
+    /// The entry point's offset in that segment (0 for a task gate).
+    pub offset: u64,
+    /// Descriptor privilege level.
+    pub dpl: u8,
+    /// P.
+    pub present: bool,
+    /// Interrupt stack table index (64-bit interrupt and trap gates).
+    pub ist: u8,
+    /// Parameter count (call gates outside IA-32e mode).
+    pub params: u8,
+    /// The 4-bit type field.
+    pub type_: u8,
+}
+
+/// One decoded descriptor-table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Descriptor {
+    /// All zero: the null descriptor, or an unused slot.
+    Null,
+    /// A code, data, LDT or TSS segment.
+    Segment(Segment),
+    /// A gate.
+    Gate(Gate),
+    /// A system descriptor whose type is reserved in this mode.
+    Reserved {
+        /// The low 8 bytes.
+        raw: u64,
+        /// The 4-bit type field.
+        type_: u8,
+    },
+}
+
+/// The little-endian u64 at `off`, or 0 past the end of `bytes`.
+fn le64(bytes: &[u8], off: usize) -> u64 {
+    let mut raw = [0u8; 8];
+    if let Some(b) = bytes.get(off..off + 8) {
+        raw.copy_from_slice(b);
+    }
+    u64::from_le_bytes(raw)
+}
+
+/// Bits `lo..lo + len` of `v`.
+fn bits(v: u64, lo: u32, len: u32) -> u64 {
+    (v >> lo) & ((1 << len) - 1)
+}
+
+/// Decodes a code/data or system segment descriptor from its low 8 bytes (SDM 3.4.5,
+/// Figure 3-8); `high` holds bytes 8–15 of a 16-byte system descriptor (base 63:32).
+fn segment(raw: u64, high: Option<u64>) -> Segment {
+    let base_low = bits(raw, 16, 24) | (bits(raw, 56, 8) << 24);
+    Segment {
+        base: base_low | high.map_or(0, |h| bits(h, 0, 32) << 32),
+        raw_limit: (bits(raw, 0, 16) | (bits(raw, 48, 4) << 16)) as u32,
+        type_: bits(raw, 40, 4) as u8,
+        code_data: raw & DESC_S != 0,
+        dpl: bits(raw, 45, 2) as u8,
+        present: raw & DESC_P != 0,
+        avl: raw & DESC_AVL != 0,
+        long: raw & DESC_L != 0,
+        db: raw & DESC_DB != 0,
+        granularity: raw & DESC_G != 0,
+    }
+}
+
+/// Decodes a gate from its low 8 bytes (SDM Figures 5-8, 6-2) and, for 64-bit gates, bytes
+/// 8–15 (offset 63:32, SDM Figures 5-9, 6-8).
+fn gate(raw: u64, high: Option<u64>, kind: GateKind, bits_: u8, type_: u8) -> Gate {
+    let offset_low = if kind == GateKind::Task {
+        0
+    } else if bits_ == 16 {
+        bits(raw, 0, 16)
+    } else {
+        bits(raw, 0, 16) | (bits(raw, 48, 16) << 16)
+    };
+    Gate {
+        kind,
+        bits: bits_,
+        selector: bits(raw, 16, 16) as u16,
+        offset: offset_low | high.map_or(0, |h| bits(h, 0, 32) << 32),
+        dpl: bits(raw, 45, 2) as u8,
+        present: raw & DESC_P != 0,
+        ist: if bits_ == 64 && kind != GateKind::Call {
+            bits(raw, 32, 3) as u8
+        } else {
+            0
+        },
+        params: if kind == GateKind::Call && bits_ != 64 {
+            bits(raw, 32, 5) as u8
+        } else {
+            0
+        },
+        type_,
+    }
+}
+
+/// Decodes the descriptor at the start of `bytes` in a table laid out for `mode`; returns it
+/// and how many bytes it occupies (16 for IA-32e system descriptors and gates, else 8).
+/// Bytes past the end of `bytes` read as zero. Real mode has no descriptors: use
+/// [`ivt_entry`] for its interrupt table.
+pub fn decode(bytes: &[u8], mode: TableMode) -> (Descriptor, usize) {
+    let raw = le64(bytes, 0);
+    if raw == 0 {
+        return (Descriptor::Null, 8);
+    }
+    let type_ = bits(raw, 40, 4) as u8;
+    if raw & DESC_S != 0 {
+        return (Descriptor::Segment(segment(raw, None)), 8);
+    }
+    if mode == TableMode::Long {
+        let high = Some(le64(bytes, 8));
+        let d = match type_ {
+            sys::LDT | sys::TSS_AVAIL | sys::TSS_BUSY => Descriptor::Segment(segment(raw, high)),
+            sys::CALL_GATE => Descriptor::Gate(gate(raw, high, GateKind::Call, 64, type_)),
+            sys::INT_GATE => Descriptor::Gate(gate(raw, high, GateKind::Interrupt, 64, type_)),
+            sys::TRAP_GATE => Descriptor::Gate(gate(raw, high, GateKind::Trap, 64, type_)),
+            _ => Descriptor::Reserved { raw, type_ },
+        };
+        return (d, 16);
+    }
+    let d = match type_ {
+        sys::TSS16_AVAIL | sys::LDT | sys::TSS16_BUSY | sys::TSS_AVAIL | sys::TSS_BUSY => {
+            Descriptor::Segment(segment(raw, None))
+        }
+        sys::CALL_GATE16 => Descriptor::Gate(gate(raw, None, GateKind::Call, 16, type_)),
+        sys::TASK_GATE => Descriptor::Gate(gate(raw, None, GateKind::Task, 32, type_)),
+        sys::INT_GATE16 => Descriptor::Gate(gate(raw, None, GateKind::Interrupt, 16, type_)),
+        sys::TRAP_GATE16 => Descriptor::Gate(gate(raw, None, GateKind::Trap, 16, type_)),
+        sys::CALL_GATE => Descriptor::Gate(gate(raw, None, GateKind::Call, 32, type_)),
+        sys::INT_GATE => Descriptor::Gate(gate(raw, None, GateKind::Interrupt, 32, type_)),
+        sys::TRAP_GATE => Descriptor::Gate(gate(raw, None, GateKind::Trap, 32, type_)),
+        _ => Descriptor::Reserved { raw, type_ },
+    };
+    (d, 8)
+}
+
+/// A short name for a segment: `code64`, `code32`, `code16`, `data`, `LDT`, `TSS64` …
+pub fn segment_kind(s: &Segment, mode: TableMode) -> &'static str {
+    if s.code_data {
+        if s.type_ & TYPE_CODE == 0 {
+            "data"
+        } else if s.long && mode == TableMode::Long {
+            "code64"
+        } else if s.db {
+            "code32"
+        } else {
+            "code16"
+        }
+    } else {
+        match (s.type_, mode) {
+            (sys::LDT, _) => "LDT",
+            (sys::TSS_AVAIL, TableMode::Long) => "TSS64",
+            (sys::TSS_BUSY, TableMode::Long) => "TSS64-busy",
+            (sys::TSS_AVAIL, _) => "TSS32",
+            (sys::TSS_BUSY, _) => "TSS32-busy",
+            (sys::TSS16_AVAIL, _) => "TSS16",
+            (sys::TSS16_BUSY, _) => "TSS16-busy",
+            _ => "system",
+        }
+    }
+}
+
+/// The type field in words, e.g. `execute/read, accessed` (SDM Table 3-1).
+pub fn type_words(s: &Segment) -> String {
+    if !s.code_data {
+        return match s.type_ {
+            sys::LDT => "local descriptor table",
+            sys::TSS_BUSY | sys::TSS16_BUSY => "busy task",
+            sys::TSS_AVAIL | sys::TSS16_AVAIL => "available task",
+            _ => "system",
+        }
+        .into();
+    }
+    let t = s.type_;
+    let mut w = Vec::new();
+    if t & TYPE_CODE != 0 {
+        w.push(if t & TYPE_READ_OR_WRITE != 0 {
+            "execute/read"
+        } else {
+            "execute-only"
+        });
+        if t & TYPE_CONFORMING_OR_DOWN != 0 {
+            w.push("conforming");
+        }
+    } else {
+        w.push(if t & TYPE_READ_OR_WRITE != 0 {
+            "read/write"
+        } else {
+            "read-only"
+        });
+        if t & TYPE_CONFORMING_OR_DOWN != 0 {
+            w.push("expand-down");
+        }
+    }
+    if t & TYPE_ACCESSED != 0 {
+        w.push("accessed");
+    }
+    w.join(", ")
+}
+
+/// QEMU's `[CRA]`-style type letters: for code C(onforming) R(eadable) A(ccessed), for data
+/// E(xpand-down) W(ritable) A(ccessed).
+fn type_letters(s: &Segment) -> String {
+    let t = s.type_;
+    let letter = |bit: u8, c: char| if t & bit != 0 { c } else { '-' };
+    if t & TYPE_CODE != 0 {
+        format!(
+            "[{}{}{}]",
+            letter(TYPE_CONFORMING_OR_DOWN, 'C'),
+            letter(TYPE_READ_OR_WRITE, 'R'),
+            letter(TYPE_ACCESSED, 'A')
+        )
+    } else {
+        format!(
+            "[{}{}{}]",
+            letter(TYPE_CONFORMING_OR_DOWN, 'E'),
+            letter(TYPE_READ_OR_WRITE, 'W'),
+            letter(TYPE_ACCESSED, 'A')
+        )
+    }
+}
+
+/// The attribute flags of a segment as they sit in descriptor bits 63:32 with the base and
+/// limit bits cleared (QEMU's `info registers` column).
+pub fn attribute_word(s: &Segment) -> u32 {
+    u32::from(s.type_) << 8
+        | u32::from(s.code_data) << 12
+        | u32::from(s.dpl) << 13
+        | u32::from(s.present) << 15
+        | u32::from(s.avl) << 20
+        | u32::from(s.long) << 21
+        | u32::from(s.db) << 22
+        | u32::from(s.granularity) << 23
+}
+
+/// A gate's kind as printed: `int-gate64`, `trap-gate32`, `call-gate64`, `task-gate`.
+pub fn gate_name(g: &Gate) -> String {
+    match g.kind {
+        GateKind::Task => "task-gate".into(),
+        GateKind::Call => format!("call-gate{}", g.bits),
+        GateKind::Interrupt => format!("int-gate{}", g.bits),
+        GateKind::Trap => format!("trap-gate{}", g.bits),
+    }
+}
+
+/// The hidden part of a segment register, as KVM reports it, in descriptor form.
+pub fn from_kvm(k: &kvm_segment) -> Segment {
+    Segment {
+        base: k.base,
+        // KVM reports the byte limit; store it so that byte_limit() gives it back.
+        raw_limit: k.limit,
+        type_: k.type_ & 0xf,
+        code_data: k.s != 0,
+        dpl: k.dpl & 3,
+        present: k.present != 0,
+        avl: k.avl != 0,
+        long: k.l != 0,
+        db: k.db != 0,
+        granularity: false,
+    }
+}
+
+/// One segment register in QEMU's `info registers` form: selector, base, byte limit, the
+/// attribute word, then decoded: `CS =0010 0000000000000000 ffffffff 00a09b00 DPL=0 code64 [-RA]`.
+pub fn format_segment_register(name: &str, k: &kvm_segment, mode: TableMode) -> String {
+    let mut s = from_kvm(k);
+    let attr = attribute_word(&Segment {
+        granularity: k.g != 0,
+        ..s
+    });
+    s.granularity = false;
+    let mut line = format!(
+        "{name:<3}={:04x} {:016x} {:08x} {attr:08x} DPL={} {}",
+        k.selector,
+        s.base,
+        s.byte_limit(),
+        s.dpl,
+        segment_kind(&s, mode),
+    );
+    if s.code_data {
+        let _ = write!(line, " {}", type_letters(&s));
+    } else {
+        let _ = write!(line, " ({})", type_words(&s));
+    }
+    if k.present == 0 {
+        line.push_str(" not-present");
+    }
+    if k.unusable != 0 {
+        line.push_str(" unusable");
+    }
+    line
+}
+
+fn format_segment_entry(s: &Segment, mode: TableMode) -> String {
+    let mut line = format!(
+        "{:<10} base={:#018x} limit={:#010x} DPL={} {}",
+        segment_kind(s, mode),
+        s.base,
+        s.byte_limit(),
+        s.dpl,
+        if s.present { "P" } else { "not-present" },
+    );
+    // L and D/B mean nothing in LDT and TSS descriptors (SDM 3.5).
+    if s.code_data {
+        let _ = write!(line, " L={} D={}", u8::from(s.long), u8::from(s.db));
+    }
+    let _ = write!(
+        line,
+        " G={} AVL={} type={:#x} ({})",
+        u8::from(s.granularity),
+        u8::from(s.avl),
+        s.type_,
+        type_words(s)
+    );
+    line
+}
+
+fn format_gate(g: &Gate) -> String {
+    let mut line = if g.kind == GateKind::Task {
+        format!("{:<12} TSS selector {:#06x}", gate_name(g), g.selector)
+    } else {
+        format!(
+            "{:<12} {:#06x}:{:#018x}",
+            gate_name(g),
+            g.selector,
+            g.offset
+        )
+    };
+    let _ = write!(
+        line,
+        " DPL={} {}",
+        g.dpl,
+        if g.present { "P" } else { "not-present" }
+    );
+    if g.bits == 64 && g.kind != GateKind::Call {
+        let _ = write!(line, " IST={}", g.ist);
+    }
+    if g.kind == GateKind::Call && g.bits != 64 {
+        let _ = write!(line, " params={}", g.params);
+    }
+    line
+}
+
+/// The lines of `info gdt` for the table bytes `table` read from linear address `base`
+/// with limit `limit`; `table` is shorter than `limit + 1` when part of the table is not
+/// mapped to guest RAM. Null descriptors are counted, not listed.
+pub fn format_gdt(table: &[u8], base: u64, limit: u16, mode: TableMode) -> Vec<String> {
+    let size = usize::from(limit) + 1;
+    let mut lines = vec![format!(
+        "GDT at {base:#x}, limit {limit:#x}: {} 8-byte slots{}",
+        size / 8,
+        match mode {
+            TableMode::Long => " (long mode: system descriptors take two)",
+            _ => "",
+        }
+    )];
+    if table.len() < size {
+        lines.push(format!(
+            "only {} bytes of the table are mapped to guest RAM",
+            table.len()
+        ));
+    }
+    let mut off = 0;
+    let mut nulls = 0;
+    let mut shown = 0;
+    let mut more = 0;
+    while off + 8 <= table.len() {
+        let (d, len) = decode(&table[off..], mode);
+        if d == Descriptor::Null {
+            nulls += 1;
+        } else if shown >= MAX_TABLE_LINES {
+            more += 1;
+        } else {
+            let what = match d {
+                Descriptor::Segment(s) => format_segment_entry(&s, mode),
+                Descriptor::Gate(g) => format_gate(&g),
+                Descriptor::Reserved { raw, type_ } => {
+                    format!("reserved system type {type_:#x} (raw {raw:#018x})")
+                }
+                Descriptor::Null => unreachable!("skipped above"),
+            };
+            lines.push(format!("{off:#06x}  {what}"));
+            shown += 1;
+        }
+        off += len;
+    }
+    if more > 0 {
+        lines.push(format!("… ({more} more descriptors)"));
+    }
+    if nulls > 0 {
+        lines.push(format!("({nulls} null descriptors not shown)"));
+    }
+    lines
+}
+
+/// The name of exception vector `v`, or "" for others.
+pub fn vector_name(v: usize) -> &'static str {
+    EXCEPTIONS.get(v).copied().unwrap_or("")
+}
+
+/// A real-mode interrupt vector (SDM 20.1.4): (segment, offset).
+pub fn ivt_entry(bytes: &[u8]) -> Option<(u16, u16)> {
+    let b = bytes.get(..4)?;
+    Some((
+        u16::from_le_bytes([b[2], b[3]]),
+        u16::from_le_bytes([b[0], b[1]]),
+    ))
+}
+
+/// The lines of `info idt` for the table bytes `table` read from linear address `base`
+/// with limit `limit`. Vectors whose gate is not present (or all zero) are counted, not
+/// listed.
+pub fn format_idt(table: &[u8], base: u64, limit: u16, mode: TableMode) -> Vec<String> {
+    let size = usize::from(limit) + 1;
+    let entry = match mode {
+        TableMode::Real => 4,
+        TableMode::Protected => 8,
+        TableMode::Long => 16,
+    };
+    let mut lines = Vec::new();
+    if limit == 0 {
+        lines.push(format!(
+            "IDT at {base:#x}, limit 0: empty, so any interrupt or exception shuts the guest down (triple fault)"
+        ));
+        return lines;
+    }
+    lines.push(format!(
+        "IDT at {base:#x}, limit {limit:#x}: {} vectors of {entry}-byte {}",
+        size.div_ceil(entry).min(256),
+        match mode {
+            TableMode::Real => "real-mode segment:offset entries",
+            TableMode::Protected => "protected-mode gates",
+            TableMode::Long => "64-bit gates",
+        }
+    ));
+    if table.len() < size {
+        lines.push(format!(
+            "only {} bytes of the table are mapped to guest RAM",
+            table.len()
+        ));
+    }
+    let mut empty = 0;
+    let mut shown = 0;
+    for (v, chunk) in table.chunks(entry).enumerate().take(256) {
+        if chunk.len() < entry {
+            break;
+        }
+        let name = vector_name(v);
+        let what = if mode == TableMode::Real {
+            match ivt_entry(chunk) {
+                Some((0, 0)) | None => None,
+                Some((seg, off)) => Some(format!("{seg:04x}:{off:04x}")),
+            }
+        } else {
+            match decode(chunk, mode).0 {
+                Descriptor::Null => None,
+                Descriptor::Gate(g) if !g.present => None,
+                Descriptor::Gate(g) => Some(format_gate(&g)),
+                Descriptor::Segment(s) => Some(format!(
+                    "not a gate: a {} segment descriptor (the guest would take #GP)",
+                    segment_kind(&s, mode)
+                )),
+                Descriptor::Reserved { type_, .. } => Some(format!(
+                    "not a gate: reserved type {type_:#x} (the guest would take #GP)"
+                )),
+            }
+        };
+        match what {
+            None => empty += 1,
+            Some(_) if shown >= MAX_TABLE_LINES => empty += 1,
+            Some(w) => {
+                lines.push(format!("{v:#04x} {name:<4} {w}"));
+                shown += 1;
+            }
+        }
+    }
+    if empty > 0 {
+        lines.push(format!(
+            "({empty} vectors without a present gate not shown)"
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kvmgdb boot GDT's descriptors (loader.rs): 64-bit code, 32-bit code, flat data.
+    const CODE64: u64 = 0x00af_9b00_0000_ffff;
+    const CODE32: u64 = 0x00cf_9b00_0000_ffff;
+    const DATA: u64 = 0x00cf_9300_0000_ffff;
+
+    fn bytes(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn flat_code_and_data_segments() {
+        let (d, len) = decode(&CODE64.to_le_bytes(), TableMode::Long);
+        assert_eq!(len, 8);
+        let Descriptor::Segment(s) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(s.base, 0);
+        assert_eq!(s.raw_limit, 0xfffff);
+        assert_eq!(s.byte_limit(), 0xffff_ffff);
+        assert_eq!(s.type_, 0xb);
+        assert!(s.code_data && s.present && s.long && !s.db && s.granularity);
+        assert_eq!(s.dpl, 0);
+        assert_eq!(segment_kind(&s, TableMode::Long), "code64");
+        assert_eq!(type_words(&s), "execute/read, accessed");
+        assert_eq!(attribute_word(&s), 0x00a0_9b00);
+
+        let Descriptor::Segment(s) = decode(&CODE32.to_le_bytes(), TableMode::Protected).0 else {
+            panic!()
+        };
+        assert_eq!(segment_kind(&s, TableMode::Protected), "code32");
+        let Descriptor::Segment(s) = decode(&DATA.to_le_bytes(), TableMode::Long).0 else {
+            panic!()
+        };
+        assert_eq!(segment_kind(&s, TableMode::Long), "data");
+        assert_eq!(type_words(&s), "read/write, accessed");
+        assert_eq!(attribute_word(&s), 0x00c0_9300);
+    }
+
+    #[test]
+    fn scattered_base_and_limit_bits() {
+        // base 0x12345678, limit 0xabcde, byte granularity, DPL 3, data expand-down r/o.
+        let raw: u64 = 0x12 << 56
+            | 0x0a << 48
+            | (0x80 | 3 << 5 | 0x10 | 0x4) << 40
+            | 0x34 << 32
+            | 0x5678 << 16
+            | 0xbcde;
+        let Descriptor::Segment(s) = decode(&raw.to_le_bytes(), TableMode::Protected).0 else {
+            panic!()
+        };
+        assert_eq!(s.base, 0x1234_5678);
+        assert_eq!(s.byte_limit(), 0xabcde);
+        assert_eq!(s.dpl, 3);
+        assert_eq!(type_words(&s), "read-only, expand-down");
+    }
+
+    #[test]
+    fn long_mode_tss_takes_16_bytes_with_a_64_bit_base() {
+        // A 64-bit available TSS at 0xffff_8880_1234_5000, limit 0x67 (SDM Figure 8-4).
+        let base: u64 = 0xffff_8880_1234_5000;
+        let low = (base >> 24 & 0xff) << 56
+            | (1 << 47 | u64::from(sys::TSS_AVAIL) << 40)
+            | (base >> 16 & 0xff) << 32
+            | (base & 0xffff) << 16
+            | 0x67;
+        let table = bytes(&[low, base >> 32, DATA]);
+        let (d, len) = decode(&table, TableMode::Long);
+        assert_eq!(len, 16);
+        let Descriptor::Segment(s) = d else { panic!() };
+        assert_eq!(s.base, base);
+        assert_eq!(s.byte_limit(), 0x67);
+        assert_eq!(segment_kind(&s, TableMode::Long), "TSS64");
+        // The same bytes in a 32-bit GDT: an 8-byte 32-bit TSS with the low base only.
+        let (d, len) = decode(&table, TableMode::Protected);
+        assert_eq!(len, 8);
+        let Descriptor::Segment(s) = d else { panic!() };
+        assert_eq!(s.base, base & 0xffff_ffff);
+        assert_eq!(segment_kind(&s, TableMode::Protected), "TSS32");
+    }
+
+    /// A 64-bit interrupt or trap gate (SDM Figure 6-8).
+    fn gate64(offset: u64, selector: u64, type_: u64, dpl: u64, ist: u64) -> [u64; 2] {
+        [
+            (offset >> 16 & 0xffff) << 48
+                | (1 << 15 | dpl << 13 | type_ << 8 | ist) << 32
+                | selector << 16
+                | (offset & 0xffff),
+            offset >> 32,
+        ]
+    }
+
+    #[test]
+    fn long_mode_interrupt_and_trap_gates() {
+        let g = gate64(0xffff_ffff_8100_1234, 0x10, 0xe, 0, 2);
+        let (d, len) = decode(&bytes(&g), TableMode::Long);
+        assert_eq!(len, 16);
+        assert_eq!(
+            d,
+            Descriptor::Gate(Gate {
+                kind: GateKind::Interrupt,
+                bits: 64,
+                selector: 0x10,
+                offset: 0xffff_ffff_8100_1234,
+                dpl: 0,
+                present: true,
+                ist: 2,
+                params: 0,
+                type_: 0xe,
+            })
+        );
+        let t = gate64(0x1000, 0x08, 0xf, 3, 0);
+        let Descriptor::Gate(g) = decode(&bytes(&t), TableMode::Long).0 else {
+            panic!()
+        };
+        assert_eq!((g.kind, g.dpl, g.offset), (GateKind::Trap, 3, 0x1000));
+        assert_eq!(
+            format_gate(&g),
+            "trap-gate64  0x0008:0x0000000000001000 DPL=3 P IST=0"
+        );
+    }
+
+    #[test]
+    fn protected_mode_gates() {
+        // 32-bit interrupt gate to 0x0008:0xc0101234 (SDM Figure 6-2).
+        let raw: u64 = 0xc010 << 48 | (0x8e00) << 32 | 0x0008 << 16 | 0x1234;
+        let Descriptor::Gate(g) = decode(&raw.to_le_bytes(), TableMode::Protected).0 else {
+            panic!()
+        };
+        assert_eq!(g.kind, GateKind::Interrupt);
+        assert_eq!(g.bits, 32);
+        assert_eq!((g.selector, g.offset), (8, 0xc010_1234));
+        // Task gate to TSS selector 0x28.
+        let raw: u64 = (0x8500) << 32 | 0x28 << 16;
+        let Descriptor::Gate(g) = decode(&raw.to_le_bytes(), TableMode::Protected).0 else {
+            panic!()
+        };
+        assert_eq!((g.kind, g.selector, g.offset), (GateKind::Task, 0x28, 0));
+        // 32-bit call gate with 3 parameters, DPL 3.
+        let raw: u64 = 0x0010 << 48 | (0xec03) << 32 | 0x0008 << 16 | 0x2000;
+        let Descriptor::Gate(g) = decode(&raw.to_le_bytes(), TableMode::Protected).0 else {
+            panic!()
+        };
+        assert_eq!((g.kind, g.params, g.dpl), (GateKind::Call, 3, 3));
+        assert_eq!(g.offset, 0x0010_2000);
+        // Type 0xe is not valid as a 16-byte descriptor type 0x6 in long mode: reserved.
+        let raw: u64 = (0x8600) << 32 | 0x0008 << 16;
+        assert!(matches!(
+            decode(&bytes(&[raw, 0]), TableMode::Long).0,
+            Descriptor::Reserved { type_: 6, .. }
+        ));
+    }
+
+    #[test]
+    fn gdt_listing() {
+        let table = bytes(&[0, 0, CODE64, DATA]);
+        let lines = format_gdt(&table, 0x500, 0x1f, TableMode::Long);
+        assert!(
+            lines[0].starts_with("GDT at 0x500, limit 0x1f"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with(
+                "0x0010  code64     base=0x0000000000000000 limit=0xffffffff DPL=0 P L=1 D=0 G=1"
+            ),
+            "{lines:?}"
+        );
+        assert!(lines[2].starts_with("0x0018  data "), "{lines:?}");
+        assert_eq!(lines[3], "(2 null descriptors not shown)");
+        // A table half outside guest RAM says so.
+        let lines = format_gdt(&table[..16], 0x500, 0x1f, TableMode::Long);
+        assert!(lines[1].contains("only 16 bytes"), "{lines:?}");
+    }
+
+    #[test]
+    fn idt_listing() {
+        let mut words = Vec::new();
+        for v in 0..32u64 {
+            let g = if v == 14 {
+                gate64(0xffff_ffff_8100_0000, 0x10, 0xe, 0, 1)
+            } else {
+                [0, 0]
+            };
+            words.extend_from_slice(&g);
+        }
+        let table = bytes(&words);
+        let lines = format_idt(&table, 0x1000, 0x1ff, TableMode::Long);
+        assert_eq!(
+            lines,
+            [
+                "IDT at 0x1000, limit 0x1ff: 32 vectors of 16-byte 64-bit gates",
+                "0x0e #PF  int-gate64   0x0010:0xffffffff81000000 DPL=0 P IST=1",
+                "(31 vectors without a present gate not shown)",
+            ]
+        );
+        let lines = format_idt(&[], 0, 0, TableMode::Long);
+        assert!(lines[0].contains("empty"), "{lines:?}");
+        // Real mode: the IVT's segment:offset pairs.
+        let ivt = [0x53, 0xff, 0x00, 0xf0, 0, 0, 0, 0];
+        let lines = format_idt(&ivt, 0, 7, TableMode::Real);
+        assert_eq!(lines[1], "0x00 #DE  f000:ff53");
+    }
+
+    #[test]
+    fn segment_registers_like_qemu() {
+        let cs = kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector: 0x10,
+            type_: 0xb,
+            present: 1,
+            dpl: 0,
+            db: 0,
+            s: 1,
+            l: 1,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        assert_eq!(
+            format_segment_register("CS", &cs, TableMode::Long),
+            "CS =0010 0000000000000000 ffffffff 00a09b00 DPL=0 code64 [-RA]"
+        );
+        let tr = kvm_segment {
+            limit: 0x67,
+            type_: 0xb,
+            present: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            format_segment_register("TR", &tr, TableMode::Long),
+            "TR =0000 0000000000000000 00000067 00008b00 DPL=0 TSS64-busy (busy task)"
+        );
+        let ldt = kvm_segment {
+            limit: 0xffff,
+            type_: 0x2,
+            present: 1,
+            unusable: 1,
+            ..Default::default()
+        };
+        assert!(
+            format_segment_register("LDT", &ldt, TableMode::Long)
+                .ends_with("LDT (local descriptor table) unusable")
+        );
+    }
+}
