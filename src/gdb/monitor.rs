@@ -598,6 +598,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
 
     fn reset(&mut self, c: &mut Console<'_, '_>) -> CmdResult {
         self.vm.reset()?;
+        self.forget_stop_state();
         let rip = self.vm.state(MONITOR_VCPU)?.regs.rip;
         c.line(format!(
             "machine reset to the boot entry state (RIP={rip:#x}, RAM reloaded); breakpoints kept"

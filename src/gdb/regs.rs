@@ -280,6 +280,17 @@ pub fn normalized_xsave(x: &kvm_xsave) -> Box<kvm_xsave> {
     n
 }
 
+/// The legacy (FXSAVE-format) first 512 bytes of an XSAVE area, normalized: what an ELF
+/// core's NT_FPREGSET holds.
+pub fn fx_bytes(x: &kvm_xsave) -> [u8; 512] {
+    let n = normalized_xsave(x);
+    let mut out = [0u8; 512];
+    for (i, w) in n.region[..128].iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
 /// Where a register lives in the XSAVE area: (offset, size, the XSTATE_BV bit that must be
 /// set for KVM_SET_XSAVE to take a new value).
 fn xsave_slot(reg: Reg) -> Option<(usize, usize, u64)> {

@@ -140,6 +140,12 @@ fn kick_signal() -> i32 {
     SIGRTMIN()
 }
 
+/// MSRs that kvm_sregs also holds (SDM Vol. 4, table 2-2).
+const MSR_APIC_BASE: u32 = 0x1b;
+const MSR_EFER: u32 = 0xc000_0080;
+const MSR_FS_BASE: u32 = 0xc000_0100;
+const MSR_GS_BASE: u32 = 0xc000_0101;
+
 /// CPUID leaves to fetch from KVM (its documented maximum, KVM_MAX_CPUID_ENTRIES).
 const MAX_CPUID_ENTRIES: usize = 256;
 
@@ -606,9 +612,22 @@ impl Vm {
     /// Writes one MSR of a stopped vCPU.
     pub fn write_msr(&mut self, id: usize, index: u32, value: u64) -> Result<(), VmError> {
         match self.request(id, VcpuRequest::SetMsr(index, value))? {
-            VcpuReply::Done(r) => r.map_err(|e| ioctl_error(id, "KVM_SET_MSRS", e)),
-            _ => Err(VmError::VcpuGone(id)),
+            VcpuReply::Done(r) => r.map_err(|e| ioctl_error(id, "KVM_SET_MSRS", e))?,
+            _ => return Err(VmError::VcpuGone(id)),
         }
+        // MSRs that kvm_sregs mirrors: keep our copy (and any pending sregs write) in step,
+        // or the next run would put the old value back.
+        let v = &mut self.vcpus[id];
+        for sregs in std::iter::once(&mut v.state.sregs).chain(v.change.sregs.as_mut()) {
+            match index {
+                MSR_EFER => sregs.efer = value,
+                MSR_FS_BASE => sregs.fs.base = value,
+                MSR_GS_BASE => sregs.gs.base = value,
+                MSR_APIC_BASE => sregs.apic_base = value,
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The debug registers of a stopped vCPU.
