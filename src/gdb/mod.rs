@@ -338,7 +338,14 @@ fn run_session<A: GuestArch>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                                 exit_code = Some(code);
                             }
                             match stop::choose::<A>(&events, false) {
-                                Some(reason) => g.report_stop(&mut target, reason)?,
+                                Some(reason) => {
+                                    let state = stop::reporting_state(&events);
+                                    let regs = stop::expedited::<A>(&state);
+                                    let mut iter = regs
+                                        .iter()
+                                        .map(|(id, bytes)| (id.clone(), bytes.as_slice()));
+                                    g.report_stop_with_regs(&mut target, reason, &mut iter)?
+                                }
                                 None => {
                                     // Only kicks: nothing to report; carry on running.
                                     let all: Vec<(usize, bool)> =

@@ -1,12 +1,24 @@
 //! Mapping the VMM's stop reasons to gdb's.
 
-use super::regs::GuestArch;
+use super::arch::Reg;
+use super::regs::{GuestArch, snapshot_value};
 use super::target::tid_of;
+use crate::vmm::vcpu::CpuSnapshot;
 use crate::vmm::vcpu::{VcpuEvent, VcpuStop};
 use crate::vmm::watch::WatchKind;
 use gdbstub::common::Signal;
 use gdbstub::stub::MultiThreadStopReason;
 use gdbstub::target::ext::breakpoints::WatchKind as GdbWatchKind;
+
+/// The registers of the vCPU whose stop [`choose`] reports.
+pub fn reporting_state(events: &[VcpuEvent]) -> CpuSnapshot {
+    events
+        .iter()
+        .find(|e| e.stop != VcpuStop::Kicked)
+        .or(events.first())
+        .map(|e| e.state)
+        .unwrap_or_default()
+}
 
 /// The stop gdb should see after `events` (all vCPUs have stopped). A vCPU's own reason wins
 /// over vCPUs that were merely kicked to make the stop all-stop. `interrupted` is true for
@@ -40,7 +52,8 @@ pub fn to_gdb<A: GuestArch>(ev: &VcpuEvent) -> MultiThreadStopReason<A::Usize> {
             },
             addr: A::from_u64(addr),
         },
-        VcpuStop::Step => MultiThreadStopReason::DoneStep,
+        // A T packet (not S05): it names the thread and carries the expedited registers.
+        VcpuStop::Step => signal(Signal::SIGTRAP),
         // NeedsRam is resolved inside the VMM; should one leak, it is an interruption.
         VcpuStop::Kicked | VcpuStop::NeedsRam => signal(Signal::SIGINT),
         VcpuStop::GuestBreakpoint => signal(Signal::SIGTRAP),
@@ -50,4 +63,20 @@ pub fn to_gdb<A: GuestArch>(ev: &VcpuEvent) -> MultiThreadStopReason<A::Usize> {
         VcpuStop::FailEntry(_) | VcpuStop::RunError(_) => signal(Signal::SIGABRT),
         VcpuStop::Exit(code) => MultiThreadStopReason::Exited(code as u8),
     }
+}
+
+/// The registers gdbserver sends with every stop (pc, sp, fp), so gdb can show where the
+/// guest stopped without first reading the whole register file.
+pub fn expedited<A: GuestArch>(state: &CpuSnapshot) -> Vec<(A::RegId, Vec<u8>)> {
+    use gdbstub::arch::RegId;
+    [Reg::Rbp, Reg::Rsp, Reg::Rip]
+        .into_iter()
+        .filter_map(|reg| {
+            let n = A::number_of(reg)?;
+            let (id, size) = <A::RegId as RegId>::from_raw_id(n)?;
+            let value = snapshot_value(state, reg)?.to_le_bytes();
+            let len = size.map_or(8, |s| s.get()).min(8);
+            Some((id, value[..len].to_vec()))
+        })
+        .collect()
 }
