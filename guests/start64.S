@@ -29,9 +29,12 @@ _start:
     lea stack_top(%rip), %rsp
     xor %ebp, %ebp
     call kmain
-1:  cli
+    /* Where a kernel that is done halts for good; tests also jump here to halt. */
+    .globl halt_forever
+halt_forever:
+    cli
     hlt
-    jmp 1b
+    jmp halt_forever
     .cfi_endproc
     .size _start, . - _start
 
