@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use vcpu::{CpuSnapshot, KickState, StateChange, VcpuEvent, VcpuReply, VcpuRequest, VcpuStop};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 use watch::{RamRegion, WatchKind, Watchpoint};
@@ -953,15 +953,21 @@ impl Vm {
             return Err(VmError::Running(id));
         }
         for region in self.mem.iter() {
-            let len = region.len() as usize;
-            let zeros = vec![0u8; len.min(1 << 20)];
-            let mut off = 0;
-            while off < len {
-                let n = (len - off).min(zeros.len());
-                let _ = self
-                    .mem
-                    .write_slice(&zeros[..n], region.start_addr().unchecked_add(off as u64));
-                off += n;
+            // SAFETY: the range is exactly one of guest RAM's private anonymous mappings,
+            // owned by `self.mem`; MADV_DONTNEED makes it read back as zeros without
+            // touching (and so committing) every page, as writing zeros would.
+            let r = unsafe {
+                libc::madvise(
+                    region.as_ptr().cast(),
+                    region.len() as usize,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if r != 0 {
+                log::warn!(
+                    "MADV_DONTNEED on guest RAM failed: {}",
+                    std::io::Error::last_os_error()
+                );
             }
         }
         loader::load_kernel(&self.mem, &self.image, &self.cmdline)?;
