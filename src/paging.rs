@@ -16,7 +16,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory};
 /// CR0.PG, bit 31: paging enabled (SDM 2.5, 4.1.1).
 const CR0_PG: u64 = 1 << 31;
 /// CR4.PSE, bit 4: 4-MByte pages in 32-bit paging (SDM 2.5, 4.3).
-const CR4_PSE: u64 = 1 << 4;
+pub(crate) const CR4_PSE: u64 = 1 << 4;
 /// CR4.PAE, bit 5: PAE or 4/5-level paging (SDM 2.5, 4.1.1).
 const CR4_PAE: u64 = 1 << 5;
 /// CR4.LA57, bit 12: 5-level paging when in IA-32e mode (SDM 2.5, 4.1.1).
@@ -26,46 +26,46 @@ const EFER_LME: u64 = 1 << 8;
 /// IA32_EFER.LMA, bit 10: long mode active (SDM 2.2.1, 4.1.1).
 const EFER_LMA: u64 = 1 << 10;
 /// IA32_EFER.NXE, bit 11: the XD bit of PAE and 4/5-level entries is honoured (SDM 4.1.3).
-const EFER_NXE: u64 = 1 << 11;
+pub(crate) const EFER_NXE: u64 = 1 << 11;
 
 /// Entry bit 0, P: the entry is present (SDM 4.3, 4.4.2, 4.5.4).
-const PTE_PRESENT: u64 = 1 << 0;
+pub(crate) const PTE_PRESENT: u64 = 1 << 0;
 /// Entry bit 1, R/W: writes allowed through this entry (SDM 4.6.1).
-const PTE_WRITABLE: u64 = 1 << 1;
+pub(crate) const PTE_WRITABLE: u64 = 1 << 1;
 /// Entry bit 2, U/S: user-mode accesses allowed through this entry (SDM 4.6.1).
-const PTE_USER: u64 = 1 << 2;
+pub(crate) const PTE_USER: u64 = 1 << 2;
 /// Entry bit 7, PS: this entry maps a large page instead of pointing to a table (SDM 4.3,
 /// 4.4.2, 4.5.4).
-const PTE_PS: u64 = 1 << 7;
+pub(crate) const PTE_PS: u64 = 1 << 7;
 /// Entry bit 63, XD: instruction fetches not allowed; reserved when EFER.NXE is clear
 /// (SDM 4.4.2, 4.5.4, 4.6.2).
-const PTE_XD: u64 = 1 << 63;
+pub(crate) const PTE_XD: u64 = 1 << 63;
 
 /// Physical-address bits 51:12 of an 8-byte entry (and of CR3 in 4/5-level paging, which
 /// also drops the PCID or flag bits 11:0), for MAXPHYADDR 52 (SDM 4.5.2, 4.5.4). Bits 58:52
 /// are ignored, 62:59 are protection keys and 63 is XD: none of them is address.
-const ADDR_MASK_52: u64 = 0x000f_ffff_ffff_f000;
+pub(crate) const ADDR_MASK_52: u64 = 0x000f_ffff_ffff_f000;
 /// Physical-address bits 31:12 of a 4-byte 32-bit-paging entry, and of CR3 (SDM 4.3).
-const ADDR_MASK_32: u64 = 0xffff_f000;
+pub(crate) const ADDR_MASK_32: u64 = 0xffff_f000;
 /// CR3 bits 31:5 locate the 32-byte aligned PDPT in PAE paging (SDM 4.4.1).
-const CR3_PAE_PDPT_MASK: u64 = 0xffff_ffe0;
+pub(crate) const CR3_PAE_PDPT_MASK: u64 = 0xffff_ffe0;
 /// Bits 31:22 of a 4-MByte PDE: physical-address bits 31:22 (SDM 4.3, Table 4-4).
-const PDE_4M_ADDR_LOW: u64 = 0xffc0_0000;
+pub(crate) const PDE_4M_ADDR_LOW: u64 = 0xffc0_0000;
 /// Bits 20:13 of a 4-MByte PDE hold physical-address bits 39:32 (PSE-36, SDM 4.3, Table 4-4).
-const PDE_4M_ADDR_HIGH_SHIFT: u32 = 13;
+pub(crate) const PDE_4M_ADDR_HIGH_SHIFT: u32 = 13;
 /// Eight bits of PSE-36 high address: with MAXPHYADDR capped at 40 in 32-bit paging (SDM 4.3).
-const PDE_4M_ADDR_HIGH_MASK: u64 = 0xff;
+pub(crate) const PDE_4M_ADDR_HIGH_MASK: u64 = 0xff;
 
 /// Bit 21 of a 4-MByte PDE is reserved (SDM 4.3, Table 4-4).
-const RSVD_4M: u64 = 1 << 21;
+pub(crate) const RSVD_4M: u64 = 1 << 21;
 /// Bits 20:13 of a PDE that maps a 2-MByte page are reserved (SDM Tables 4-9, 4-18).
-const RSVD_2M: u64 = 0x001f_e000;
+pub(crate) const RSVD_2M: u64 = 0x001f_e000;
 /// Bits 29:13 of a PDPTE that maps a 1-GByte page are reserved (SDM Table 4-16).
-const RSVD_1G: u64 = 0x3fff_e000;
+pub(crate) const RSVD_1G: u64 = 0x3fff_e000;
 /// Bits 62:52 (62:MAXPHYADDR) of PAE PDEs and PTEs are reserved (SDM Tables 4-9 to 4-11).
-const RSVD_PAE_HIGH: u64 = 0x7ff0_0000_0000_0000;
+pub(crate) const RSVD_PAE_HIGH: u64 = 0x7ff0_0000_0000_0000;
 /// PAE PDPTE reserved bits: 63:52, 8:5 and 2:1 (SDM 4.4.1, Table 4-8).
-const RSVD_PAE_PDPTE: u64 = 0xfff0_0000_0000_01e6;
+pub(crate) const RSVD_PAE_PDPTE: u64 = 0xfff0_0000_0000_01e6;
 
 /// Size of the pages at the lowest level, and the unit gdb accesses are split at.
 const PAGE_4K: u64 = 1 << 12;

@@ -7,16 +7,15 @@
 //! mapped at all". It follows the same rules (the same reserved bits, the same AND of
 //! access rights over the levels); the tests check the two agree.
 
+use crate::paging::{
+    ADDR_MASK_32, ADDR_MASK_52, CR3_PAE_PDPT_MASK, CR4_PSE, EFER_NXE, PDE_4M_ADDR_HIGH_MASK,
+    PDE_4M_ADDR_HIGH_SHIFT, PDE_4M_ADDR_LOW, PTE_PRESENT, PTE_PS, PTE_USER, PTE_WRITABLE, PTE_XD,
+    RSVD_1G, RSVD_2M, RSVD_4M, RSVD_PAE_HIGH, RSVD_PAE_PDPTE,
+};
 use crate::paging::{PagingMode, PagingRegs};
 use std::ops::ControlFlow;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryRegion};
 
-/// Entry bit 0, P: present (SDM 4.3, 4.4.2, 4.5.4).
-const PTE_PRESENT: u64 = 1 << 0;
-/// Entry bit 1, R/W: writes allowed (SDM 4.6.1).
-const PTE_WRITABLE: u64 = 1 << 1;
-/// Entry bit 2, U/S: user-mode accesses allowed (SDM 4.6.1).
-const PTE_USER: u64 = 1 << 2;
 /// Entry bit 3, PWT: page-level write-through (SDM 4.9).
 const PTE_PWT: u64 = 1 << 3;
 /// Entry bit 4, PCD: page-level cache disable (SDM 4.9).
@@ -25,40 +24,8 @@ const PTE_PCD: u64 = 1 << 4;
 const PTE_ACCESSED: u64 = 1 << 5;
 /// Entry bit 6, D: dirty, in entries that map a page (SDM 4.8).
 const PTE_DIRTY: u64 = 1 << 6;
-/// Entry bit 7, PS: this entry maps a large page (SDM 4.3, 4.4.2, 4.5.4).
-const PTE_PS: u64 = 1 << 7;
 /// Entry bit 8, G: global translation, in entries that map a page (SDM 4.10.2.4).
 const PTE_GLOBAL: u64 = 1 << 8;
-/// Entry bit 63, XD: no instruction fetches; reserved without EFER.NXE (SDM 4.6.2).
-const PTE_XD: u64 = 1 << 63;
-/// IA32_EFER.NXE, bit 11 (SDM 4.1.3).
-const EFER_NXE: u64 = 1 << 11;
-/// CR4.PSE, bit 4: 4-MByte pages in 32-bit paging (SDM 4.3).
-const CR4_PSE: u64 = 1 << 4;
-
-/// Physical-address bits 51:12 of an 8-byte entry (MAXPHYADDR 52, SDM 4.5.4).
-const ADDR_MASK_52: u64 = 0x000f_ffff_ffff_f000;
-/// Physical-address bits 31:12 of a 4-byte entry and of CR3 in 32-bit paging (SDM 4.3).
-const ADDR_MASK_32: u64 = 0xffff_f000;
-/// CR3 bits 31:5 locate the PAE PDPT (SDM 4.4.1).
-const CR3_PAE_PDPT_MASK: u64 = 0xffff_ffe0;
-/// Bits 31:22 of a 4-MByte PDE: physical-address bits 31:22 (SDM Table 4-4).
-const PDE_4M_ADDR_LOW: u64 = 0xffc0_0000;
-/// Bits 20:13 of a 4-MByte PDE hold physical-address bits 39:32 (PSE-36, SDM Table 4-4).
-const PDE_4M_ADDR_HIGH_SHIFT: u32 = 13;
-/// Eight bits of PSE-36 high address (SDM 4.3).
-const PDE_4M_ADDR_HIGH_MASK: u64 = 0xff;
-
-/// Bit 21 of a 4-MByte PDE is reserved (SDM Table 4-4).
-const RSVD_4M: u64 = 1 << 21;
-/// Bits 20:13 of a PDE mapping a 2-MByte page are reserved (SDM Tables 4-9, 4-18).
-const RSVD_2M: u64 = 0x001f_e000;
-/// Bits 29:13 of a PDPTE mapping a 1-GByte page are reserved (SDM Table 4-16).
-const RSVD_1G: u64 = 0x3fff_e000;
-/// Bits 62:52 of PAE PDEs and PTEs are reserved (SDM Tables 4-9 to 4-11).
-const RSVD_PAE_HIGH: u64 = 0x7ff0_0000_0000_0000;
-/// PAE PDPTE reserved bits: 63:52, 8:5 and 2:1 (SDM Table 4-8).
-const RSVD_PAE_PDPTE: u64 = 0xfff0_0000_0000_01e6;
 
 /// How many page-table entries one enumeration reads at most. A guest can make its tables
 /// point at themselves and so describe billions of mappings; this bounds the time a monitor
