@@ -155,16 +155,8 @@ pub fn serve(vm: &mut Vm, listener: &Listener, run_now: bool) -> Result<Outcome,
     loop {
         let ready = poll_readable(&[listener.raw_fd(), vm.event_fd()])?;
         if ready[1] {
-            while let Some(ev) = vm.poll_event() {
-                match ev.stop {
-                    VcpuStop::Exit(code) => return Ok(Outcome::GuestExit(code)),
-                    // No debugger attached: the run ends here, with the stop's exit status.
-                    stop if stop.is_fatal() => return Ok(Outcome::Fatal(stop)),
-                    // Breakpoints are gone once gdb is; anything else just carries on.
-                    _ => {
-                        let _ = vm.resume(&[(ev.id, false)]);
-                    }
-                }
+            if let Some(outcome) = run_unattended(vm) {
+                return Ok(outcome);
             }
         }
         if ready[0] {
@@ -193,16 +185,28 @@ pub fn run_without_gdb(vm: &mut Vm) -> Result<Outcome, GdbError> {
     resume_all(vm);
     loop {
         poll_readable(&[vm.event_fd()])?;
-        while let Some(ev) = vm.poll_event() {
-            match ev.stop {
-                VcpuStop::Exit(code) => return Ok(Outcome::GuestExit(code)),
-                stop if stop.is_fatal() => return Ok(Outcome::Fatal(stop)),
-                _ => {
-                    let _ = vm.resume(&[(ev.id, false)]);
+        if let Some(outcome) = run_unattended(vm) {
+            return Ok(outcome);
+        }
+    }
+}
+
+/// Handles the vCPU stops that arrived while no debugger is attached: the run ends at an
+/// exit or a fatal stop (with its exit status); anything else (breakpoints are gone once gdb
+/// is) just carries on.
+fn run_unattended(vm: &mut Vm) -> Option<Outcome> {
+    while let Some(ev) = vm.poll_event() {
+        match ev.stop {
+            VcpuStop::Exit(code) => return Some(Outcome::GuestExit(code)),
+            stop if stop.is_fatal() => return Some(Outcome::Fatal(stop)),
+            _ => {
+                if let Err(e) = vm.resume(&[(ev.id, false)]) {
+                    log::error!("cannot resume vCPU {}: {e}", ev.id);
                 }
             }
         }
     }
+    None
 }
 
 fn resume_all(vm: &mut Vm) {
