@@ -6,18 +6,6 @@ mod common;
 
 use common::*;
 
-/// Boots demo.elf, runs `script` in gdb, checks that `kill` ended kvmgdb with status 0, and
-/// returns gdb's output.
-fn demo_session(test: &str, script: &str) -> String {
-    require_kvm_and_gdb();
-    let dir = TestDir::new(test);
-    let mut k = Kvmgdb::start_tcp(&dir, Boot::guest("demo.elf"));
-    let out = k.gdb(&dir, script, &guest("demo.elf"));
-    assert_contains(&out, "[Inferior 1 (process 1) killed]");
-    assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
-    out
-}
-
 #[test]
 fn break_by_name_continue_and_backtrace() {
     let out = demo_session("break-continue", "break-continue.gdb");
@@ -145,14 +133,8 @@ fn read_memory_at_higher_half_addresses() {
     require_kvm_and_gdb();
     let dir = TestDir::new("higher-half");
     let mut k = Kvmgdb::start_tcp(&dir, Boot::guest("higher_half.elf"));
-    // The script ends on an error by design (reading an unmapped page), so run it by hand.
-    let out = Gdb::spawn(
-        &dir,
-        &k.target,
-        "higher-half.gdb",
-        &guest("higher_half.elf"),
-    )
-    .finish(GDB_TIMEOUT, &k);
+    // The script ends on an error by design (reading an unmapped page).
+    let out = k.gdb_unchecked(&dir, &["higher-half.gdb"], &guest("higher_half.elf"));
     assert_contains(&out, "Breakpoint 1, hh_main () at ");
     assert_contains(&out, "Breakpoint 2, hh_tick () at ");
     let w = tagged_one(&out, "where");

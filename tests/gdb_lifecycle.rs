@@ -17,12 +17,12 @@ fn ctrl_c_interrupts_a_running_guest() {
             ..Boot::guest("demo.elf")
         },
     );
-    let mut gdb = Gdb::spawn(&dir, &k.target, "ctrl-c.gdb", &guest("demo.elf"));
-    gdb.wait_for_output("==continuing==\n", GDB_TIMEOUT, &k);
+    let mut gdb = k.spawn_gdb(&dir, "ctrl-c.gdb", &guest("demo.elf"));
+    gdb.wait_for_output("==continuing==\n", DEBUGGER_TIMEOUT, &k);
     // Let gdb send its vCont and the guest run for a while before "pressing Ctrl-C".
     std::thread::sleep(Duration::from_millis(500));
     gdb.interrupt();
-    let out = gdb.finish(GDB_TIMEOUT, &k);
+    let out = gdb.finish(DEBUGGER_TIMEOUT, &k);
     assert_script_ran(&out, "ctrl-c.gdb", &k);
 
     assert!(

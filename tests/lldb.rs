@@ -1,9 +1,18 @@
 //! LLDB as the client (`lldb kernel.elf -o 'gdb-remote ADDR'`): it learns the registers
 //! from kvmgdb's target description, and can break, step, read registers and memory.
 
-mod arch_harness;
+mod common;
 
-use arch_harness::{Stub, assert_has, gdb_ex, guest, lldb, registers};
+use common::*;
+
+/// Boots `guest_name` and runs LLDB on it with `commands`; returns LLDB's output.
+fn lldb_run(test: &str, guest_name: &str, commands: &[&str]) -> String {
+    require_kvm();
+    require_lldb();
+    let dir = TestDir::new(test);
+    let k = Kvmgdb::start(&dir, Boot::guest(guest_name));
+    k.lldb(&dir, &guest(guest_name), commands)
+}
 
 /// The hex value LLDB printed after `name = ` in `text`, e.g. for `address`.
 fn value_after(text: &str, name: &str) -> u64 {
@@ -19,23 +28,15 @@ fn value_after(text: &str, name: &str) -> u64 {
 }
 
 /// The part of `text` from the echo of LLDB command `cmd` to the next command.
-fn section<'a>(text: &'a str, cmd: &str) -> &'a str {
-    let prompt = format!("(lldb) {cmd}\n");
-    let at = text
-        .find(&prompt)
-        .unwrap_or_else(|| panic!("command {cmd:?} did not run; output:\n{text}"))
-        + prompt.len();
-    let rest = &text[at..];
-    &rest[..rest.find("(lldb) ").unwrap_or(rest.len())]
+fn command_output<'a>(text: &'a str, cmd: &str) -> &'a str {
+    between(text, &format!("(lldb) {cmd}\n"), "(lldb) ")
 }
 
 #[test]
 fn lldb_breaks_steps_and_reads_registers_and_memory() {
-    let elf = guest("demo.elf");
-    let stub = Stub::start(&elf);
-    let out = lldb(
-        &stub,
-        &elf,
+    let out = lldb_run(
+        "lldb-demo",
+        "demo.elf",
         &[
             "register read",
             "breakpoint set --address tick",
@@ -47,10 +48,10 @@ fn lldb_breaks_steps_and_reads_registers_and_memory() {
             "bt",
         ],
     );
-    let text = &out.text;
+    let text = &out;
 
     // The general registers at the entry point, by QEMU's names.
-    let entry = registers(section(text, "register read"));
+    let entry = registers(command_output(text, "register read"));
     for (name, value) in [
         ("rsp", 0x80000),
         ("rsi", 0x7000),
@@ -65,30 +66,36 @@ fn lldb_breaks_steps_and_reads_registers_and_memory() {
         assert_eq!(entry.get(name), Some(&value), "{name}; output:\n{text}");
     }
 
-    let tick = value_after(section(text, "breakpoint set --address tick"), "address");
-    assert_has(section(text, "continue"), "stop reason = breakpoint 1.1");
-    let rip = value_after(section(text, "register read rip"), "rip");
+    let tick = value_after(
+        command_output(text, "breakpoint set --address tick"),
+        "address",
+    );
+    assert_contains(
+        command_output(text, "continue"),
+        "stop reason = breakpoint 1.1",
+    );
+    let rip = value_after(command_output(text, "register read rip"), "rip");
     assert_eq!(rip, tick, "rip at the breakpoint; output:\n{text}");
 
     let step = text
         .split("(lldb) stepi\n")
         .nth(1)
         .unwrap_or_else(|| panic!("stepi did not run:\n{text}"));
-    assert_has(step, "stop reason = instruction step into");
-    let stepped = value_after(section(step, "register read rip"), "rip");
+    assert_contains(step, "stop reason = instruction step into");
+    let stepped = value_after(command_output(step, "register read rip"), "rip");
     assert!(
         stepped > tick && stepped < tick + 16,
         "rip after stepi: {stepped:#x}, tick at {tick:#x}; output:\n{text}"
     );
 
-    assert_has(
-        section(text, "memory read --format s --count 1 &message"),
+    assert_contains(
+        command_output(text, "memory read --format s --count 1 &message"),
         "\"hello from the demo guest\"",
     );
     // LLDB unwinds with rbp/rsp/rip: the register roles came out right.
-    let bt = section(text, "bt");
-    assert_has(bt, "demo.elf`tick");
-    assert_has(bt, "demo.elf`kmain");
+    let bt = command_output(text, "bt");
+    assert_contains(bt, "demo.elf`tick");
+    assert_contains(bt, "demo.elf`kmain");
 }
 
 /// LLDB and gdb show the same values under the same names at the same point of the guest
@@ -112,42 +119,42 @@ fn lldb_and_gdb_agree_on_registers() {
         "efer",
         "mxcsr",
     ];
-    let elf = guest("demo.elf");
     let list = NAMES.join(" ");
 
-    let stub = Stub::start(&elf);
     let read = format!("register read {list}");
-    let from_lldb = lldb(
-        &stub,
-        &elf,
+    let from_lldb = lldb_run(
+        "lldb-agree",
+        "demo.elf",
         &["breakpoint set --address tick", "continue", &read],
     );
-    let lldb_regs = registers(section(&from_lldb.text, &read));
-    drop(stub);
+    let lldb_regs = registers(command_output(&from_lldb, &read));
 
-    let stub = Stub::start(&elf);
+    require_gdb();
+    let dir = TestDir::new("gdb-agree");
+    let k = Kvmgdb::start(&dir, Boot::guest("demo.elf"));
     let info = format!("info registers {list}");
-    let from_gdb = gdb_ex(&stub, &elf, &["break *tick", "continue", &info]);
-    let gdb_regs = registers(&from_gdb.text);
+    let from_gdb = k.gdb_ex(
+        &dir,
+        &guest("demo.elf"),
+        &["break *tick", "continue", &info],
+    );
+    let gdb_regs = registers(&from_gdb);
 
     for name in NAMES {
         let (l, g) = (lldb_regs.get(name), gdb_regs.get(name));
-        assert!(l.is_some(), "LLDB did not show {name}:\n{}", from_lldb.text);
+        assert!(l.is_some(), "LLDB did not show {name}:\n{from_lldb}");
         assert_eq!(
             l, g,
-            "{name}: LLDB and gdb differ\nLLDB:\n{}\ngdb:\n{}",
-            from_lldb.text, from_gdb.text
+            "{name}: LLDB and gdb differ\nLLDB:\n{from_lldb}\ngdb:\n{from_gdb}"
         );
     }
 }
 
 #[test]
 fn lldb_debugs_a_32bit_kernel() {
-    let elf = guest("multiboot.elf");
-    let stub = Stub::start(&elf);
-    let out = lldb(
-        &stub,
-        &elf,
+    let out = lldb_run(
+        "lldb-multiboot",
+        "multiboot.elf",
         &[
             "register read eip eax ebx cr0",
             "breakpoint set --address mb_tick",
@@ -156,20 +163,26 @@ fn lldb_debugs_a_32bit_kernel() {
             "memory read --format x --size 4 --count 1 &mb_magic",
         ],
     );
-    let text = &out.text;
-    let entry = registers(section(text, "register read eip eax ebx cr0"));
+    let text = &out;
+    let entry = registers(command_output(text, "register read eip eax ebx cr0"));
     assert_eq!(entry.get("eax"), Some(&0x2bad_b002), "{text}");
     assert_eq!(entry.get("ebx"), Some(&0x6000), "{text}");
     assert_eq!(entry.get("cr0"), Some(&0x11), "{text}");
-    let mb_tick = value_after(section(text, "breakpoint set --address mb_tick"), "address");
-    assert_has(section(text, "continue"), "stop reason = breakpoint 1.1");
+    let mb_tick = value_after(
+        command_output(text, "breakpoint set --address mb_tick"),
+        "address",
+    );
+    assert_contains(
+        command_output(text, "continue"),
+        "stop reason = breakpoint 1.1",
+    );
     assert_eq!(
-        value_after(section(text, "register read eip"), "eip"),
+        value_after(command_output(text, "register read eip"), "eip"),
         mb_tick,
         "{text}"
     );
-    assert_has(
-        section(text, "memory read --format x --size 4 --count 1 &mb_magic"),
+    assert_contains(
+        command_output(text, "memory read --format x --size 4 --count 1 &mb_magic"),
         "0x2badb002",
     );
 }

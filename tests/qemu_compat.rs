@@ -7,10 +7,7 @@ use common::*;
 
 #[test]
 fn qemu_maintenance_packets() {
-    require_kvm_and_gdb();
-    let dir = TestDir::new("qemu-packets");
-    let mut k = Kvmgdb::start_tcp(&dir, Boot::guest("demo.elf"));
-    let out = k.gdb(&dir, "qemu-packets.gdb", &guest("demo.elf"));
+    let out = demo_session("qemu-packets", "qemu-packets.gdb");
     assert_contains(&out, "received: \"ENABLE=1,NOIRQ=2,NOTIMER=4\"");
     // Interrupts are masked while stepping by default (0x7), off after sstep=0x1.
     let sstep: Vec<&str> = out
@@ -28,16 +25,11 @@ fn qemu_maintenance_packets() {
     assert!(phys.contains("0x000000000000a003"), "{out}");
     let virt = section(&out, "virt");
     assert!(virt.contains("0xfc"), "{out}");
-    assert_contains(&out, "[Inferior 1 (process 1) killed]");
-    assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
 }
 
 #[test]
 fn halt_with_interrupts_off_is_a_frozen_sigstop() {
-    require_kvm_and_gdb();
-    let dir = TestDir::new("halt");
-    let mut k = Kvmgdb::start_tcp(&dir, Boot::guest("demo.elf"));
-    let out = k.gdb(&dir, "halt.gdb", &guest("demo.elf"));
+    let out = demo_session("halt", "halt.gdb");
     assert_contains(&out, "Program received signal SIGSTOP");
     let cpus = section(&out, "cpus");
     assert!(cpus.contains("halted"), "{out}");
@@ -51,6 +43,4 @@ fn halt_with_interrupts_off_is_a_frozen_sigstop() {
         2,
         "{out}"
     );
-    assert_contains(&out, "[Inferior 1 (process 1) killed]");
-    assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
 }

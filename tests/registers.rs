@@ -2,19 +2,23 @@
 //! that reach KVM, vector registers (ymm when the guest has AVX), and the i386 layout for
 //! 32-bit kernels.
 
-mod arch_harness;
+mod common;
 
-use arch_harness::{
-    Stub, after, assert_has, assert_reg, gdb, gdb_ex, guest, registers, require_tool, run, script,
-};
+use common::*;
 use kvmgdb::gdb::arch::{I386Full, Layout, X86_64Full, target_xml};
-use std::process::Command;
+
+/// Boots `guest_name` and runs `script` in gdb on it; returns gdb's output.
+fn gdb_run(test: &str, guest_name: &str, script: &str) -> String {
+    require_kvm_and_gdb();
+    let dir = TestDir::new(test);
+    let k = Kvmgdb::start(&dir, Boot::guest(guest_name));
+    k.gdb_unchecked(&dir, &[script], &guest(guest_name))
+}
 
 #[test]
 fn system_registers_at_entry_and_written_back() {
-    let stub = Stub::start(&guest("demo.elf"));
-    let out = gdb(&stub, &guest("demo.elf"), &script("system-registers.gdb"));
-    let text = &out.text;
+    let out = gdb_run("system-registers", "demo.elf", "system-registers.gdb");
+    let text = &out;
     let (before, rest) = text.split_at(text.find("--- after stepi").unwrap_or(text.len()));
     let at_entry = registers(before);
     for (name, value) in [
@@ -40,23 +44,22 @@ fn system_registers_at_entry_and_written_back() {
         assert_reg(&written, name, value, text);
     }
     // QEMU's flag types decode the control registers.
-    assert_has(text, "[ PE MP ET NE WP PG ]");
-    assert_has(text, "[ LME LMA ]");
+    assert_contains(text, "[ PE MP ET NE WP PG ]");
+    assert_contains(text, "[ LME LMA ]");
 }
 
 #[test]
 fn general_registers_are_mapped_by_name() {
-    let stub = Stub::start(&guest("demo.elf"));
-    let out = gdb(&stub, &guest("demo.elf"), &script("register-order.gdb"));
-    let text = &out.text;
+    let out = gdb_run("register-order", "demo.elf", "register-order.gdb");
+    let text = &out;
     let entry = registers(&text[..text.find("--- at step_7").unwrap_or(0)]);
     assert_reg(&entry, "rsp", 0x80000, text);
     assert_reg(&entry, "rbp", 0, text);
     assert_reg(&entry, "rsi", 0x7000, text);
     let at_step7 = after(text, "--- at step_7");
-    assert_has(at_step7, "= 0xabc000");
+    assert_contains(at_step7, "= 0xabc000");
     let after_ret = after(at_step7, "--- after ret");
-    assert_has(after_ret, "= 1");
+    assert_contains(after_ret, "= 1");
     let regs = registers(after_ret);
     assert_reg(&regs, "rax", 0x5555, text);
     assert_reg(&regs, "rbp", 0x1234, text);
@@ -64,18 +67,17 @@ fn general_registers_are_mapped_by_name() {
 
 #[test]
 fn sse_and_x87_registers_are_written_back() {
-    let stub = Stub::start(&guest("demo.elf"));
-    let out = gdb(&stub, &guest("demo.elf"), &script("vector-registers.gdb"));
-    let text = &out.text;
+    let out = gdb_run("vector-registers", "demo.elf", "vector-registers.gdb");
+    let text = &out;
     let (before, rest) = text.split_at(text.find("--- after stepi").unwrap_or(text.len()));
     // Initial configuration: zero xmm, MXCSR 0x1f80, x87 control word 0x37f.
-    assert_has(before, "= {0x0, 0x0}");
-    assert_has(before, "= 0x1f80");
-    assert_has(before, "= 0x37f");
-    assert_has(rest, "= {0x1122334455667788, 0x0}");
-    assert_has(rest, "= {0, 0, 0, -2}");
-    assert_has(rest, "= 0x9f80");
-    assert_has(rest, "= 1.5");
+    assert_contains(before, "= {0x0, 0x0}");
+    assert_contains(before, "= 0x1f80");
+    assert_contains(before, "= 0x37f");
+    assert_contains(rest, "= {0x1122334455667788, 0x0}");
+    assert_contains(rest, "= {0, 0, 0, -2}");
+    assert_contains(rest, "= 0x9f80");
+    assert_contains(rest, "= 1.5");
 }
 
 /// Whether KVM gives guests AVX state kvmgdb can show, decided from KVM's CPUID directly
@@ -101,24 +103,26 @@ fn kvm_offers_avx() -> bool {
 
 #[test]
 fn ymm_registers_exactly_when_the_guest_has_avx() {
-    let stub = Stub::start(&guest("demo.elf"));
+    require_kvm_and_gdb();
+    let dir = TestDir::new("ymm");
+    let k = Kvmgdb::start(&dir, Boot::guest("demo.elf"));
     if kvm_offers_avx() {
-        let out = gdb(&stub, &guest("demo.elf"), &script("avx-registers.gdb"));
-        let rest = after(&out.text, "--- after stepi");
-        assert_has(rest, "= {1, 2, 3, 4, 5, 6, 7, 8}");
-        assert_has(rest, "= {1, 2, 3, 4}");
-        assert_has(rest, "= {0, 0, 0, -1}");
-        assert_has(rest, "ymm0");
+        let out = k.gdb_unchecked(&dir, &["avx-registers.gdb"], &guest("demo.elf"));
+        let rest = after(&out, "--- after stepi");
+        assert_contains(rest, "= {1, 2, 3, 4, 5, 6, 7, 8}");
+        assert_contains(rest, "= {1, 2, 3, 4}");
+        assert_contains(rest, "= {0, 0, 0, -1}");
+        assert_contains(rest, "ymm0");
     } else {
         // No AVX in the guest CPUID (e.g. PVM): no ymm registers, and gdb says so.
         eprintln!("KVM offers no AVX to guests: checking that ymm registers are absent");
-        let out = gdb_ex(
-            &stub,
+        let out = k.gdb_ex(
+            &dir,
             &guest("demo.elf"),
             &["print $ymm0", "info registers ymm0"],
         );
-        assert_has(&out.text, "= void");
-        assert_has(&out.text, "Invalid register `ymm0'");
+        assert_contains(&out, "= void");
+        assert_contains(&out, "Invalid register `ymm0'");
     }
 }
 
@@ -129,9 +133,8 @@ type Expected = (&'static str, usize, usize);
 /// registers as QEMU does; with AVX it builds $ymm0 from xmm0 and ymm0h.
 #[test]
 fn gdb_accepts_every_target_description() {
-    require_tool("gdb", "gdb");
-    let dir = std::env::temp_dir().join(format!("kvmgdb-tdesc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    require_gdb();
+    let dir = TestDir::new("tdesc");
     let cases: [(&str, String, &[Expected], usize); 4] = [
         // (name, description, registers to check, how many registers)
         (
@@ -160,14 +163,16 @@ fn gdb_accepts_every_target_description() {
         ),
     ];
     for (name, xml, expect, count) in cases {
-        let file = dir.join(format!("{name}.xml"));
+        let file = dir.join(&format!("{name}.xml"));
         std::fs::write(&file, &xml).expect("write xml");
-        let mut cmd = Command::new("gdb");
-        cmd.args(["-nx", "-batch", "-ex"])
-            .arg(format!("set tdesc filename {}", file.display()))
-            .args(["-ex", "maint print remote-registers"]);
-        let out = run(cmd);
-        let text = &out.text;
+        let out = gdb_ex_alone(
+            &dir,
+            &[
+                &format!("set tdesc filename {}", file.display()),
+                "maint print remote-registers",
+            ],
+        );
+        let text = &out;
         assert!(
             !text.contains("internal-error") && !text.contains("warning"),
             "{name}: gdb complained:\n{text}"
@@ -197,24 +202,22 @@ fn gdb_accepts_every_target_description() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(X86_64Full::regs().len(), 82);
     assert_eq!(I386Full::regs().len(), 58);
 }
 
 #[test]
 fn i386_layout_for_32bit_kernels() {
-    let stub = Stub::start(&guest("multiboot.elf"));
-    let out = gdb(
-        &stub,
-        &guest("multiboot.elf"),
-        &script("multiboot-registers.gdb"),
+    let out = gdb_run(
+        "multiboot-registers",
+        "multiboot.elf",
+        "multiboot-registers.gdb",
     );
-    let text = &out.text;
+    let text = &out;
     assert!(!text.contains("too long"), "{text}");
     assert!(!text.contains("set architecture"), "{text}");
     let (entry, rest) = text.split_at(text.find("--- at mb_tick").unwrap_or(text.len()));
-    assert_has(entry, "= 1");
+    assert_contains(entry, "= 1");
     let regs = registers(entry);
     assert_reg(&regs, "cr0", 0x11, text);
     assert_reg(&regs, "cr3", 0, text);
@@ -222,8 +225,8 @@ fn i386_layout_for_32bit_kernels() {
     assert_reg(&regs, "cs", 0x10, text);
     assert!(regs.contains_key("eip"), "{text}");
     let rest = after(rest, "--- at mb_tick");
-    assert_has(rest, "= 0x7000");
-    assert_has(rest, "= 0x2badb002");
-    assert_has(rest, "= 1");
+    assert_contains(rest, "= 0x7000");
+    assert_contains(rest, "= 0x2badb002");
+    assert_contains(rest, "= 1");
     assert!(registers(rest).contains_key("eip"), "{text}");
 }

@@ -5,16 +5,6 @@ mod common;
 
 use common::*;
 
-fn demo_session(test: &str, script: &str) -> String {
-    require_kvm_and_gdb();
-    let dir = TestDir::new(test);
-    let mut k = Kvmgdb::start_tcp(&dir, Boot::guest("demo.elf"));
-    let out = k.gdb(&dir, script, &guest("demo.elf"));
-    assert_contains(&out, "[Inferior 1 (process 1) killed]");
-    assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
-    out
-}
-
 #[test]
 fn watch_a_256_byte_struct_in_hardware() {
     let out = demo_session("watch-struct", "watch-struct.gdb");

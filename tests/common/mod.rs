@@ -1,8 +1,10 @@
-//! The integration-test harness: starts `kvmgdb` and the real `gdb` as child processes, each
-//! bounded by a timeout and killed on drop, so a failing test leaves nothing behind.
+//! The integration-test harness: starts `kvmgdb` and the real debuggers (`gdb`, `lldb`) as
+//! child processes, each bounded by a timeout and killed on drop, so a failing test leaves
+//! nothing behind.
 //!
-//! Every test gets its own directory, its own gdb port (port 0: the OS picks one) or Unix
-//! socket, and its own serial file, so the tests can run in parallel.
+//! Every test gets its own directory (the children's working directory, where `monitor dump`
+//! writes relative paths), its own gdb port (port 0: the OS picks one) or Unix socket, and
+//! its own serial file, so the tests can run in parallel.
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
@@ -18,10 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long one gdb run may take before the test fails.
-pub const GDB_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one gdb or lldb run may take before the test fails.
+pub const DEBUGGER_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long kvmgdb may take to print its first line or to exit once told to.
-pub const KVMGDB_TIMEOUT: Duration = Duration::from_secs(15);
+pub const KVMGDB_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the harness looks at a child that has not finished yet.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -45,29 +47,46 @@ pub fn script(name: &str) -> PathBuf {
 }
 
 /// Fails the test unless /dev/kvm can be opened.
+#[track_caller]
 pub fn require_kvm() {
     if let Err(e) = OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         panic!("KVM not available: cannot open /dev/kvm: {e}");
     }
 }
 
-/// Fails the test unless `gdb` is on PATH.
-pub fn require_gdb() {
-    match Command::new("gdb")
+/// Fails the test unless `tool --version` runs (`package` is the Debian package to install;
+/// .ci/run installs it).
+#[track_caller]
+fn require_tool(tool: &str, package: &str) {
+    match Command::new(tool)
         .arg("--version")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
     {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "gdb not installed: apt-get install -y gdb (`gdb --version` failed: {})",
-            out.status
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!(
+            "{tool} not installed: apt-get install -y {package} (`{tool} --version` failed: {status})"
         ),
-        Err(e) => panic!("gdb not installed: apt-get install -y gdb ({e})"),
+        Err(e) => panic!("{tool} not installed: apt-get install -y {package} ({e})"),
     }
 }
 
+/// Fails the test unless `gdb` is on PATH.
+#[track_caller]
+pub fn require_gdb() {
+    require_tool("gdb", "gdb");
+}
+
+/// Fails the test unless `lldb` is on PATH.
+#[track_caller]
+pub fn require_lldb() {
+    require_tool("lldb", "lldb");
+}
+
 /// Both preconditions of a gdb test.
+#[track_caller]
 pub fn require_kvm_and_gdb() {
     require_kvm();
     require_gdb();
@@ -80,9 +99,15 @@ pub struct TestDir {
 }
 
 impl TestDir {
-    /// Creates an empty directory named after the test.
+    /// Creates an empty directory named after the test (and numbered, so two tests may
+    /// share a name).
     pub fn new(name: &str) -> TestDir {
-        let path = std::env::temp_dir().join(format!("kvmgdb-test-{}-{name}", std::process::id()));
+        static DIRS: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "kvmgdb-test-{}-{}-{name}",
+            std::process::id(),
+            DIRS.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
@@ -178,6 +203,7 @@ impl Kvmgdb {
             cmd.arg(k);
         }
         let mut child = cmd
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -301,13 +327,50 @@ impl Kvmgdb {
         })
     }
 
+    /// Starts gdb connected to this kvmgdb, running `script_name` from gdb-scripts/ with
+    /// `elf` as its symbol file.
+    pub fn spawn_gdb(&self, dir: &TestDir, script_name: &str, elf: &Path) -> Debugger {
+        let cmd = gdb_command(Some(&self.target), &[script_name], &[], &[elf]);
+        Debugger::spawn(dir, script_name, cmd)
+    }
+
     /// Runs `script_name` from gdb-scripts/ in gdb against this kvmgdb, with `elf` as
     /// gdb's symbol file, and returns gdb's output. Fails on a timeout or a script error.
     pub fn gdb(&self, dir: &TestDir, script_name: &str, elf: &Path) -> String {
-        let gdb = Gdb::spawn(dir, &self.target, script_name, elf);
-        let out = gdb.finish(GDB_TIMEOUT, self);
+        let out = self
+            .spawn_gdb(dir, script_name, elf)
+            .finish(DEBUGGER_TIMEOUT, self);
         assert_script_ran(&out, script_name, self);
         out
+    }
+
+    /// Runs the command files `scripts` from gdb-scripts/, in order, in one gdb against this
+    /// kvmgdb and returns gdb's output. Fails only on a timeout: for scripts that end on an
+    /// error by design, and for tests that judge gdb's output by themselves.
+    pub fn gdb_unchecked(&self, dir: &TestDir, scripts: &[&str], elf: &Path) -> String {
+        let cmd = gdb_command(Some(&self.target), scripts, &[], &[elf]);
+        Debugger::spawn(dir, &scripts.join("+"), cmd).finish(DEBUGGER_TIMEOUT, self)
+    }
+
+    /// Runs gdb against this kvmgdb with `commands` as `-ex` options and returns its output.
+    /// Fails only on a timeout.
+    pub fn gdb_ex(&self, dir: &TestDir, elf: &Path, commands: &[&str]) -> String {
+        let cmd = gdb_command(Some(&self.target), &[], commands, &[elf]);
+        Debugger::spawn(dir, "gdb-ex", cmd).finish(DEBUGGER_TIMEOUT, self)
+    }
+
+    /// Runs LLDB in batch mode against this kvmgdb: `gdb-remote`, then `commands`; returns
+    /// its output. Fails only on a timeout.
+    pub fn lldb(&self, dir: &TestDir, elf: &Path, commands: &[&str]) -> String {
+        let mut cmd = Command::new("lldb");
+        cmd.args(["--batch", "--no-lldbinit"])
+            .arg(elf)
+            .arg("-o")
+            .arg(format!("gdb-remote {}", self.target));
+        for c in commands {
+            cmd.arg("-o").arg(c);
+        }
+        Debugger::spawn(dir, "lldb", cmd).finish(DEBUGGER_TIMEOUT, self)
     }
 }
 
@@ -332,53 +395,91 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// Numbers gdb output files, so a test can run gdb more than once.
-static GDB_RUNS: AtomicUsize = AtomicUsize::new(0);
-
-/// A running gdb in batch mode, killed on drop. Its stdout and stderr go, interleaved as
-/// they happen, to one file.
-pub struct Gdb {
-    child: Child,
-    // Kept open: gdb busy-polls a stdin that is at end of file (/dev/null) while it waits
-    // for the target, which would steal CPU from the (slow, emulated) guest.
-    _stdin: ChildStdin,
-    out_path: PathBuf,
-    script_name: String,
+/// `gdb -nx -batch` with paging, confirmations and line wrapping off; connected to `target`
+/// if there is one, then the command files `scripts` (from gdb-scripts/) and the `-ex`
+/// `commands` in order, on `files` (the symbol file, and a core file if any).
+fn gdb_command(
+    target: Option<&str>,
+    scripts: &[&str],
+    commands: &[&str],
+    files: &[&Path],
+) -> Command {
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-nx", "-batch"])
+        .args(["-ex", "set pagination off"])
+        .args(["-ex", "set confirm off"])
+        .args(["-ex", "set width 0"]);
+    if let Some(target) = target {
+        cmd.arg("-ex").arg(format!("target remote {target}"));
+    }
+    for s in scripts {
+        cmd.arg("-x").arg(script(s));
+    }
+    for c in commands {
+        cmd.arg("-ex").arg(c);
+    }
+    cmd.args(files);
+    cmd
 }
 
-impl Gdb {
-    /// Starts `gdb -batch` connected to `target`, running `script_name` on `elf`.
-    pub fn spawn(dir: &TestDir, target: &str, script_name: &str, elf: &Path) -> Gdb {
-        let n = GDB_RUNS.fetch_add(1, Ordering::Relaxed);
-        let out_path = dir.join(&format!("gdb-{n}-{script_name}.out"));
+/// Runs gdb without a live target: `script_name` from gdb-scripts/ on `elf` and the core
+/// file `core`. Returns gdb's output; fails only on a timeout.
+pub fn gdb_on_core(dir: &TestDir, script_name: &str, elf: &Path, core: &Path) -> String {
+    let cmd = gdb_command(None, &[script_name], &[], &[elf, core]);
+    Debugger::spawn(dir, script_name, cmd).finish_alone(DEBUGGER_TIMEOUT)
+}
+
+/// Runs gdb without a target or a file, with `commands` as `-ex` options. Returns gdb's
+/// output; fails only on a timeout.
+pub fn gdb_ex_alone(dir: &TestDir, commands: &[&str]) -> String {
+    let cmd = gdb_command(None, &[], commands, &[]);
+    Debugger::spawn(dir, "gdb-ex", cmd).finish_alone(DEBUGGER_TIMEOUT)
+}
+
+/// Numbers debugger output files, so a test can run more than one debugger.
+static DEBUGGER_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// A running debugger (gdb or lldb) in batch mode, killed on drop. Its stdout and stderr
+/// go, interleaved as they happen, to one file in the test directory, which is also its
+/// working directory.
+pub struct Debugger {
+    child: Child,
+    // Kept open: gdb busy-polls a stdin that is at end of file (/dev/null) while it waits
+    // for the target, which would steal CPU from the guest. (LLDB in batch mode does not
+    // read it.)
+    _stdin: ChildStdin,
+    out_path: PathBuf,
+    label: String,
+}
+
+impl Debugger {
+    /// Starts `cmd`; `label` names it in file names and messages (e.g. the script's name).
+    pub fn spawn(dir: &TestDir, label: &str, mut cmd: Command) -> Debugger {
+        let n = DEBUGGER_RUNS.fetch_add(1, Ordering::Relaxed);
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let out_path = dir.join(&format!("{program}-{n}-{label}.out"));
         let out = File::create(&out_path)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", out_path.display()));
         let err = out.try_clone().expect("cannot duplicate a file handle");
-        let mut child = Command::new("gdb")
-            .args(["-nx", "-batch"])
-            .args(["-ex", "set pagination off"])
-            .args(["-ex", "set confirm off"])
-            .args(["-ex", "set width 0"])
-            .arg("-ex")
-            .arg(format!("target remote {target}"))
-            .arg("-x")
-            .arg(script(script_name))
-            .arg(elf)
+        let mut child = cmd
+            .current_dir(dir.path())
             .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("gdb not installed: apt-get install -y gdb ({e})"));
+            .unwrap_or_else(|e| {
+                panic!("{program} not installed: apt-get install -y {program} ({e})")
+            });
         let stdin = child.stdin.take().expect("stdin is piped");
-        Gdb {
+        Debugger {
             child,
             _stdin: stdin,
             out_path,
-            script_name: script_name.to_string(),
+            label: format!("{program} {label}"),
         }
     }
 
-    /// gdb's output so far.
+    /// The debugger's output so far.
     pub fn output(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = File::open(&self.out_path) {
@@ -387,14 +488,14 @@ impl Gdb {
         s
     }
 
-    /// Waits until gdb's output contains `needle`; fails after `timeout`.
+    /// Waits until the output contains `needle`; fails after `timeout`.
     pub fn wait_for_output(&mut self, needle: &str, timeout: Duration, k: &Kvmgdb) {
         let deadline = Instant::now() + timeout;
         while !self.output().contains(needle) {
             if Instant::now() >= deadline || matches!(self.child.try_wait(), Ok(Some(_))) {
                 panic!(
-                    "gdb ({}) did not print {needle:?}; output:\n{}\nkvmgdb stderr:\n{}",
-                    self.script_name,
+                    "{} did not print {needle:?}; output:\n{}\nkvmgdb stderr:\n{}",
+                    self.label,
                     self.output(),
                     k.stderr()
                 );
@@ -403,7 +504,7 @@ impl Gdb {
         }
     }
 
-    /// Sends SIGINT to gdb, as a terminal's Ctrl-C does.
+    /// Sends SIGINT to the debugger, as a terminal's Ctrl-C does.
     pub fn interrupt(&self) {
         let status = Command::new("sh")
             .arg("-c")
@@ -413,24 +514,33 @@ impl Gdb {
         assert!(status.success(), "kill -INT failed: {status}");
     }
 
-    /// Waits for gdb to finish and returns its output. On a timeout, kills gdb and fails with
-    /// the output so far.
-    pub fn finish(mut self, timeout: Duration, k: &Kvmgdb) -> String {
+    /// Waits for the debugger to finish and returns its output. On a timeout, kills it and
+    /// fails with the output so far and kvmgdb's stderr.
+    pub fn finish(self, timeout: Duration, k: &Kvmgdb) -> String {
+        self.wait(timeout, || format!("\nkvmgdb stderr:\n{}", k.stderr()))
+    }
+
+    /// [`Debugger::finish`] for a debugger that runs without kvmgdb.
+    pub fn finish_alone(self, timeout: Duration) -> String {
+        self.wait(timeout, String::new)
+    }
+
+    fn wait(mut self, timeout: Duration, more: impl FnOnce() -> String) -> String {
         if wait_child(&mut self.child, timeout).is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
             panic!(
-                "gdb ({}) did not finish within {timeout:?}; output so far:\n{}\nkvmgdb stderr:\n{}",
-                self.script_name,
+                "{} did not finish within {timeout:?}; output so far:\n{}{}",
+                self.label,
                 self.output(),
-                k.stderr()
+                more()
             );
         }
         self.output()
     }
 }
 
-impl Drop for Gdb {
+impl Drop for Debugger {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
@@ -461,7 +571,7 @@ pub fn assert_script_ran(out: &str, script_name: &str, k: &Kvmgdb) {
 pub fn assert_contains(out: &str, needle: &str) {
     assert!(
         out.contains(needle),
-        "expected {needle:?} in gdb output:\n{out}"
+        "expected {needle:?} in output:\n{out}"
     );
 }
 
@@ -470,7 +580,7 @@ pub fn assert_contains(out: &str, needle: &str) {
 pub fn assert_not_contains(out: &str, needle: &str) {
     assert!(
         !out.contains(needle),
-        "did not expect {needle:?} in gdb output:\n{out}"
+        "did not expect {needle:?} in output:\n{out}"
     );
 }
 
@@ -532,19 +642,67 @@ pub fn section(out: &str, name: &str) -> String {
         .collect()
 }
 
-/// The registers in `info registers` output: name → value (the first, hexadecimal column).
+/// The text after `marker` (for scripts that `echo` a marker between phases).
+#[track_caller]
+pub fn after<'a>(text: &'a str, marker: &str) -> &'a str {
+    match text.find(marker) {
+        Some(at) => &text[at + marker.len()..],
+        None => panic!("marker {marker:?} not in output:\n{text}"),
+    }
+}
+
+/// The text after `start` up to the next `end` (or the end of `text`).
+#[track_caller]
+pub fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let rest = after(text, start);
+    &rest[..rest.find(end).unwrap_or(rest.len())]
+}
+
+/// Register values by name, from gdb `info registers` lines ("cr0   0x80010033   [ PE ... ]",
+/// the first value column) or LLDB `register read` lines ("cr0 = 0x0000000080010033").
+/// Later lines win.
 pub fn registers(text: &str) -> BTreeMap<String, u64> {
     text.lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
             let name = words.next()?;
-            let value = words.next()?;
+            let mut value = words.next()?;
+            if value == "=" {
+                value = words.next()?;
+            }
             if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return None;
             }
             Some((name.to_string(), parse_num(value)?))
         })
         .collect()
+}
+
+/// Fails unless register `name` was shown with `value` (in `regs`, parsed from `text`).
+#[track_caller]
+pub fn assert_reg(regs: &BTreeMap<String, u64>, name: &str, value: u64, text: &str) {
+    assert_eq!(
+        regs.get(name).copied(),
+        Some(value),
+        "{name} should be {value:#x}; output:\n{text}"
+    );
+}
+
+/// Boots `guest_name`, runs `script` in gdb on it, checks that the script's `kill` ended
+/// kvmgdb with status 0, and returns gdb's output.
+pub fn guest_session(test: &str, guest_name: &str, script: &str) -> String {
+    require_kvm_and_gdb();
+    let dir = TestDir::new(test);
+    let mut k = Kvmgdb::start_tcp(&dir, Boot::guest(guest_name));
+    let out = k.gdb(&dir, script, &guest(guest_name));
+    assert_contains(&out, "[Inferior 1 (process 1) killed]");
+    assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
+    out
+}
+
+/// [`guest_session`] on demo.elf.
+pub fn demo_session(test: &str, script: &str) -> String {
+    guest_session(test, "demo.elf", script)
 }
 
 /// Runs kvmgdb without gdb and returns (exit status, stdout, stderr); fails after `timeout`.
