@@ -181,6 +181,14 @@ fn machine_info() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The 1-minute load average.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn run(args: &Args) -> Result<(), BenchError> {
     let counts = if args.smoke {
         Counts::smoke()
@@ -259,6 +267,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
         }
     };
 
+    let load_before = loadavg();
     let mut specs = vec![kvmgdb_spec.clone()];
     specs.extend(qemu_spec.clone());
     let mut results = report::Results::default();
@@ -292,6 +301,11 @@ fn run(args: &Args) -> Result<(), BenchError> {
         ("mode", if args.smoke { "smoke" } else { "timing" }.into()),
     ];
     header.extend(machine_info());
+    // Other work on the machine shows up in every figure; say how busy it was.
+    header.push((
+        "load average before/after",
+        format!("{load_before} / {}", loadavg()),
+    ));
     header.push(("gdb", version(&gdb)));
     if let Some(q) = &qemu_spec {
         header.push(("qemu", version(&q.program)));
