@@ -127,20 +127,27 @@ struct RegLayout {
 }
 
 impl RegLayout {
-    fn of(kind: Kind) -> RegLayout {
-        match kind {
-            // kvmgdb gives a 32-bit image gdb's i386 layout: eax .. edi, eip (gdbstub_arch X86_SSE).
-            Kind::Kvmgdb => RegLayout {
-                pc: 32,
-                pc_len: 4,
-                min_len: 40,
-            },
-            // qemu-system-x86_64 always sends the x86-64 layout: rax .. r15, rip.
-            Kind::Qemu => RegLayout {
-                pc: 128,
-                pc_len: 8,
-                min_len: 136,
-            },
+    /// gdb's i386 `g` layout: eax .. edi, then eip.
+    const I386: RegLayout = RegLayout {
+        pc: 32,
+        pc_len: 4,
+        min_len: 40,
+    };
+    /// gdb's x86-64 layout: rax .. r15, then rip.
+    const X86_64: RegLayout = RegLayout {
+        pc: 128,
+        pc_len: 8,
+        min_len: 136,
+    };
+
+    /// The layout for the stub's target-description architecture; without one, what each
+    /// stub is known to send for this 32-bit guest.
+    fn of(arch: Option<&str>, kind: Kind) -> RegLayout {
+        match (arch, kind) {
+            (Some(a), _) if a.contains("x86-64") => RegLayout::X86_64,
+            (Some(_), _) | (None, Kind::Kvmgdb) => RegLayout::I386,
+            // qemu-system-x86_64 always sends the x86-64 layout.
+            (None, Kind::Qemu) => RegLayout::X86_64,
         }
     }
 }
@@ -175,6 +182,7 @@ impl<'g> Session<'g> {
         let stream = stub.connect(T_CONNECT)?;
         let mut c = Client::new(stream, T_REPLY).ctx("connecting")?;
         c.handshake(no_ack).ctx("qSupported/QStartNoAckMode")?;
+        let arch = c.architecture().ctx("reading the target description")?;
         c.send(b"?").ctx("sending ?")?;
         let stop = c.wait_stop().ctx("waiting for the reply to ?")?;
         let at = Instant::now();
@@ -187,7 +195,7 @@ impl<'g> Session<'g> {
         let s = Session {
             c,
             guest,
-            layout: RegLayout::of(stub.kind),
+            layout: RegLayout::of(arch.as_deref(), stub.kind),
             scratch: Vec::with_capacity(4096),
             regs: Vec::with_capacity(1024),
             state: LoopState { index: 0, eax: 0 },

@@ -127,6 +127,35 @@ impl Client {
         Ok(!self.ack)
     }
 
+    /// The `<architecture>` of the stub's target description (qXfer:features:read), or
+    /// None if it offers none.
+    pub fn architecture(&mut self) -> Result<Option<String>> {
+        if !self.features.contains("qXfer:features:read+") {
+            return Ok(None);
+        }
+        let mut xml = Vec::new();
+        let mut chunk = Vec::new();
+        loop {
+            let req = format!("qXfer:features:read:target.xml:{:x},ffb", xml.len());
+            self.send(req.as_bytes())?;
+            self.recv_into(&mut chunk)?;
+            match chunk.split_first() {
+                Some((b'm', data)) => xml.extend_from_slice(data),
+                Some((b'l', data)) => {
+                    xml.extend_from_slice(data);
+                    break;
+                }
+                _ => return Ok(None),
+            }
+        }
+        let xml = String::from_utf8_lossy(&xml);
+        Ok(xml
+            .split("<architecture>")
+            .nth(1)
+            .and_then(|rest| rest.split("</architecture>").next())
+            .map(|a| a.trim().to_string()))
+    }
+
     /// Sends one packet (and in ack mode waits for its `+`).
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
         self.out.clear();
