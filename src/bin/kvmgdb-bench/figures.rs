@@ -25,8 +25,12 @@ pub enum Fig {
     Mem16,
     /// Real gdb: `stepi` in a `while` loop.
     GdbStepi,
+    /// gdb's own CPU share while stepping.
+    GdbStepiCpu,
     /// Real gdb: `dump binary memory` of 16 MiB.
     GdbDump,
+    /// gdb's own CPU share while dumping.
+    GdbDumpCpu,
     /// Ctrl-C (0x03) → stop reply.
     CtrlC,
     /// CPU of the stub's non-vCPU threads while the guest runs with a client attached.
@@ -52,7 +56,7 @@ pub enum Target {
 
 impl Fig {
     /// Every figure, in table order.
-    pub const ALL: [Fig; 16] = [
+    pub const ALL: [Fig; 18] = [
         Fig::Launch,
         Fig::Ready,
         Fig::Step,
@@ -64,7 +68,9 @@ impl Fig {
         Fig::Mem1,
         Fig::Mem16,
         Fig::GdbStepi,
+        Fig::GdbStepiCpu,
         Fig::GdbDump,
+        Fig::GdbDumpCpu,
         Fig::CtrlC,
         Fig::StubCpu,
         Fig::Rss,
@@ -85,7 +91,9 @@ impl Fig {
             Fig::Mem1 => "m_read_1mib_mib_per_s",
             Fig::Mem16 => "m_read_16mib_mib_per_s",
             Fig::GdbStepi => "gdb_stepi_per_s",
+            Fig::GdbStepiCpu => "gdb_cpu_during_stepi_percent",
             Fig::GdbDump => "gdb_dump_mib_per_s",
+            Fig::GdbDumpCpu => "gdb_cpu_during_dump_percent",
             Fig::CtrlC => "ctrl_c_to_stop_us",
             Fig::StubCpu => "stub_cpu_percent",
             Fig::Rss => "peak_rss_mib",
@@ -107,7 +115,9 @@ impl Fig {
             Fig::Mem1 => "`m` read, 1 MiB (MiB/s)",
             Fig::Mem16 => "`m` read, 16 MiB (MiB/s)",
             Fig::GdbStepi => "gdb: `stepi` ×1000 (stepi/s)",
+            Fig::GdbStepiCpu => "… gdb's own CPU meanwhile (% of wall time)",
             Fig::GdbDump => "gdb: `dump binary memory` 16 MiB (MiB/s)",
+            Fig::GdbDumpCpu => "… gdb's own CPU meanwhile (% of wall time)",
             Fig::CtrlC => "Ctrl-C → stop reply (µs)",
             Fig::StubCpu => "stub CPU, guest running 2 s (% of a core)²",
             Fig::Rss => "peak RSS, 128 MiB guest (MiB)",
@@ -119,7 +129,14 @@ impl Fig {
     pub fn higher_is_better(self) -> bool {
         !matches!(
             self,
-            Fig::Launch | Fig::Ready | Fig::CtrlC | Fig::StubCpu | Fig::Rss | Fig::RssOwn
+            Fig::Launch
+                | Fig::Ready
+                | Fig::CtrlC
+                | Fig::StubCpu
+                | Fig::Rss
+                | Fig::RssOwn
+                | Fig::GdbStepiCpu
+                | Fig::GdbDumpCpu
         )
     }
 
@@ -135,8 +152,19 @@ impl Fig {
             Fig::GRead => Target::Ratio(1.5),
             Fig::StubCpu => Target::Below(1.0),
             Fig::Rss => Target::Ratio(5.0),
-            Fig::Ready | Fig::Mem1 | Fig::Mem16 | Fig::CtrlC | Fig::RssOwn => Target::None,
+            Fig::Ready
+            | Fig::Mem1
+            | Fig::Mem16
+            | Fig::CtrlC
+            | Fig::RssOwn
+            | Fig::GdbStepiCpu
+            | Fig::GdbDumpCpu => Target::None,
         }
+    }
+
+    /// False for rows that explain another row rather than compare the stubs.
+    pub fn compared(self) -> bool {
+        !matches!(self, Fig::GdbStepiCpu | Fig::GdbDumpCpu)
     }
 
     /// How many decimals the table shows.

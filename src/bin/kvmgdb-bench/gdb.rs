@@ -12,8 +12,12 @@ use std::time::{Duration, Instant};
 pub struct GdbFigures {
     /// `stepi`s per second.
     pub stepi_per_s: f64,
+    /// gdb's own CPU time while stepping, in % of the wall time.
+    pub stepi_gdb_cpu: f64,
     /// `dump binary memory` throughput.
     pub dump_mib_per_s: f64,
+    /// gdb's own CPU time while dumping, in % of the wall time.
+    pub dump_gdb_cpu: f64,
 }
 
 /// Marks the lines the script prints for the benchmark.
@@ -36,18 +40,19 @@ fn script(kind: Kind, port: u16, n: u32, dump: &Path, from: u64, to: u64) -> Str
          {arch}\
          target remote 127.0.0.1:{port}\n\
          printf \"{MARK} START %u %u\\n\", (unsigned int)$pc, (unsigned int)$eax\n\
-         python import time\n\
-         python kb_t0 = time.perf_counter()\n\
+         python import time, resource\n\
+         python kb_cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])\n\
+         python kb_c0 = kb_cpu(); kb_t0 = time.perf_counter()\n\
          set $kb_i = 0\n\
          while $kb_i < {n}\n\
          stepi\n\
          set $kb_i = $kb_i + 1\n\
          end\n\
-         python print(\"{MARK} STEPI %.9f\" % (time.perf_counter() - kb_t0))\n\
+         python print(\"{MARK} STEPI %.9f %.9f\" % (time.perf_counter() - kb_t0, kb_cpu() - kb_c0))\n\
          printf \"{MARK} END %u %u\\n\", (unsigned int)$pc, (unsigned int)$eax\n\
-         python kb_t0 = time.perf_counter()\n\
+         python kb_c0 = kb_cpu(); kb_t0 = time.perf_counter()\n\
          dump binary memory {} {from:#x} {to:#x}\n\
-         python print(\"{MARK} DUMP %.9f\" % (time.perf_counter() - kb_t0))\n\
+         python print(\"{MARK} DUMP %.9f %.9f\" % (time.perf_counter() - kb_t0, kb_cpu() - kb_c0))\n\
          detach\n",
         dump.display()
     )
@@ -135,8 +140,15 @@ pub fn run(
     };
     let start = field("START").ok_or_else(|| missing("START"))?;
     let end = field("END").ok_or_else(|| missing("END"))?;
-    let stepi_s = field("STEPI").ok_or_else(|| missing("STEPI"))?[0];
-    let dump_s = field("DUMP").ok_or_else(|| missing("DUMP"))?[0];
+    let stepi = field("STEPI").ok_or_else(|| missing("STEPI"))?;
+    let dump_t = field("DUMP").ok_or_else(|| missing("DUMP"))?;
+    if stepi.len() < 2 || dump_t.len() < 2 || start.len() < 2 || end.len() < 2 {
+        return Err(BenchError::Gdb(format!(
+            "malformed marker lines:\n{}",
+            tail()
+        )));
+    }
+    let (stepi_s, dump_s) = (stepi[0], dump_t[0]);
 
     // Verify: the steps moved exactly N instructions, and the dump is the pattern.
     let state = |v: &[f64], what: &str| -> Result<LoopState, BenchError> {
@@ -172,6 +184,8 @@ pub fn run(
         .map_err(|m| BenchError::Verify(format!("gdb dump: {m}")))?;
     Ok(GdbFigures {
         stepi_per_s: f64::from(counts.gdb_stepi) / stepi_s,
+        stepi_gdb_cpu: stepi[1] / stepi_s * 100.0,
         dump_mib_per_s: counts.gdb_dump as f64 / (1 << 20) as f64 / dump_s,
+        dump_gdb_cpu: dump_t[1] / dump_s * 100.0,
     })
 }

@@ -520,7 +520,9 @@ pub fn run_rep(
     // Real gdb.
     let g = gdb::run(gdb_path, &stub, guest, pattern, counts).map_err(in_stub)?;
     value(&mut figs, Fig::GdbStepi, g.stepi_per_s);
+    value(&mut figs, Fig::GdbStepiCpu, g.stepi_gdb_cpu);
     value(&mut figs, Fig::GdbDump, g.dump_mib_per_s);
+    value(&mut figs, Fig::GdbDumpCpu, g.dump_gdb_cpu);
 
     // Session 3: software breakpoints last, since they may end QEMU's VM.
     let (mut s, _) = Session::open(&mut stub, guest, true).map_err(in_stub)?;

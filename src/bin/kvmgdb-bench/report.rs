@@ -104,7 +104,7 @@ impl Results {
                 self.median_of(fig, Kind::Qemu),
             );
             let adv = match (km, qm) {
-                (Some(a), Some(b)) if advantage(fig, a, b).is_finite() => {
+                (Some(a), Some(b)) if fig.compared() && advantage(fig, a, b).is_finite() => {
                     format!("{:.1}×", advantage(fig, a, b))
                 }
                 _ => "—".into(),
