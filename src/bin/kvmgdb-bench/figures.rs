@@ -39,6 +39,8 @@ pub enum Fig {
     Rss,
     /// Resident memory outside the guest's RAM mapping, at the end.
     RssOwn,
+    /// Peak RSS at the first stop, before the guest has run.
+    RssStart,
 }
 
 /// What a figure is judged against.
@@ -56,7 +58,7 @@ pub enum Target {
 
 impl Fig {
     /// Every figure, in table order.
-    pub const ALL: [Fig; 18] = [
+    pub const ALL: [Fig; 19] = [
         Fig::Launch,
         Fig::Ready,
         Fig::Step,
@@ -75,6 +77,7 @@ impl Fig {
         Fig::StubCpu,
         Fig::Rss,
         Fig::RssOwn,
+        Fig::RssStart,
     ];
 
     /// The key in the JSON samples.
@@ -98,6 +101,7 @@ impl Fig {
             Fig::StubCpu => "stub_cpu_percent",
             Fig::Rss => "peak_rss_mib",
             Fig::RssOwn => "rss_outside_guest_ram_mib",
+            Fig::RssStart => "peak_rss_at_first_stop_mib",
         }
     }
 
@@ -122,6 +126,7 @@ impl Fig {
             Fig::StubCpu => "stub CPU, guest running 2 s (% of a core)²",
             Fig::Rss => "peak RSS, 128 MiB guest (MiB)",
             Fig::RssOwn => "RSS outside guest RAM (MiB)⁴",
+            Fig::RssStart => "peak RSS at the first stop, guest not yet run (MiB)",
         }
     }
 
@@ -135,6 +140,7 @@ impl Fig {
                 | Fig::StubCpu
                 | Fig::Rss
                 | Fig::RssOwn
+                | Fig::RssStart
                 | Fig::GdbStepiCpu
                 | Fig::GdbDumpCpu
         )
@@ -157,6 +163,7 @@ impl Fig {
             | Fig::Mem16
             | Fig::CtrlC
             | Fig::RssOwn
+            | Fig::RssStart
             | Fig::GdbStepiCpu
             | Fig::GdbDumpCpu => Target::None,
         }

@@ -482,6 +482,8 @@ pub fn run_rep(
         Fig::Launch,
         first_stop.duration_since(stub.spawned_at).as_secs_f64() * 1e3,
     );
+    let rss_start = stub.peak_rss_kib()? as f64 / 1024.0;
+    value(&mut figs, Fig::RssStart, rss_start);
     s.run_to_ready().map_err(in_stub)?;
     value(
         &mut figs,
