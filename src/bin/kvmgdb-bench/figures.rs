@@ -19,6 +19,8 @@ pub enum Fig {
     HwBp,
     /// `g` round trips.
     GRead,
+    /// `g` round trips, ack mode.
+    GReadAck,
     /// `m` reads of 1 MiB.
     Mem1,
     /// `m` reads of 16 MiB.
@@ -58,7 +60,7 @@ pub enum Target {
 
 impl Fig {
     /// Every figure, in table order.
-    pub const ALL: [Fig; 19] = [
+    pub const ALL: [Fig; 20] = [
         Fig::Launch,
         Fig::Ready,
         Fig::Step,
@@ -67,6 +69,7 @@ impl Fig {
         Fig::SwBp,
         Fig::HwBp,
         Fig::GRead,
+        Fig::GReadAck,
         Fig::Mem1,
         Fig::Mem16,
         Fig::GdbStepi,
@@ -91,6 +94,7 @@ impl Fig {
             Fig::SwBp => "sw_bp_hits_per_s",
             Fig::HwBp => "hw_bp_hits_per_s",
             Fig::GRead => "g_reads_per_s",
+            Fig::GReadAck => "g_reads_per_s_ack",
             Fig::Mem1 => "m_read_1mib_mib_per_s",
             Fig::Mem16 => "m_read_16mib_mib_per_s",
             Fig::GdbStepi => "gdb_stepi_per_s",
@@ -116,6 +120,7 @@ impl Fig {
             Fig::SwBp => "sw breakpoint hits/s (`s`,`Z0`,`c`,`g`,`z0`)",
             Fig::HwBp => "hw breakpoint hits/s (`s`,`Z1`,`c`,`g`,`z1`)",
             Fig::GRead => "`g` reads/s",
+            Fig::GReadAck => "`g` reads/s, ack mode",
             Fig::Mem1 => "`m` read, 1 MiB (MiB/s)",
             Fig::Mem16 => "`m` read, 16 MiB (MiB/s)",
             Fig::GdbStepi => "gdb: `stepi` ×1000 (stepi/s)",
@@ -159,6 +164,7 @@ impl Fig {
             Fig::StubCpu => Target::Below(1.0),
             Fig::Rss => Target::Ratio(5.0),
             Fig::Ready
+            | Fig::GReadAck
             | Fig::Mem1
             | Fig::Mem16
             | Fig::CtrlC

@@ -517,6 +517,8 @@ pub fn run_rep(
     s.sync().map_err(in_stub)?;
     let r = s.bare_steps(counts.ack_steps).map_err(in_stub)?;
     value(&mut figs, Fig::StepAck, r);
+    let r = s.g_reads(counts.g_reads / 2).map_err(in_stub)?;
+    value(&mut figs, Fig::GReadAck, r);
     s.detach().map_err(in_stub)?;
 
     // Real gdb.

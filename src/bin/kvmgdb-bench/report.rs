@@ -118,8 +118,8 @@ impl Results {
         }
         t.push('\n');
         t.push_str(
-            "¹ Includes the guest filling its 16 MiB pattern (about 1.3 s of emulated \
-             SSE stores under PVM) and, for QEMU, SeaBIOS; for information.\n\
+            "¹ Includes the guest filling its 16 MiB pattern (about 1 s of emulated SSE \
+             stores under PVM) and, for QEMU, SeaBIOS; for information.\n\
              ² The stub's threads only (vCPU threads excluded), from /proc/PID/task/*/schedstat.\n\
              ³ How many times better kvmgdb is: kvmgdb/QEMU for rates, QEMU/kvmgdb for times, \
              CPU and memory. Medians over the repetitions.\n\
@@ -130,7 +130,7 @@ impl Results {
             let _ = writeln!(
                 t,
                 "\n{} offers no QStartNoAckMode, so all its figures (real gdb's too) are in \
-                 ack mode; its two step rows measure the same thing.",
+                 ack mode; its no-ack and ack rows measure the same thing.",
                 k.name()
             );
         }
