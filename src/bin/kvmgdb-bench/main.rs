@@ -58,6 +58,10 @@ struct Args {
     /// Write every raw sample to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run everything (this client, the stubs, gdb) on this one CPU. Round trips then
+    /// cost context switches instead of cross-CPU wake-ups, which are dear on VMs.
+    #[arg(long)]
+    pin_cpu: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -181,6 +185,27 @@ fn machine_info() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Pins this process, and so every process it starts, to one CPU.
+fn pin_to(cpu: usize) -> Result<(), BenchError> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        return Err(BenchError::Setup(format!("no CPU {cpu}")));
+    }
+    // SAFETY: `cpu` is below the set's capacity (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this thread, whose
+    // affinity new threads and children inherit.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    if r != 0 {
+        return Err(BenchError::Setup(format!(
+            "cannot pin to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
 /// The 1-minute load average.
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -267,6 +292,9 @@ fn run(args: &Args) -> Result<(), BenchError> {
         }
     };
 
+    if let Some(cpu) = args.pin_cpu {
+        pin_to(cpu)?;
+    }
     let load_before = loadavg();
     let mut specs = vec![kvmgdb_spec.clone()];
     specs.extend(qemu_spec.clone());
@@ -311,6 +339,13 @@ fn run(args: &Args) -> Result<(), BenchError> {
         header.push(("qemu", version(&q.program)));
     }
     header.push(("guest", guest_path.display().to_string()));
+    header.push((
+        "cpu placement",
+        match args.pin_cpu {
+            Some(cpu) => format!("everything pinned to CPU {cpu} (--pin-cpu)"),
+            None => "left to the scheduler".into(),
+        },
+    ));
 
     println!(
         "## kvmgdb-bench{}\n",
