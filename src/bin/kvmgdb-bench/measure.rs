@@ -467,7 +467,6 @@ pub fn run_rep(
     gdb_path: &Path,
 ) -> Result<RepOutput, BenchError> {
     let mut figs = Figures::new();
-    let mut stub = Stub::spawn(spec, &guest.path)?;
     let name = spec.kind.name();
     let in_stub = |e: BenchError| match e {
         BenchError::Verify(m) => BenchError::Verify(format!("{name}: {m}")),
@@ -476,7 +475,20 @@ pub fn run_rep(
     };
 
     // Session 1, no-ack (when the stub offers it): everything but the sw breakpoints.
-    let (mut s, first_stop) = Session::open(&mut stub, guest, true).map_err(in_stub)?;
+    // The port was free when chosen; if something took it since, start again on another.
+    let mut tries = 0;
+    let (mut stub, mut s, first_stop) = loop {
+        let mut stub = Stub::spawn(spec, &guest.path)?;
+        match Session::open(&mut stub, guest, true) {
+            Ok((s, at)) => break (stub, s, at),
+            Err(BenchError::Stub(StubError::Died(_, _, log)))
+                if tries < 3 && log.contains("in use") =>
+            {
+                tries += 1;
+            }
+            Err(e) => return Err(in_stub(e)),
+        }
+    };
     value(
         &mut figs,
         Fig::Launch,
