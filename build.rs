@@ -111,6 +111,12 @@ const GUESTS: &[Guest] = &[
         linker_script: "multiboot.ld",
     },
     Guest {
+        name: "bench",
+        arch: Arch::I386,
+        sources: &["bench.S"],
+        linker_script: "multiboot.ld",
+    },
+    Guest {
         name: "triple_fault",
         arch: Arch::X86_64 {
             code_model: "small",
