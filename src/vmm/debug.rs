@@ -4,21 +4,25 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use vm_memory::GuestAddress;
 
 /// The x86 `int3` instruction (SDM Vol. 2A, INT n/INTO/INT3).
 pub const INT3: u8 = 0xCC;
+/// The x86 `hlt` instruction (SDM Vol. 2A, HLT).
+pub const HLT: u8 = 0xF4;
 /// Number of debug-register address slots, DR0–DR3 (SDM Vol. 3, 18.2).
 pub const HW_SLOTS: usize = 4;
 
-/// A software breakpoint: an `int3` planted over `orig` at `gpa`.
+/// A software breakpoint: `insn` planted over `orig` at `gpa`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SwBreakpoint {
     /// Where the byte was planted.
     pub gpa: GuestAddress,
     /// The byte it replaced.
     pub orig: u8,
+    /// The byte planted: [`INT3`], or [`HLT`] where int3 gives no clean exit.
+    pub insn: u8,
 }
 
 /// The breakpoints in force.
@@ -80,6 +84,8 @@ pub struct DebugTable {
     bps: Mutex<Breakpoints>,
     /// Whether single steps keep interrupts blocked (QEMU's `sstep` NOIRQ bit).
     step_masks_irq: AtomicBool,
+    /// The byte software breakpoints plant (see [`DebugTable::use_hlt_breakpoints`]).
+    sw_insn: AtomicU8,
 }
 
 impl Default for DebugTable {
@@ -88,6 +94,7 @@ impl Default for DebugTable {
             generation: AtomicU64::new(0),
             bps: Mutex::new(Breakpoints::default()),
             step_masks_irq: AtomicBool::new(true),
+            sw_insn: AtomicU8::new(INT3),
         }
     }
 }
@@ -117,6 +124,30 @@ impl DebugTable {
     /// Whether single steps run with interrupts blocked.
     pub fn step_masks_irq(&self) -> bool {
         self.step_masks_irq.load(Ordering::Acquire)
+    }
+
+    /// The byte new software breakpoints plant.
+    pub fn sw_insn(&self) -> u8 {
+        self.sw_insn.load(Ordering::Acquire)
+    }
+
+    /// Switches software breakpoints to `hlt`, replanting those in `mem`. Called when an
+    /// `int3` of ours came back as an emulation failure (PVM, KVM-FACTS.md): there every hit
+    /// costs a kernel log line (~1 ms while the log is not rate-limited), and KVM never
+    /// reports the int3 as a debug exit, whereas `hlt` gives a clean KVM_EXIT_HLT. This
+    /// needs the `hlt` to reach us, which holds while kvmgdb creates no in-kernel irqchip.
+    /// Hardware KVM reports int3 as KVM_EXIT_DEBUG and never gets here.
+    pub fn use_hlt_breakpoints(&self, mem: &crate::memory::GuestMem) {
+        use vm_memory::Bytes;
+        self.sw_insn.store(HLT, Ordering::Release);
+        self.update(|b| {
+            for bp in b.sw.values_mut() {
+                if mem.read_obj::<u8>(bp.gpa).ok() == Some(bp.insn) {
+                    let _ = mem.write_obj(HLT, bp.gpa);
+                }
+                bp.insn = HLT;
+            }
+        });
     }
 
     /// The current generation.

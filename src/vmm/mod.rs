@@ -10,7 +10,7 @@ use crate::caps::KvmCaps;
 use crate::loader::{self, BootInfo};
 use crate::memory::{self, GuestMem};
 use crate::paging::{self, GuestVirtAddr, PagingRegs};
-use debug::{DebugTable, HW_SLOTS, INT3, SwBreakpoint};
+use debug::{DebugTable, HW_SLOTS, SwBreakpoint};
 use devices::Devices;
 use kvm_bindings::{
     CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, kvm_cpuid_entry2, kvm_regs, kvm_sregs,
@@ -746,7 +746,7 @@ impl Vm {
                         if bp.gpa >= gpa && bp.gpa.0 < end {
                             let i = (bp.gpa.0 - gpa.0) as usize;
                             bp.orig = chunk[i];
-                            chunk[i] = INT3;
+                            chunk[i] = bp.insn;
                         }
                     }
                 });
@@ -778,11 +778,12 @@ impl Vm {
             .mem
             .read_obj(gpa)
             .map_err(|_| BreakpointError::Unmapped(addr))?;
+        let insn = self.debug.sw_insn();
         self.mem
-            .write_obj(INT3, gpa)
+            .write_obj(insn, gpa)
             .map_err(|_| BreakpointError::Unmapped(addr))?;
         self.debug
-            .update(|b| b.sw.insert(addr, SwBreakpoint { gpa, orig }));
+            .update(|b| b.sw.insert(addr, SwBreakpoint { gpa, orig, insn }));
         Ok(())
     }
 
@@ -974,7 +975,7 @@ impl Vm {
         self.debug.update(|b| {
             for bp in b.sw.values_mut() {
                 bp.orig = self.mem.read_obj(bp.gpa).unwrap_or(0);
-                let _ = self.mem.write_obj(INT3, bp.gpa);
+                let _ = self.mem.write_obj(bp.insn, bp.gpa);
             }
         });
         let boot_state = self.boot_state;
@@ -1017,7 +1018,7 @@ fn copy_xsave(x: &kvm_xsave) -> Box<kvm_xsave> {
 /// Restores the original byte under a breakpoint, unless the guest has overwritten the int3.
 fn unplant(mem: &GuestMem, bp: &SwBreakpoint) {
     let byte: u8 = mem.read_obj(bp.gpa).unwrap_or(bp.orig);
-    if byte == INT3 {
+    if byte == bp.insn {
         let _ = mem.write_obj(bp.orig, bp.gpa);
     }
 }

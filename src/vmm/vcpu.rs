@@ -1,7 +1,7 @@
 //! One vCPU on its own thread. The thread owns its `VcpuFd`; everything else talks to it
 //! through requests, and it reports each stop as a [`VcpuStop`] with a register snapshot.
 
-use super::debug::{DebugTable, INT3};
+use super::debug::{DebugTable, HLT, INT3};
 use super::devices::{Devices, IoAction};
 use crate::memory::GuestMem;
 use kvm_bindings::{
@@ -453,10 +453,13 @@ impl VcpuThread {
         let stop = self.run_inner(step, Some(pc));
         if let Some(bp) = sw {
             // Replant only if the breakpoint is still wanted and the guest left the byte alone.
-            let still = self.debug.with(|b| b.sw.get(&pc) == Some(&bp));
+            let still = self
+                .debug
+                .with(|b| b.sw.get(&pc).is_some_and(|x| x.gpa == bp.gpa));
             let byte: u8 = self.mem.read_obj(bp.gpa).unwrap_or(bp.orig);
             if still && byte == bp.orig {
-                let _ = self.mem.write_obj(INT3, bp.gpa);
+                let insn = self.debug.with(|b| b.sw.get(&pc).map_or(bp.insn, |x| x.insn));
+                let _ = self.mem.write_obj(insn, bp.gpa);
             }
         }
         stop
@@ -609,7 +612,11 @@ impl VcpuThread {
                     }
                     None
                 }
-                Ok(VcpuExit::Hlt) => Some(if step { VcpuStop::Step } else { self.on_hlt() }),
+                Ok(VcpuExit::Hlt) => Some(match self.hlt_breakpoint() {
+                    Some(pc) => VcpuStop::SwBreakpoint(pc),
+                    None if step => VcpuStop::Step,
+                    None => self.on_hlt(),
+                }),
                 Ok(VcpuExit::Debug(arch)) => self.on_debug(step, mask, arch),
                 Ok(VcpuExit::Shutdown) => Some(VcpuStop::Shutdown),
                 Ok(VcpuExit::InternalError) => self.on_internal_error(step, mask),
@@ -657,6 +664,24 @@ impl VcpuThread {
                 None => {}
             }
         }
+    }
+
+    /// A `hlt` exit at one of our `hlt` breakpoints: RIP is past it, so move it back onto the
+    /// breakpoint, as an int3 hit reports it, and return the breakpoint's address.
+    fn hlt_breakpoint(&mut self) -> Option<u64> {
+        let mut state = self.snapshot();
+        let pc = state.linear_rip().wrapping_sub(1);
+        let bp = self.debug.with(|b| b.sw.get(&pc).copied())?;
+        if bp.insn != HLT || self.mem.read_obj::<u8>(bp.gpa).ok() != Some(HLT) {
+            return None;
+        }
+        state.regs.rip = state.regs.rip.wrapping_sub(1);
+        self.apply_state(Some(&StateChange {
+            regs: Some(state.regs),
+            sregs: None,
+        }))
+        .ok()?;
+        Some(pc)
     }
 
     fn on_hlt(&mut self) -> VcpuStop {
@@ -740,6 +765,7 @@ impl VcpuThread {
             if let Some(bp) = bp {
                 let byte: u8 = self.mem.read_obj(bp.gpa).unwrap_or(0);
                 if byte == INT3 {
+                    self.debug.use_hlt_breakpoints(&self.mem);
                     return Some(VcpuStop::SwBreakpoint(pc));
                 }
             }
