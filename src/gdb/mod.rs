@@ -28,6 +28,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
+use std::time::Duration;
 use target::{KvmTarget, PACKET_BUFFER};
 
 /// Errors of the stub itself (not of one session).
@@ -258,6 +259,10 @@ fn session(vm: &mut Vm, stream: Stream) -> SessionEnd {
     }
 }
 
+/// How long the stub spins for a vCPU stop after resuming before it sleeps in poll(2):
+/// long enough for a single step (one exit, ~7 µs on PVM) and its thread hand-offs.
+const STOP_SPIN: Duration = Duration::from_micros(100);
+
 type SessionResult = Result<SessionEnd, Box<dyn std::error::Error>>;
 
 /// Input waiting for the state machine: plain bytes, or a QEMU packet we answer ourselves.
@@ -299,9 +304,12 @@ fn run_session<A: GuestArch>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
     let mut splitter = qemu::PacketSplitter::default();
     let mut readbuf = vec![0u8; 64 * 1024];
     let mut exit_code = None;
+    // Whether this run of the guest has had its short spin for a quick stop already.
+    let mut spun = false;
     loop {
         sm = match sm {
             GdbStubStateMachine::Idle(mut g) => {
+                spun = false;
                 if inbuf.is_empty() {
                     let n = g.borrow_conn().stream().read_some(&mut readbuf)?;
                     if n == 0 {
@@ -329,7 +337,12 @@ fn run_session<A: GuestArch>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                     }
                 } else {
                     let sock = g.borrow_conn().stream().raw_fd();
-                    let ready = poll_readable(&[sock, target.vm.event_fd()])?;
+                    let ready = if !spun && target.vm.spin_for_event(STOP_SPIN) {
+                        vec![false, true]
+                    } else {
+                        poll_readable(&[sock, target.vm.event_fd()])?
+                    };
+                    spun = true;
                     if ready[1] {
                         if let Some(ev) = target.vm.poll_event() {
                             let mut events = vec![ev];

@@ -354,6 +354,26 @@ impl Vm {
         Ok(())
     }
 
+    /// Waits up to `max` for a vCPU stop by polling the queue, without sleeping. A single
+    /// step comes back within microseconds; sleeping in poll(2) and being woken would add a
+    /// context switch (tens of µs here) to every step, the hot path of a debugger.
+    pub fn spin_for_event(&mut self, max: Duration) -> bool {
+        if !self.synthetic.is_empty() {
+            return true;
+        }
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(ev) = self.events.try_recv() {
+                self.synthetic.push_back(ev);
+                return true;
+            }
+            if start.elapsed() >= max {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     /// Takes the next vCPU stop if one is ready, without blocking.
     pub fn poll_event(&mut self) -> Option<VcpuEvent> {
         let _ = self.notify.read();
