@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use vm_memory::GuestAddress;
 
 /// The x86 `int3` instruction (SDM Vol. 2A, INT n/INTO/INT3).

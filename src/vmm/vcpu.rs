@@ -458,7 +458,9 @@ impl VcpuThread {
                 .with(|b| b.sw.get(&pc).is_some_and(|x| x.gpa == bp.gpa));
             let byte: u8 = self.mem.read_obj(bp.gpa).unwrap_or(bp.orig);
             if still && byte == bp.orig {
-                let insn = self.debug.with(|b| b.sw.get(&pc).map_or(bp.insn, |x| x.insn));
+                let insn = self
+                    .debug
+                    .with(|b| b.sw.get(&pc).map_or(bp.insn, |x| x.insn));
                 let _ = self.mem.write_obj(insn, bp.gpa);
             }
         }
