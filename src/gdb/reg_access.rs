@@ -32,7 +32,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
         }
         let value = self
             .vm
-            .read_msrs(id, &[MSR_KERNEL_GS_BASE])?
+            .read_msrs_and_xsave(id, &[MSR_KERNEL_GS_BASE])?
             .first()
             .filter(|(index, _)| *index == MSR_KERNEL_GS_BASE)
             .map(|(_, v)| *v);
@@ -61,8 +61,9 @@ impl<A: GuestArch> KvmTarget<'_, A> {
     /// Reads every register of vCPU `id`.
     pub(super) fn read_all(&mut self, id: usize, regs: &mut Regs<A>) -> Result<(), VmError> {
         let snap = self.vm.state(id)?;
-        let fpu = self.fpu_state(id)?;
+        // The MSR read first: it brings the XSAVE area along in the same vCPU hand-off.
         let kgs = self.kernel_gs_base(id)?;
+        let fpu = self.fpu_state(id)?;
         regs.avx = self.avx;
         regs.unavailable = 0;
         for (i, d) in A::regs().iter().enumerate() {

@@ -153,6 +153,9 @@ pub enum VcpuRequest {
     SetXsave(Box<kvm_xsave>),
     /// Read model-specific registers (KVM_GET_MSRS).
     GetMsrs(Vec<u32>),
+    /// Read the XSAVE area and some MSRs in one hand-off: what a debugger's full register
+    /// read needs beyond the snapshot.
+    GetXsaveAndMsrs(Vec<u32>),
     /// Write one model-specific register (KVM_SET_MSRS).
     SetMsr(u32, u64),
     /// Read the debug registers DR0–DR3, DR6, DR7 (KVM_GET_DEBUGREGS).
@@ -180,6 +183,8 @@ pub enum VcpuReply {
     Done(Result<(), i32>),
     /// MSR values read; MSRs KVM would not read are missing.
     Msrs(Result<Vec<(u32, u64)>, i32>),
+    /// Both, for `GetXsaveAndMsrs`.
+    XsaveAndMsrs(Result<Box<kvm_xsave>, i32>, Result<Vec<(u32, u64)>, i32>),
     /// Debug registers.
     DebugRegs(Result<kvm_bindings::kvm_debugregs, i32>),
     /// Pending events.
@@ -330,6 +335,11 @@ impl VcpuThread {
                     // SAFETY: `x` is a whole `kvm_xsave` (4 KiB), the size KVM_SET_XSAVE reads.
                     let r = unsafe { self.vcpu.set_xsave(&x) }.map_err(|e| e.errno());
                     let _ = self.replies.send(VcpuReply::Done(r));
+                }
+                VcpuRequest::GetXsaveAndMsrs(indices) => {
+                    let x = self.vcpu.get_xsave().map(Box::new).map_err(|e| e.errno());
+                    let m = self.get_msrs(&indices);
+                    let _ = self.replies.send(VcpuReply::XsaveAndMsrs(x, m));
                 }
                 VcpuRequest::GetMsrs(indices) => {
                     let _ = self.replies.send(VcpuReply::Msrs(self.get_msrs(&indices)));
