@@ -39,6 +39,35 @@ impl Stream {
             }
         }
     }
+
+    /// Like [`Stream::read_some`], but first polls the socket without sleeping for up to
+    /// `spin`: a client driving the stub in a loop sends its next packet within tens of
+    /// microseconds, and a sleep/wake-up pair on each one costs about as much again.
+    pub fn read_some_spinning(
+        &mut self,
+        buf: &mut [u8],
+        spin: std::time::Duration,
+    ) -> std::io::Result<usize> {
+        let start = std::time::Instant::now();
+        let fd = self.raw_fd();
+        while start.elapsed() < spin {
+            // SAFETY: `buf` is a valid, exclusively borrowed buffer of `buf.len()` bytes and
+            // `fd` is this stream's open socket; MSG_DONTWAIT keeps the call from blocking.
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => {
+                    std::hint::spin_loop()
+                }
+                _ => return Err(e),
+            }
+        }
+        self.read_some(buf)
+    }
 }
 
 trait ReadWrite: Read + Write {}

@@ -263,6 +263,9 @@ fn session(vm: &mut Vm, stream: Stream) -> SessionEnd {
 /// long enough for a single step (one exit, ~7 µs on PVM) and its thread hand-offs.
 const STOP_SPIN: Duration = Duration::from_micros(100);
 
+/// How long the stub polls the socket without sleeping for the client's next packet.
+const PACKET_SPIN: Duration = Duration::from_micros(100);
+
 type SessionResult = Result<SessionEnd, Box<dyn std::error::Error>>;
 
 /// Input waiting for the state machine: plain bytes, or a QEMU packet we answer ourselves.
@@ -311,7 +314,10 @@ fn run_session<A: GuestArch>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
             GdbStubStateMachine::Idle(mut g) => {
                 spun = false;
                 if inbuf.is_empty() {
-                    let n = g.borrow_conn().stream().read_some(&mut readbuf)?;
+                    let n = g
+                        .borrow_conn()
+                        .stream()
+                        .read_some_spinning(&mut readbuf, PACKET_SPIN)?;
                     if n == 0 {
                         return Ok(SessionEnd::Detach);
                     }
