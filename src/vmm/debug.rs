@@ -34,6 +34,10 @@ pub struct Breakpoints {
     pub hw: [Option<u64>; HW_SLOTS],
     /// Watchpoints (memory-slot based, see `watch.rs`).
     pub watch: Vec<super::watch::Watchpoint>,
+    /// Set once a software breakpoint has been planted in this debug session: gdb removes
+    /// and re-inserts them around every stop, and keeping KVM_GUESTDBG_USE_SW_BP on in
+    /// between saves a KVM_SET_GUEST_DEBUG per resume.
+    pub sw_sticky: bool,
 }
 
 impl Breakpoints {

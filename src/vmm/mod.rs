@@ -823,8 +823,10 @@ impl Vm {
         self.mem
             .write_obj(insn, gpa)
             .map_err(|_| BreakpointError::Unmapped(addr))?;
-        self.debug
-            .update(|b| b.sw.insert(addr, SwBreakpoint { gpa, orig, insn }));
+        self.debug.update(|b| {
+            b.sw.insert(addr, SwBreakpoint { gpa, orig, insn });
+            b.sw_sticky = true;
+        });
         Ok(())
     }
 
