@@ -482,30 +482,30 @@ impl<A: GuestArch> KvmTarget<'_, A> {
     }
 
     fn info_gdt(&mut self, c: &mut Console<'_, '_>) -> CmdResult {
-        let s = self.vm.state(MONITOR_VCPU)?;
-        let regs = self.vm.paging_regs(MONITOR_VCPU);
-        let mode = TableMode::from_regs(s.sregs.cr0, s.sregs.efer);
-        let table = self.read_table(&regs, s.sregs.gdt.base, s.sregs.gdt.limit);
-        c.lines(descriptors::format_gdt(
-            &table,
-            s.sregs.gdt.base,
-            s.sregs.gdt.limit,
-            mode,
-        ));
-        Ok(())
+        self.info_table(c, |s| s.gdt, descriptors::format_gdt)
     }
 
     fn info_idt(&mut self, c: &mut Console<'_, '_>) -> CmdResult {
+        self.info_table(c, |s| s.idt, descriptors::format_idt)
+    }
+
+    /// Decodes the descriptor table `which` picks out of vCPU 0's system registers.
+    fn info_table<F, L>(
+        &mut self,
+        c: &mut Console<'_, '_>,
+        which: impl Fn(&kvm_bindings::kvm_sregs) -> kvm_bindings::kvm_dtable,
+        format: F,
+    ) -> CmdResult
+    where
+        F: Fn(&[u8], u64, u16, TableMode) -> L,
+        L: IntoIterator<Item = String>,
+    {
         let s = self.vm.state(MONITOR_VCPU)?;
         let regs = self.vm.paging_regs(MONITOR_VCPU);
         let mode = TableMode::from_regs(s.sregs.cr0, s.sregs.efer);
-        let table = self.read_table(&regs, s.sregs.idt.base, s.sregs.idt.limit);
-        c.lines(descriptors::format_idt(
-            &table,
-            s.sregs.idt.base,
-            s.sregs.idt.limit,
-            mode,
-        ));
+        let dt = which(&s.sregs);
+        let table = self.read_table(&regs, dt.base, dt.limit);
+        c.lines(format(&table, dt.base, dt.limit, mode));
         Ok(())
     }
 

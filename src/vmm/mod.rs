@@ -499,6 +499,11 @@ impl Vm {
     /// Kicks every running vCPU out of KVM_RUN and waits until all have stopped. Returns the
     /// stops that arrived, in order (a vCPU may have stopped for its own reason first).
     pub fn stop_all(&mut self) -> Vec<VcpuEvent> {
+        // The usual case on the stop path (one vCPU, already stopped): nothing to drain or
+        // kick, and no eventfd reads to waste.
+        if !self.any_running() && self.synthetic.is_empty() {
+            return Vec::new();
+        }
         let mut got = Vec::new();
         while let Some(ev) = self.poll_event() {
             got.push(ev);
