@@ -7,7 +7,7 @@ pub mod vcpu;
 pub mod watch;
 
 use crate::caps::KvmCaps;
-use crate::loader::{self, BootInfo};
+use crate::boot::{self as loader, BootInfo};
 use crate::memory::{self, GuestMem};
 use crate::paging::{self, GuestVirtAddr, PagingRegs};
 use debug::{DebugTable, HW_SLOTS, SwBreakpoint};
