@@ -1,14 +1,41 @@
-//! Kernel loading and the boot entry state: ELF64 entered in long mode, and Multiboot v1
-//! (ELF32, ELF64 or a.out-kludge images) entered in 32-bit protected mode, as
-//! `qemu-system-x86_64 -kernel` does.
+//! Boot images. Each format, in a file of its own, turns the image bytes, the command line
+//! and the RAM size into a [`BootPlan`]: plain data saying what goes where in guest memory,
+//! the entry state of each vCPU and the memory map. The VMM applies the plan when it builds
+//! the machine and re-applies it on reset; it knows no image format.
+//!
+//! Today: ELF64 entered in long mode (`elf.rs`), and Multiboot v1 (ELF32, ELF64 or a.out-kludge
+//! images) entered in 32-bit protected mode (`multiboot.rs`), as `qemu-system-x86_64 -kernel`
+//! does. `entry.rs` holds the CPU modes they enter in, [`layout`] where the boot structures go.
+//!
+//! [`plan`] tells the formats apart in this order:
+//! 1. An empty image is an error.
+//! 2. An image starting with the ELF magic has its headers validated first: a corrupt ELF is
+//!    reported as such even when it also carries a Multiboot header.
+//! 3. A Multiboot v1 header (magic and checksum) in the first 8 KiB makes it a Multiboot
+//!    kernel, whether ELF or not: the header is the kernel's request to be entered that way.
+//! 4. An ELF64 image without one is entered in long mode.
+//! 5. An ELF32 image without one has no defined entry state: an error.
+//! 6. Anything else is an unknown format.
+//!
+//! The next formats slot in as their own files: Multiboot2 (a header in the first 32 KiB,
+//! looked for before step 3, as GRUB prefers it), Linux bzImage (the `HdrS` setup header,
+//! not ELF, looked for before step 6) and PVH (an ELF note, which linux-loader already
+//! reports, checked in step 4).
 
-use crate::memory::{GuestMem, HIGH_RAM_START, MMIO_HOLE_START, layout};
-use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
-use linux_loader::loader::KernelLoader;
-use linux_loader::loader::elf::Elf;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+mod elf;
+mod entry;
+pub mod layout;
+mod multiboot;
 
-/// Errors while loading a kernel image.
+pub use entry::{BOOT_CS, BOOT_DS};
+pub use layout::{MemoryKind, MemoryRange};
+pub use multiboot::MULTIBOOT_BOOTLOADER_MAGIC;
+
+use crate::memory::{GuestMem, ram_ranges};
+use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
+use vm_memory::{Bytes, GuestAddress};
+
+/// Errors while planning the boot of a kernel image.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The image is empty.
@@ -58,12 +85,15 @@ pub enum LoadError {
     /// The ELF loader failed.
     #[error("loading the ELF image failed")]
     Elf(#[source] linux_loader::loader::Error),
-    /// Writing to guest memory failed.
-    #[error("writing the boot structures to guest memory failed")]
-    Memory(#[source] vm_memory::GuestMemoryError),
+    /// The scratch memory the ELF loader writes into could not be allocated.
+    #[error("cannot allocate scratch memory to load the ELF image")]
+    Scratch(#[source] vm_memory::mmap::FromRangesError),
+    /// Reading back what the ELF loader wrote into scratch memory failed.
+    #[error("cannot read back the loaded ELF image")]
+    ScratchRead(#[source] vm_memory::GuestMemoryError),
 }
 
-/// How the kernel is entered.
+/// How the kernel is entered. Multiboot2, Linux bzImage and PVH join as variants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootFormat {
     /// 64-bit long mode at e_entry with an identity map (see README).
@@ -72,7 +102,7 @@ pub enum BootFormat {
     Multiboot,
 }
 
-/// The result of loading: where and how the kernel starts.
+/// Where and how the kernel starts: what the rest of the program shows of the boot.
 #[derive(Clone, Copy, Debug)]
 pub struct BootInfo {
     /// The boot protocol.
@@ -85,566 +115,199 @@ pub struct BootInfo {
     pub kernel_end: u64,
 }
 
-/// Multiboot v1 header magic (Multiboot spec 3.1.2).
-const MULTIBOOT_HEADER_MAGIC: u32 = 0x1BAD_B002;
-/// The magic the boot loader leaves in EAX (Multiboot spec 3.2).
-pub const MULTIBOOT_BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
-/// The header must lie within the first 8 KiB of the image, 32-bit aligned.
-const MULTIBOOT_SEARCH: usize = 8192;
-/// Header flag 16: the a.out kludge address fields are valid.
-const MULTIBOOT_AOUT_KLUDGE: u32 = 1 << 16;
+/// One write into guest RAM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemWrite {
+    /// `data` at guest-physical `gpa`.
+    Bytes {
+        /// First guest-physical byte.
+        gpa: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// `len` zero bytes at guest-physical `gpa` (a bss, a cleared structure): RAM is zero
+    /// when the machine is built, but a reset re-applies the plan over what the guest left.
+    Zero {
+        /// First guest-physical byte.
+        gpa: u64,
+        /// How many bytes.
+        len: u64,
+    },
+}
 
-const EM_386: u16 = 3;
-const EM_X86_64: u16 = 62;
-const PT_LOAD: u32 = 1;
-
-/// One PT_LOAD segment, class-independent.
+/// The system registers a boot protocol sets; the rest (APIC base, CR2, CR8, the interrupt
+/// bitmap) keep KVM's reset values.
 #[derive(Clone, Copy, Debug)]
-struct Segment {
-    offset: u64,
-    paddr: u64,
-    vaddr: u64,
-    filesz: u64,
-    memsz: u64,
+pub struct EntrySregs {
+    /// Code segment.
+    pub cs: kvm_segment,
+    /// Data segment.
+    pub ds: kvm_segment,
+    /// Extra segment.
+    pub es: kvm_segment,
+    /// FS.
+    pub fs: kvm_segment,
+    /// GS.
+    pub gs: kvm_segment,
+    /// Stack segment.
+    pub ss: kvm_segment,
+    /// Task register.
+    pub tr: kvm_segment,
+    /// LDT register.
+    pub ldt: kvm_segment,
+    /// GDTR (base and limit).
+    pub gdt: kvm_dtable,
+    /// IDTR (base and limit).
+    pub idt: kvm_dtable,
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
 }
 
-/// The parts of an ELF header we use.
-#[derive(Debug)]
-struct ElfInfo {
-    is_64: bool,
-    entry: u64,
-    segments: Vec<Segment>,
+impl EntrySregs {
+    /// Writes these registers over `sregs` (KVM's reset state of the vCPU).
+    pub fn apply(&self, sregs: &mut kvm_sregs) {
+        sregs.cs = self.cs;
+        sregs.ds = self.ds;
+        sregs.es = self.es;
+        sregs.fs = self.fs;
+        sregs.gs = self.gs;
+        sregs.ss = self.ss;
+        sregs.tr = self.tr;
+        sregs.ldt = self.ldt;
+        sregs.gdt.base = self.gdt.base;
+        sregs.gdt.limit = self.gdt.limit;
+        sregs.idt.base = self.idt.base;
+        sregs.idt.limit = self.idt.limit;
+        sregs.cr0 = self.cr0;
+        sregs.cr3 = self.cr3;
+        sregs.cr4 = self.cr4;
+        sregs.efer = self.efer;
+    }
 }
 
-fn rd16(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(off..off + 2)?.try_into().ok()?))
-}
-fn rd32(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
-}
-fn rd64(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(off..off + 8)?.try_into().ok()?))
-}
-
-/// Parses and validates the ELF header and program headers (System V gABI, ch. 4 and 5).
-fn parse_elf(image: &[u8]) -> Result<Option<ElfInfo>, LoadError> {
-    if image.len() < 4 || &image[..4] != b"\x7fELF" {
-        return Ok(None);
-    }
-    let trunc = |what| LoadError::BadElf(what);
-    let class = *image.get(4).ok_or(trunc("no ELF class"))?;
-    if image.get(5) != Some(&1) {
-        return Err(trunc("not little-endian"));
-    }
-    let is_64 = match class {
-        1 => false,
-        2 => true,
-        _ => return Err(trunc("unknown ELF class")),
-    };
-    let machine = rd16(image, 18).ok_or(trunc("ELF header cut short"))?;
-    if machine != EM_386 && machine != EM_X86_64 {
-        return Err(LoadError::WrongMachine(machine));
-    }
-    let (entry, phoff, phentsize, phnum) = if is_64 {
-        (
-            rd64(image, 24),
-            rd64(image, 32),
-            rd16(image, 54),
-            rd16(image, 56),
-        )
-    } else {
-        (
-            rd32(image, 24).map(u64::from),
-            rd32(image, 28).map(u64::from),
-            rd16(image, 42),
-            rd16(image, 44),
-        )
-    };
-    let (entry, phoff, phentsize, phnum) = (
-        entry.ok_or(trunc("ELF header cut short"))?,
-        phoff.ok_or(trunc("ELF header cut short"))?,
-        phentsize.ok_or(trunc("ELF header cut short"))? as usize,
-        phnum.ok_or(trunc("ELF header cut short"))? as usize,
-    );
-    let want = if is_64 { 56 } else { 32 };
-    if phnum == 0 {
-        return Err(trunc("no program headers"));
-    }
-    if phentsize != want {
-        return Err(trunc("unexpected program header size"));
-    }
-    let mut segments = Vec::new();
-    for i in 0..phnum {
-        let base = usize::try_from(phoff)
-            .ok()
-            .and_then(|o| o.checked_add(i * phentsize))
-            .ok_or(trunc("program header offset out of range"))?;
-        let ph = image
-            .get(base..base + phentsize)
-            .ok_or(trunc("program headers lie past the end of the file"))?;
-        let p_type = rd32(ph, 0).unwrap_or(0);
-        if p_type != PT_LOAD {
-            continue;
-        }
-        let seg = if is_64 {
-            Segment {
-                offset: rd64(ph, 8).unwrap_or(0),
-                vaddr: rd64(ph, 16).unwrap_or(0),
-                paddr: rd64(ph, 24).unwrap_or(0),
-                filesz: rd64(ph, 32).unwrap_or(0),
-                memsz: rd64(ph, 40).unwrap_or(0),
-            }
-        } else {
-            Segment {
-                offset: rd32(ph, 4).unwrap_or(0).into(),
-                vaddr: rd32(ph, 8).unwrap_or(0).into(),
-                paddr: rd32(ph, 12).unwrap_or(0).into(),
-                filesz: rd32(ph, 16).unwrap_or(0).into(),
-                memsz: rd32(ph, 20).unwrap_or(0).into(),
-            }
-        };
-        let end = seg
-            .offset
-            .checked_add(seg.filesz)
-            .ok_or(trunc("segment size overflows"))?;
-        if end > image.len() as u64 {
-            return Err(trunc("a segment lies past the end of the file"));
-        }
-        if seg.memsz < seg.filesz {
-            return Err(trunc(
-                "a segment's memory size is smaller than its file size",
-            ));
-        }
-        if seg.memsz > 0 {
-            segments.push(seg);
-        }
-    }
-    if segments.is_empty() {
-        return Err(trunc("no loadable segments"));
-    }
-    Ok(Some(ElfInfo {
-        is_64,
-        entry,
-        segments,
-    }))
-}
-
-/// A Multiboot v1 header found in the image.
+/// How one vCPU starts. Today every plan starts only the boot vCPU, at an entry point;
+/// application processors that wait for INIT/SIPI will be a second kind of entry.
 #[derive(Clone, Copy, Debug)]
-struct MultibootHeader {
-    offset: usize,
-    flags: u32,
-    header_addr: u32,
-    load_addr: u32,
-    load_end_addr: u32,
-    bss_end_addr: u32,
-    entry_addr: u32,
+pub struct VcpuEntry {
+    /// General-purpose registers, RIP and RFLAGS.
+    pub regs: kvm_regs,
+    /// The system registers the protocol sets.
+    pub sregs: EntrySregs,
 }
 
-/// Finds a Multiboot v1 header with a valid checksum (Multiboot spec 3.1.1).
-fn find_multiboot(image: &[u8]) -> Option<MultibootHeader> {
-    let limit = image.len().min(MULTIBOOT_SEARCH);
-    (0..limit.saturating_sub(11)).step_by(4).find_map(|off| {
-        let magic = rd32(image, off)?;
-        let flags = rd32(image, off + 4)?;
-        let sum = rd32(image, off + 8)?;
-        if magic != MULTIBOOT_HEADER_MAGIC || magic.wrapping_add(flags).wrapping_add(sum) != 0 {
-            return None;
+/// Everything a boot needs, computed from the image bytes and the RAM size alone.
+#[derive(Clone, Debug)]
+pub struct BootPlan {
+    /// Writes into guest RAM, applied in order (later ones win where they overlap).
+    pub writes: Vec<MemWrite>,
+    /// The entry state of each vCPU; index 0 is the boot processor.
+    pub vcpus: Vec<VcpuEntry>,
+    /// The guest-physical memory map the protocol reports (e820 style).
+    pub memory_map: Vec<MemoryRange>,
+    /// What the rest of the program shows of the boot.
+    pub info: BootInfo,
+}
+
+impl BootPlan {
+    /// Applies [`BootPlan::writes`] to guest RAM.
+    pub fn write_memory(&self, mem: &GuestMem) -> Result<(), vm_memory::GuestMemoryError> {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        for w in &self.writes {
+            match w {
+                MemWrite::Bytes { gpa, data } => mem.write_slice(data, GuestAddress(*gpa))?,
+                MemWrite::Zero { gpa, len } => {
+                    let mut done = 0;
+                    while done < *len {
+                        let n = (len - done).min(ZEROS.len() as u64) as usize;
+                        mem.write_slice(&ZEROS[..n], GuestAddress(gpa + done))?;
+                        done += n as u64;
+                    }
+                }
+            }
         }
-        let field = |i: usize| rd32(image, off + 12 + 4 * i).unwrap_or(0);
-        Some(MultibootHeader {
-            offset: off,
-            flags,
-            header_addr: field(0),
-            load_addr: field(1),
-            load_end_addr: field(2),
-            bss_end_addr: field(3),
-            entry_addr: field(4),
-        })
-    })
+        Ok(())
+    }
+
+    /// The boot processor's entry state.
+    pub fn bsp(&self) -> &VcpuEntry {
+        &self.vcpus[0]
+    }
 }
 
-/// Checks that `[start, end)` lies in RAM and clear of the boot structures.
-fn check_range(mem: &GuestMem, start: u64, end: u64) -> Result<(), LoadError> {
-    let ram = ram_size(mem);
-    let fits = end >= start
-        && mem.address_in_range(GuestAddress(start))
-        && (end == start || mem.address_in_range(GuestAddress(end - 1)))
-        && mem
-            .to_region_addr(GuestAddress(start))
-            .is_some_and(|(r, _)| {
-                end <= vm_memory::GuestMemoryRegion::start_addr(r).0
-                    + vm_memory::GuestMemoryRegion::len(r)
+/// Guest RAM as the plan sees it: the ranges `memory::ram_ranges` lays out for a size.
+struct RamMap {
+    size: u64,
+    /// (start, end) of each range.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl RamMap {
+    fn new(size: u64) -> RamMap {
+        let ranges = ram_ranges(size)
+            .into_iter()
+            .map(|(start, len)| (start.0, start.0 + len as u64))
+            .collect();
+        RamMap { size, ranges }
+    }
+
+    /// One past the highest RAM byte.
+    fn top(&self) -> u64 {
+        self.ranges.last().map_or(0, |r| r.1)
+    }
+
+    fn memory_map(&self) -> Vec<MemoryRange> {
+        layout::memory_map(self.top())
+    }
+
+    /// Checks that `[start, end)` lies in one RAM range and clear of the boot structures.
+    fn check_range(&self, start: u64, end: u64) -> Result<(), LoadError> {
+        let fits = end >= start
+            && self
+                .ranges
+                .iter()
+                .any(|&(lo, hi)| start >= lo && start < hi && end <= hi);
+        if !fits {
+            return Err(LoadError::DoesNotFit {
+                start,
+                end,
+                ram: self.size >> 20,
             });
-    if !fits {
-        return Err(LoadError::DoesNotFit {
-            start,
-            end,
-            ram: ram >> 20,
-        });
+        }
+        if start < layout::RESERVED_END && end > layout::GDT {
+            return Err(LoadError::OverlapsBootArea { start, end });
+        }
+        Ok(())
     }
-    if start < layout::RESERVED_END && end > layout::GDT {
-        return Err(LoadError::OverlapsBootArea { start, end });
-    }
-    Ok(())
 }
 
-fn ram_size(mem: &GuestMem) -> u64 {
-    mem.iter().map(vm_memory::GuestMemoryRegion::len).sum()
-}
-
-/// Loads `image` into guest memory and writes the boot structures its protocol needs.
-pub fn load_kernel(mem: &GuestMem, image: &[u8], cmdline: &str) -> Result<BootInfo, LoadError> {
+/// Plans the boot of `image` with `cmdline` on a machine with `ram_size` bytes of RAM (laid
+/// out as `memory::create_guest_memory` does), telling the format apart as the module
+/// documentation describes.
+pub fn plan(image: &[u8], cmdline: &str, ram_size: u64) -> Result<BootPlan, LoadError> {
     if image.is_empty() {
         return Err(LoadError::Empty);
     }
-    let elf = parse_elf(image)?;
-    let multiboot = find_multiboot(image);
-    let info = match (multiboot, &elf) {
-        (Some(mb), elf) => load_multiboot(mem, image, mb, elf.as_ref())?,
-        (None, Some(elf)) if elf.is_64 => load_elf64(mem, image, elf)?,
-        (None, Some(_)) => return Err(LoadError::Elf32WithoutMultiboot),
-        (None, None) => return Err(LoadError::UnknownFormat),
-    };
-    write_gdt(mem, info.format)?;
-    match info.format {
-        BootFormat::Elf64 => {
-            write_identity_page_tables(mem)?;
-            mem.write_slice(&[0u8; 4096], GuestAddress(layout::BOOT_PARAMS))
-                .map_err(LoadError::Memory)?;
-        }
-        BootFormat::Multiboot => write_multiboot_info(mem, cmdline)?,
-    }
-    Ok(info)
-}
-
-fn load_elf64(mem: &GuestMem, image: &[u8], elf: &ElfInfo) -> Result<BootInfo, LoadError> {
-    for s in &elf.segments {
-        check_range(mem, s.paddr, s.paddr.saturating_add(s.memsz))?;
-    }
-    let mut cursor = std::io::Cursor::new(image);
-    let result = Elf::load(mem, None, &mut cursor, None).map_err(LoadError::Elf)?;
-    // linux-loader copies p_filesz bytes; zero the bss tail ourselves so a reload is clean.
-    for s in &elf.segments {
-        zero(mem, s.paddr + s.filesz, s.memsz - s.filesz)?;
-    }
-    // A kernel linked at a higher-half address may give e_entry as a virtual address; the
-    // entry runs identity mapped, so map it back through its segment's p_paddr.
-    let entry = physical_entry(elf, result.kernel_load.0);
-    Ok(BootInfo {
-        format: BootFormat::Elf64,
-        entry,
-        image_is_32bit: false,
-        kernel_end: result.kernel_end,
-    })
-}
-
-fn physical_entry(elf: &ElfInfo, entry: u64) -> u64 {
-    let in_phys = elf
-        .segments
-        .iter()
-        .any(|s| entry >= s.paddr && entry < s.paddr + s.memsz);
-    if in_phys {
-        return entry;
-    }
-    elf.segments
-        .iter()
-        .find(|s| entry >= s.vaddr && entry < s.vaddr + s.memsz)
-        .map_or(entry, |s| s.paddr + (entry - s.vaddr))
-}
-
-fn zero(mem: &GuestMem, start: u64, len: u64) -> Result<(), LoadError> {
-    let zeros = [0u8; 4096];
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(zeros.len() as u64) as usize;
-        mem.write_slice(&zeros[..n], GuestAddress(start + done))
-            .map_err(LoadError::Memory)?;
-        done += n as u64;
-    }
-    Ok(())
-}
-
-fn load_multiboot(
-    mem: &GuestMem,
-    image: &[u8],
-    mb: MultibootHeader,
-    elf: Option<&ElfInfo>,
-) -> Result<BootInfo, LoadError> {
-    if mb.flags & 0xfffc != 0 {
-        log::warn!(
-            "Multiboot header asks for features kvmgdb does not provide (flags {:#x}); continuing",
-            mb.flags
-        );
-    }
-    if mb.flags & MULTIBOOT_AOUT_KLUDGE != 0 {
-        // Multiboot spec 3.1.3: the address fields describe a flat image.
-        let bad = LoadError::BadMultiboot;
-        if mb.load_addr > mb.header_addr {
-            return Err(bad("load_addr is above header_addr"));
-        }
-        let file_start = mb
-            .offset
-            .checked_sub((mb.header_addr - mb.load_addr) as usize)
-            .ok_or(bad("header_addr - load_addr reaches before the file start"))?;
-        let load_len = if mb.load_end_addr == 0 {
-            image.len() - file_start
-        } else {
-            if mb.load_end_addr < mb.load_addr {
-                return Err(bad("load_end_addr is below load_addr"));
-            }
-            (mb.load_end_addr - mb.load_addr) as usize
-        };
-        let data = image
-            .get(file_start..file_start + load_len)
-            .ok_or(bad("the image is shorter than its load range"))?;
-        let load = u64::from(mb.load_addr);
-        let end = if mb.bss_end_addr == 0 {
-            load + load_len as u64
-        } else {
-            u64::from(mb.bss_end_addr).max(load + load_len as u64)
-        };
-        check_range(mem, load, end)?;
-        mem.write_slice(data, GuestAddress(load))
-            .map_err(LoadError::Memory)?;
-        zero(mem, load + load_len as u64, end - load - load_len as u64)?;
-        return Ok(BootInfo {
-            format: BootFormat::Multiboot,
-            entry: mb.entry_addr.into(),
-            image_is_32bit: elf.is_none_or(|e| !e.is_64),
-            kernel_end: end,
-        });
-    }
-    let elf = elf.ok_or(LoadError::BadMultiboot(
-        "not ELF, and the a.out kludge flag (bit 16) is not set",
-    ))?;
-    let mut kernel_end = 0;
-    for s in &elf.segments {
-        let end = s.paddr.saturating_add(s.memsz);
-        check_range(mem, s.paddr, end)?;
-        let data = &image[s.offset as usize..(s.offset + s.filesz) as usize];
-        mem.write_slice(data, GuestAddress(s.paddr))
-            .map_err(LoadError::Memory)?;
-        zero(mem, s.paddr + s.filesz, s.memsz - s.filesz)?;
-        kernel_end = kernel_end.max(end);
-    }
-    Ok(BootInfo {
-        format: BootFormat::Multiboot,
-        entry: physical_entry(elf, elf.entry),
-        image_is_32bit: !elf.is_64,
-        kernel_end,
-    })
-}
-
-/// GDT selectors at entry, as in the Linux boot protocol (`__BOOT_CS`, `__BOOT_DS`).
-pub const BOOT_CS: u16 = 0x10;
-/// Data selector at entry.
-pub const BOOT_DS: u16 = 0x18;
-
-/// Segment-descriptor access bytes and flags (SDM Vol. 3, 3.4.5).
-const CODE64_DESC: u64 = 0x00af_9b00_0000_ffff; // L=1, P, DPL0, exec/read, accessed
-const CODE32_DESC: u64 = 0x00cf_9b00_0000_ffff; // D=1, G=1, P, DPL0, exec/read, accessed
-const DATA_DESC: u64 = 0x00cf_9300_0000_ffff; // D/B=1, G=1, P, DPL0, read/write, accessed
-
-fn write_gdt(mem: &GuestMem, format: BootFormat) -> Result<(), LoadError> {
-    let code = match format {
-        BootFormat::Elf64 => CODE64_DESC,
-        BootFormat::Multiboot => CODE32_DESC,
-    };
-    let gdt: [u64; 4] = [0, 0, code, DATA_DESC];
-    for (i, d) in gdt.iter().enumerate() {
-        mem.write_obj(*d, GuestAddress(layout::GDT + 8 * i as u64))
-            .map_err(LoadError::Memory)?;
-    }
-    Ok(())
-}
-
-/// Page-table entry bits (SDM Vol. 3, 4.5).
-const PTE_PRESENT: u64 = 1 << 0;
-const PTE_WRITABLE: u64 = 1 << 1;
-const PTE_HUGE: u64 = 1 << 7;
-
-/// How much the ELF64 entry identity-maps: at least 4 GiB, and all RAM.
-fn identity_map_size(mem: &GuestMem) -> u64 {
-    let top = mem.last_addr().0 + 1;
-    top.max(4 << 30).next_multiple_of(1 << 30)
-}
-
-/// Writes PML4 → PDPT → PDs mapping `[0, identity_map_size)` with 2 MiB pages.
-fn write_identity_page_tables(mem: &GuestMem) -> Result<(), LoadError> {
-    let pml4 = layout::PML4;
-    let pdpt = pml4 + 0x1000;
-    let gib = identity_map_size(mem) >> 30;
-    let w = |v: u64, a: u64| mem.write_obj(v, GuestAddress(a)).map_err(LoadError::Memory);
-    zero(mem, pml4, 0x2000)?;
-    w(pdpt | PTE_PRESENT | PTE_WRITABLE, pml4)?;
-    for g in 0..gib {
-        let pd = pdpt + 0x1000 * (g + 1);
-        w(pd | PTE_PRESENT | PTE_WRITABLE, pdpt + 8 * g)?;
-        for i in 0..512u64 {
-            let addr = (g << 30) | (i << 21);
-            w(addr | PTE_PRESENT | PTE_WRITABLE | PTE_HUGE, pd + 8 * i)?;
-        }
-    }
-    Ok(())
-}
-
-/// Multiboot information flags (Multiboot spec 3.3).
-const MBI_MEMORY: u32 = 1 << 0;
-const MBI_CMDLINE: u32 = 1 << 2;
-const MBI_MMAP: u32 = 1 << 6;
-const MBI_LOADER_NAME: u32 = 1 << 9;
-/// Memory-map entry type for usable RAM.
-const MMAP_AVAILABLE: u32 = 1;
-const MMAP_RESERVED: u32 = 2;
-
-fn write_multiboot_info(mem: &GuestMem, cmdline: &str) -> Result<(), LoadError> {
-    let m = |r: Result<(), vm_memory::GuestMemoryError>| r.map_err(LoadError::Memory);
-    let info = layout::MULTIBOOT_INFO;
-    zero(mem, info, 0x800)?;
-    let ram_top = mem.last_addr().0 + 1;
-    let low_end = ram_top.min(MMIO_HOLE_START);
-    // mem_upper: KiB of contiguous RAM from 1 MiB to the first hole.
-    let mem_upper = (low_end.saturating_sub(1 << 20) >> 10) as u32;
-    let mut mmap: Vec<(u64, u64, u32)> = vec![
-        (0, 0x9_fc00, MMAP_AVAILABLE),
-        (0x9_fc00, 0x400, MMAP_RESERVED),
-        (0xf_0000, 0x1_0000, MMAP_RESERVED),
-        (1 << 20, low_end - (1 << 20), MMAP_AVAILABLE),
-    ];
-    if ram_top > HIGH_RAM_START {
-        mmap.push((HIGH_RAM_START, ram_top - HIGH_RAM_START, MMAP_AVAILABLE));
-    }
-    for (i, (base, len, kind)) in mmap.iter().enumerate() {
-        let at = layout::MULTIBOOT_MMAP + 24 * i as u64;
-        m(mem.write_obj(20u32, GuestAddress(at)))?;
-        m(mem.write_obj(*base, GuestAddress(at + 4)))?;
-        m(mem.write_obj(*len, GuestAddress(at + 12)))?;
-        m(mem.write_obj(*kind, GuestAddress(at + 20)))?;
-    }
-    let mut cmd = cmdline.as_bytes().to_vec();
-    cmd.truncate(0x2ff);
-    cmd.push(0);
-    m(mem.write_slice(&cmd, GuestAddress(layout::MULTIBOOT_CMDLINE)))?;
-    m(mem.write_slice(b"kvmgdb\0", GuestAddress(layout::MULTIBOOT_LOADER_NAME)))?;
-    let fields: [(u64, u32); 8] = [
-        (0, MBI_MEMORY | MBI_CMDLINE | MBI_MMAP | MBI_LOADER_NAME),
-        (4, 640),
-        (8, mem_upper),
-        (16, layout::MULTIBOOT_CMDLINE as u32),
-        (44, 24 * mmap.len() as u32),
-        (48, layout::MULTIBOOT_MMAP as u32),
-        (64, layout::MULTIBOOT_LOADER_NAME as u32),
-        (12, 0xffff_ffff), // boot_device: none (flag not set; kept all-ones like GRUB)
-    ];
-    for (off, v) in fields {
-        m(mem.write_obj(v, GuestAddress(info + off)))?;
-    }
-    Ok(())
-}
-
-/// RFLAGS at entry: only the always-one bit 1; interrupts off.
-const RFLAGS_RESERVED1: u64 = 0x2;
-
-/// Control-register bits (SDM Vol. 3, 2.5).
-const CR0_PE: u64 = 1 << 0;
-const CR0_MP: u64 = 1 << 1;
-const CR0_ET: u64 = 1 << 4;
-const CR0_NE: u64 = 1 << 5;
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_OSFXSR: u64 = 1 << 9;
-const CR4_OSXMMEXCPT: u64 = 1 << 10;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-
-fn segment(selector: u16, type_: u8, db: u8, l: u8) -> kvm_segment {
-    kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector,
-        type_,
-        present: 1,
-        dpl: 0,
-        db,
-        s: 1,
-        l,
-        g: 1,
-        avl: 0,
-        unusable: 0,
-        padding: 0,
-    }
-}
-
-/// Sets the general-purpose registers of the boot vCPU for `info`.
-pub fn entry_regs(info: &BootInfo) -> kvm_regs {
-    let mut regs = kvm_regs {
-        rip: info.entry,
-        rflags: RFLAGS_RESERVED1,
-        rsp: layout::STACK_TOP,
-        ..Default::default()
-    };
-    match info.format {
-        BootFormat::Elf64 => regs.rsi = layout::BOOT_PARAMS,
-        BootFormat::Multiboot => {
-            regs.rax = MULTIBOOT_BOOTLOADER_MAGIC.into();
-            regs.rbx = layout::MULTIBOOT_INFO;
-        }
-    }
-    regs
-}
-
-/// Rewrites the system registers of the boot vCPU (starting from KVM's reset state) for `info`.
-pub fn entry_sregs(info: &BootInfo, sregs: &mut kvm_sregs) {
-    let data = segment(BOOT_DS, 0x3, 1, 0);
-    sregs.ds = data;
-    sregs.es = data;
-    sregs.fs = data;
-    sregs.gs = data;
-    sregs.ss = data;
-    sregs.gdt.base = layout::GDT;
-    sregs.gdt.limit = 4 * 8 - 1;
-    sregs.idt.base = 0;
-    sregs.idt.limit = 0;
-    // A 64-bit busy TSS and an LDT marked unusable: what VM entry checks demand
-    // (SDM Vol. 3, 28.3.1.2); the guest loads its own before it needs them.
-    sregs.tr = kvm_segment {
-        base: 0,
-        limit: 0x67,
-        selector: 0,
-        type_: 0xb,
-        present: 1,
-        s: 0,
-        ..Default::default()
-    };
-    sregs.ldt = kvm_segment {
-        limit: 0xffff,
-        type_: 0x2,
-        present: 1,
-        unusable: 1,
-        ..Default::default()
-    };
-    match info.format {
-        BootFormat::Elf64 => {
-            sregs.cs = segment(BOOT_CS, 0xb, 0, 1);
-            sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
-            sregs.cr3 = layout::PML4;
-            sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
-            sregs.efer = EFER_LME | EFER_LMA;
-        }
-        BootFormat::Multiboot => {
-            sregs.cs = segment(BOOT_CS, 0xb, 1, 0);
-            sregs.cr0 = CR0_PE | CR0_ET;
-            sregs.cr3 = 0;
-            sregs.cr4 = 0;
-            sregs.efer = 0;
-        }
+    let ram = RamMap::new(ram_size);
+    let elf = elf::parse_elf(image)?;
+    match (multiboot::find_multiboot(image), &elf) {
+        (Some(mb), elf) => multiboot::plan(image, mb, elf.as_ref(), cmdline, &ram),
+        (None, Some(elf)) if elf.is_64 => elf::plan_elf64(image, elf, &ram),
+        (None, Some(_)) => Err(LoadError::Elf32WithoutMultiboot),
+        (None, None) => Err(LoadError::UnknownFormat),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::elf::{EM_X86_64, PT_LOAD};
+    use super::entry::{PTE_HUGE, PTE_PRESENT, PTE_WRITABLE};
+    use super::multiboot::{INFO_AREA, MULTIBOOT_AOUT_KLUDGE, MULTIBOOT_HEADER_MAGIC};
     use super::*;
     use crate::memory::create_guest_memory;
 
@@ -674,11 +337,62 @@ mod tests {
         f
     }
 
+    /// An a.out-kludge Multiboot image: 4 KiB of NOPs loaded at 1 MiB, bss to 1 MiB + 8 KiB,
+    /// entered at 1 MiB + 0x40.
+    fn aout_kludge() -> Vec<u8> {
+        let mut img = vec![0x90u8; 0x1000];
+        let flags = MULTIBOOT_AOUT_KLUDGE | 2;
+        let hdr: [u32; 8] = [
+            MULTIBOOT_HEADER_MAGIC,
+            flags,
+            0u32.wrapping_sub(MULTIBOOT_HEADER_MAGIC.wrapping_add(flags)),
+            0x10_0010, // header_addr
+            0x10_0000, // load_addr
+            0,         // load_end_addr: whole file
+            0x10_2000, // bss_end_addr
+            0x10_0040, // entry
+        ];
+        for (i, v) in hdr.iter().enumerate() {
+            img[0x10 + 4 * i..0x14 + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        img
+    }
+
+    /// Plans `image` for `size` bytes of RAM and applies the plan to fresh guest RAM.
+    fn load_kernel(
+        size: u64,
+        image: &[u8],
+        cmdline: &str,
+    ) -> Result<(GuestMem, BootPlan), LoadError> {
+        let mem = create_guest_memory(size).unwrap();
+        let plan = plan(image, cmdline, size)?;
+        plan.write_memory(&mem).unwrap();
+        Ok((mem, plan))
+    }
+
+    fn blob_at(plan: &BootPlan, at: u64) -> &[u8] {
+        plan.writes
+            .iter()
+            .find_map(|w| match w {
+                MemWrite::Bytes { gpa, data } if *gpa == at => Some(&data[..]),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no blob at {at:#x} in {:?}", plan.writes))
+    }
+
+    fn u32_at(b: &[u8], off: usize) -> u32 {
+        u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+    }
+
+    fn u64_at(b: &[u8], off: usize) -> u64 {
+        u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+    }
+
     #[test]
     fn loads_elf64_and_builds_tables() {
-        let mem = create_guest_memory(16 << 20).unwrap();
         let img = elf64(0x10_0000, 0x10_0000, 0x40, 0x1000);
-        let info = load_kernel(&mem, &img, "").unwrap();
+        let (mem, plan) = load_kernel(16 << 20, &img, "").unwrap();
+        let info = plan.info;
         assert_eq!(info.format, BootFormat::Elf64);
         assert_eq!(info.entry, 0x10_0000);
         assert!(!info.image_is_32bit);
@@ -695,62 +409,56 @@ mod tests {
 
     #[test]
     fn rejects_bad_images() {
-        let mem = create_guest_memory(16 << 20).unwrap();
-        assert!(matches!(load_kernel(&mem, b"", ""), Err(LoadError::Empty)));
+        let size = 16 << 20;
+        assert!(matches!(plan(b"", "", size), Err(LoadError::Empty)));
         assert!(matches!(
-            load_kernel(&mem, b"hello world, not a kernel", ""),
+            plan(b"hello world, not a kernel", "", size),
             Err(LoadError::UnknownFormat)
         ));
         let img = elf64(0x10_0000, 0x10_0000, 0x40, 0x1000);
         assert!(matches!(
-            load_kernel(&mem, &img[..0x60], ""),
+            plan(&img[..0x60], "", size),
             Err(LoadError::BadElf(_))
         ));
         assert!(matches!(
-            load_kernel(&mem, &img[..0x120], ""),
+            plan(&img[..0x120], "", size),
             Err(LoadError::BadElf(_))
         ));
         let big = elf64(0x10_0000, 0x10_0000, 0x40, 64 << 20);
         assert!(matches!(
-            load_kernel(&mem, &big, ""),
+            plan(&big, "", size),
             Err(LoadError::DoesNotFit { .. })
         ));
         let low = elf64(0x1000, 0x1000, 0x40, 0x1000);
         assert!(matches!(
-            load_kernel(&mem, &low, ""),
+            plan(&low, "", size),
             Err(LoadError::OverlapsBootArea { .. })
         ));
         let mut arm = img.clone();
         arm[18] = 183;
         assert!(matches!(
-            load_kernel(&mem, &arm, ""),
+            plan(&arm, "", size),
             Err(LoadError::WrongMachine(183))
         ));
+        // A note past the end of the file passes our checks (we read only PT_LOAD);
+        // linux-loader's own reading of it fails, and the plan reports linux-loader's error.
+        let mut note = img.clone();
+        note[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let ph = 64 + 56;
+        note[ph..ph + 4].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+        note[ph + 8..ph + 16].copy_from_slice(&0x1000u64.to_le_bytes());
+        note[ph + 32..ph + 40].copy_from_slice(&16u64.to_le_bytes());
+        assert!(matches!(plan(&note, "", size), Err(LoadError::Elf(_))));
     }
 
     #[test]
     fn aout_kludge_multiboot() {
-        let mem = create_guest_memory(16 << 20).unwrap();
-        let mut img = vec![0x90u8; 0x1000];
-        let flags = MULTIBOOT_AOUT_KLUDGE | 2;
-        let hdr: [u32; 8] = [
-            MULTIBOOT_HEADER_MAGIC,
-            flags,
-            0u32.wrapping_sub(MULTIBOOT_HEADER_MAGIC.wrapping_add(flags)),
-            0x10_0010, // header_addr
-            0x10_0000, // load_addr
-            0,         // load_end_addr: whole file
-            0x10_2000, // bss_end_addr
-            0x10_0040, // entry
-        ];
-        for (i, v) in hdr.iter().enumerate() {
-            img[0x10 + 4 * i..0x14 + 4 * i].copy_from_slice(&v.to_le_bytes());
-        }
-        let info = load_kernel(&mem, &img, "k").unwrap();
+        let (mem, plan) = load_kernel(16 << 20, &aout_kludge(), "k").unwrap();
+        let info = plan.info;
         assert_eq!(info.format, BootFormat::Multiboot);
         assert_eq!(info.entry, 0x10_0040);
         assert!(info.image_is_32bit);
-        let regs = entry_regs(&info);
+        let regs = plan.bsp().regs;
         assert_eq!(regs.rax, 0x2BAD_B002);
         let upper: u32 = mem
             .read_obj(GuestAddress(layout::MULTIBOOT_INFO + 8))
@@ -758,5 +466,162 @@ mod tests {
         assert_eq!(upper, (15 << 20) >> 10);
         let b: u8 = mem.read_obj(GuestAddress(0x10_0050)).unwrap();
         assert_eq!(b, 0x90);
+    }
+
+    #[test]
+    fn elf64_plan_blobs_and_entry() {
+        let img = elf64(0x10_0010, 0x10_0000, 0x40, 0x1000);
+        let plan = plan(&img, "", 16 << 20).unwrap();
+        // The segment's file bytes, then its bss tail.
+        assert_eq!(blob_at(&plan, 0x10_0000), &img[0x100..0x140]);
+        assert!(plan.writes.contains(&MemWrite::Zero {
+            gpa: 0x10_0040,
+            len: 0x1000 - 0x40
+        }));
+        assert!(plan.writes.contains(&MemWrite::Zero {
+            gpa: layout::BOOT_PARAMS,
+            len: 4096
+        }));
+        let gdt = blob_at(&plan, layout::GDT);
+        assert_eq!(gdt.len(), 32);
+        assert_eq!(
+            u64_at(gdt, BOOT_CS as usize) >> 53 & 1,
+            1,
+            "64-bit code (L=1)"
+        );
+        // 4 GiB identity-mapped with 16 MiB of RAM: PML4, PDPT and four PDs.
+        assert_eq!(blob_at(&plan, layout::PML4).len(), 6 * 4096);
+        assert_eq!(plan.vcpus.len(), 1);
+        let bsp = plan.bsp();
+        assert_eq!(bsp.regs.rip, 0x10_0010);
+        assert_eq!(bsp.regs.rsi, layout::BOOT_PARAMS);
+        assert_eq!(bsp.regs.rsp, layout::STACK_TOP);
+        assert_eq!(bsp.regs.rflags, 0x2);
+        assert_eq!(bsp.sregs.cs.selector, BOOT_CS);
+        assert_eq!(bsp.sregs.cs.l, 1);
+        assert_eq!(bsp.sregs.ss.selector, BOOT_DS);
+        assert_eq!(bsp.sregs.cr3, layout::PML4);
+        assert_eq!(bsp.sregs.cr0 >> 31, 1, "paging on");
+        assert_eq!(bsp.sregs.efer, (1 << 8) | (1 << 10), "LME and LMA");
+        assert_eq!((bsp.sregs.gdt.base, bsp.sregs.gdt.limit), (layout::GDT, 31));
+        assert_eq!(plan.memory_map, layout::memory_map(16 << 20));
+    }
+
+    #[test]
+    fn identity_map_covers_ram_above_4g() {
+        let img = elf64(0x10_0000, 0x10_0000, 0x40, 0x1000);
+        // 5 GiB of RAM ends at 6 GiB (the hole moves 1 GiB up): PML4, PDPT and six PDs.
+        let plan = plan(&img, "", 5 << 30).unwrap();
+        let tables = blob_at(&plan, layout::PML4);
+        assert_eq!(tables.len(), 8 * 4096);
+        let last_pd = 2 * 4096 + 5 * 4096;
+        assert_eq!(
+            u64_at(tables, last_pd + 8 * 511),
+            ((6 << 30) - (2 << 20)) | PTE_PRESENT | PTE_WRITABLE | PTE_HUGE
+        );
+    }
+
+    #[test]
+    fn multiboot_plan_info_block_and_entry() {
+        let plan = plan(&aout_kludge(), "console=ttyS0", 16 << 20).unwrap();
+        let bsp = plan.bsp();
+        assert_eq!(bsp.regs.rax, u64::from(MULTIBOOT_BOOTLOADER_MAGIC));
+        assert_eq!(bsp.regs.rbx, layout::MULTIBOOT_INFO);
+        assert_eq!(bsp.regs.rip, 0x10_0040);
+        assert_eq!((bsp.sregs.cs.db, bsp.sregs.cs.l), (1, 0), "32-bit code");
+        assert_eq!(bsp.sregs.cr0, 0x11, "PE and ET, paging off");
+        assert_eq!((bsp.sregs.cr3, bsp.sregs.efer), (0, 0));
+        let gdt = blob_at(&plan, layout::GDT);
+        assert_eq!(
+            u64_at(gdt, BOOT_CS as usize) >> 53 & 1,
+            0,
+            "32-bit code (L=0)"
+        );
+        // The loaded image and its bss.
+        assert_eq!(blob_at(&plan, 0x10_0000), &aout_kludge()[..]);
+        assert!(plan.writes.contains(&MemWrite::Zero {
+            gpa: 0x10_1000,
+            len: 0x1000
+        }));
+
+        let mbi = blob_at(&plan, layout::MULTIBOOT_INFO);
+        assert_eq!(mbi.len(), INFO_AREA);
+        let at = |a: u64| (a - layout::MULTIBOOT_INFO) as usize;
+        assert_eq!(u32_at(mbi, 0), 1 | 4 | 64 | 512, "mem, cmdline, mmap, name");
+        assert_eq!(u32_at(mbi, 4), 640);
+        assert_eq!(u32_at(mbi, 8), 15 << 10);
+        assert_eq!(u32_at(mbi, 16) as u64, layout::MULTIBOOT_CMDLINE);
+        let cmd = at(layout::MULTIBOOT_CMDLINE);
+        assert_eq!(&mbi[cmd..cmd + 14], b"console=ttyS0\0");
+        let name = at(layout::MULTIBOOT_LOADER_NAME);
+        assert_eq!(&mbi[name..name + 7], b"kvmgdb\0");
+        // The mmap is the plan's memory map, 24 bytes an entry.
+        assert_eq!(u32_at(mbi, 44) as usize, 24 * plan.memory_map.len());
+        assert_eq!(u32_at(mbi, 48) as u64, layout::MULTIBOOT_MMAP);
+        for (i, r) in plan.memory_map.iter().enumerate() {
+            let e = at(layout::MULTIBOOT_MMAP) + 24 * i;
+            assert_eq!(u32_at(mbi, e), 20);
+            assert_eq!(u64_at(mbi, e + 4), r.addr);
+            assert_eq!(u64_at(mbi, e + 12), r.size);
+            assert_eq!(u32_at(mbi, e + 20), r.kind as u32);
+        }
+    }
+
+    #[test]
+    fn multiboot_cmdline_is_cut_to_its_slot() {
+        let long = "x".repeat(2000);
+        let plan = plan(&aout_kludge(), &long, 16 << 20).unwrap();
+        let mbi = blob_at(&plan, layout::MULTIBOOT_INFO);
+        let cmd = (layout::MULTIBOOT_CMDLINE - layout::MULTIBOOT_INFO) as usize;
+        assert_eq!(mbi[cmd + 0x2fe], b'x');
+        assert_eq!(mbi[cmd + 0x2ff], 0);
+    }
+
+    #[test]
+    fn memory_map_below_and_above_the_hole() {
+        use MemoryKind::{Ram, Reserved};
+        let range = |addr, size, kind| MemoryRange { addr, size, kind };
+        let low = [
+            range(0, 0x9_fc00, Ram),
+            range(0x9_fc00, 0x400, Reserved),
+            range(0xf_0000, 0x1_0000, Reserved),
+        ];
+        let m128 = plan(&aout_kludge(), "", 128 << 20).unwrap().memory_map;
+        let mut want = low.to_vec();
+        want.push(range(1 << 20, (128 << 20) - (1 << 20), Ram));
+        assert_eq!(m128, want);
+        // 5 GiB: 3 GiB below the hole, the other 2 GiB from 4 GiB.
+        let m5g = plan(&aout_kludge(), "", 5 << 30).unwrap().memory_map;
+        let mut want = low.to_vec();
+        want.push(range(1 << 20, (3 << 30) - (1 << 20), Ram));
+        want.push(range(4 << 30, 2 << 30, Ram));
+        assert_eq!(m5g, want);
+        assert_eq!(
+            layout::upper_memory_kib(&m5g),
+            ((3 << 30) - (1 << 20)) >> 10
+        );
+    }
+
+    #[test]
+    fn reapplying_a_plan_restores_memory() {
+        let img = elf64(0x10_0000, 0x10_0000, 0x40, 0x1000);
+        let (mem, plan) = load_kernel(16 << 20, &img, "").unwrap();
+        let snapshot = |mem: &GuestMem| {
+            let mut b = vec![0u8; 2 << 20];
+            mem.read_slice(&mut b, GuestAddress(0)).unwrap();
+            b
+        };
+        let fresh = snapshot(&mem);
+        // The guest scribbles over its bss, its code and the boot structures.
+        for at in [
+            0x10_0800u64,
+            0x10_0004,
+            layout::GDT,
+            layout::BOOT_PARAMS + 8,
+        ] {
+            mem.write_obj(0xdead_beef_u32, GuestAddress(at)).unwrap();
+        }
+        plan.write_memory(&mem).unwrap();
+        assert!(snapshot(&mem) == fresh);
     }
 }
