@@ -1,5 +1,6 @@
 //! The command line: arguments, the `caps` subcommand, and running a kernel.
 
+use crate::boot;
 use crate::caps::{self, KvmCaps};
 use crate::config::{self, GdbAddr, SerialSink};
 use crate::gdb::{self, Listener, Outcome};
@@ -72,6 +73,9 @@ pub enum CliError {
     /// The demo's symbol file could not be written.
     #[error("cannot write the demo guest's ELF file")]
     Demo(#[source] std::io::Error),
+    /// The kernel image cannot be booted.
+    #[error(transparent)]
+    Boot(#[from] boot::LoadError),
     /// The machine could not be built.
     #[error(transparent)]
     Vm(#[from] crate::vmm::VmError),
@@ -109,7 +113,8 @@ pub fn run(args: Args) -> Result<u8, CliError> {
     if !kvm_caps.set_guest_debug {
         return Err(caps::CapsError::NoGuestDebug.into());
     }
-    let mut vm = Vm::new(kvm, args.memory, &image, "", serial)?;
+    let plan = boot::plan(&image, "", args.memory)?;
+    let mut vm = Vm::new(kvm, args.memory, plan, serial)?;
 
     let outcome = if args.gdb == GdbAddr::None {
         eprintln!("kvmgdb: running {} with no gdb stub", symbols.display());

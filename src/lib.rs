@@ -4,13 +4,13 @@
 //! The VMM core ([`vmm`]) runs vCPUs and reports stops in its own vocabulary; the stub
 //! ([`gdb`]) translates gdb's remote protocol into calls on it.
 
+pub mod boot;
 pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod gdb;
 pub mod guests;
 pub mod inspect;
-pub mod loader;
 pub mod memory;
 pub mod paging;
 pub mod vmm;

@@ -6,8 +6,8 @@ pub mod devices;
 pub mod vcpu;
 pub mod watch;
 
+use crate::boot::{BootInfo, BootPlan};
 use crate::caps::KvmCaps;
-use crate::loader::{self, BootInfo};
 use crate::memory::{self, GuestMem};
 use crate::paging::{self, GuestVirtAddr, PagingRegs};
 use debug::{DebugTable, HW_SLOTS, SwBreakpoint};
@@ -42,9 +42,9 @@ pub enum VmError {
     /// KVM refused a memory slot.
     #[error("cannot register guest RAM with KVM")]
     MemorySlot(#[source] kvm_ioctls::Error),
-    /// The kernel image could not be loaded.
-    #[error(transparent)]
-    Load(#[from] loader::LoadError),
+    /// The boot plan could not be written into guest RAM.
+    #[error("cannot write the boot plan into guest RAM")]
+    Boot(#[source] vm_memory::GuestMemoryError),
     /// vCPU creation or set-up failed.
     #[error("cannot set up vCPU {0}: {1}")]
     Vcpu(usize, &'static str, #[source] kvm_ioctls::Error),
@@ -115,10 +115,8 @@ pub struct Vm {
     /// Stops the controller makes up itself (a frozen vCPU asked to run).
     synthetic: VecDeque<VcpuEvent>,
     notify: Arc<EventFd>,
-    boot: BootInfo,
-    /// What `reset` goes back to.
-    image: Vec<u8>,
-    cmdline: String,
+    /// What `reset` goes back to: the plan, and the vCPU state it gave.
+    plan: BootPlan,
     boot_state: CpuSnapshot,
     boot_xsave: Option<Box<kvm_xsave>>,
     phys_mode: bool,
@@ -153,13 +151,13 @@ const MSR_GS_BASE: u32 = 0xc000_0101;
 const MAX_CPUID_ENTRIES: usize = 256;
 
 impl Vm {
-    /// Builds a machine with `memory_size` bytes of RAM, loads `image` and puts vCPU 0 at its
-    /// entry point. The vCPUs do not run until [`Vm::resume`].
+    /// Builds a machine with `memory_size` bytes of RAM, applies `plan` (its writes into RAM,
+    /// vCPU 0 at its entry state) and keeps it for [`Vm::reset`]. The vCPUs do not run until
+    /// [`Vm::resume`].
     pub fn new(
         kvm: Kvm,
         memory_size: u64,
-        image: &[u8],
-        cmdline: &str,
+        plan: BootPlan,
         serial_out: Box<dyn Write + Send>,
     ) -> Result<Vm, VmError> {
         let caps = KvmCaps::query(&kvm);
@@ -180,7 +178,7 @@ impl Vm {
             // (in an Arc) for as long as the VmFd exists, so KVM never sees freed memory.
             unsafe { vm.set_user_memory_region(*s) }.map_err(VmError::MemorySlot)?;
         }
-        let boot = loader::load_kernel(&mem, image, cmdline)?;
+        plan.write_memory(&mem).map_err(VmError::Boot)?;
         let mem = Arc::new(mem);
 
         SIGNAL_HANDLER.call_once(|| {
@@ -207,10 +205,10 @@ impl Vm {
         let mut sregs = fd
             .get_sregs()
             .map_err(|e| VmError::Vcpu(id, "KVM_GET_SREGS", e))?;
-        loader::entry_sregs(&boot, &mut sregs);
+        plan.bsp().sregs.apply(&mut sregs);
         fd.set_sregs(&sregs)
             .map_err(|e| VmError::Vcpu(id, "KVM_SET_SREGS", e))?;
-        let regs = loader::entry_regs(&boot);
+        let regs = plan.bsp().regs;
         fd.set_regs(&regs)
             .map_err(|e| VmError::Vcpu(id, "KVM_SET_REGS", e))?;
         let boot_xsave = fd.get_xsave().ok().map(Box::new);
@@ -263,9 +261,7 @@ impl Vm {
             events,
             synthetic: VecDeque::new(),
             notify,
-            boot,
-            image: image.to_vec(),
-            cmdline: cmdline.to_string(),
+            plan,
             boot_state: CpuSnapshot { regs, sregs },
             boot_xsave,
             phys_mode: false,
@@ -279,7 +275,7 @@ impl Vm {
 
     /// How the kernel was booted.
     pub fn boot_info(&self) -> &BootInfo {
-        &self.boot
+        &self.plan.info
     }
 
     /// The guest's CPUID leaf `function`, sub-leaf `index` (ignored for leaves without
@@ -1002,7 +998,7 @@ impl Vm {
         Ok(())
     }
 
-    /// Puts the machine back into its boot entry state: RAM cleared and the kernel reloaded,
+    /// Puts the machine back into its boot entry state: RAM cleared and the boot plan re-applied,
     /// vCPU registers as at entry, frozen state forgotten. Breakpoints are kept (re-planted
     /// over the reloaded code). All vCPUs must be stopped.
     pub fn reset(&mut self) -> Result<(), VmError> {
@@ -1027,7 +1023,7 @@ impl Vm {
                 );
             }
         }
-        loader::load_kernel(&self.mem, &self.image, &self.cmdline)?;
+        self.plan.write_memory(&self.mem).map_err(VmError::Boot)?;
         self.debug.update(|b| {
             for bp in b.sw.values_mut() {
                 bp.orig = self.mem.read_obj(bp.gpa).unwrap_or(0);

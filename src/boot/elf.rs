@@ -1,0 +1,253 @@
+//! ELF images: parsing and validating the headers (for every format that carries an ELF
+//! image), and the ELF64 long-mode entry: segments loaded at their physical addresses,
+//! entered at `e_entry` with an identity map and RSI pointing at a zeroed `boot_params`.
+
+use super::entry::{self, CpuMode};
+use super::{BootFormat, BootInfo, BootPlan, LoadError, MemWrite, RamMap, layout};
+use linux_loader::loader::KernelLoader;
+use linux_loader::loader::elf::Elf;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+const EM_386: u16 = 3;
+pub(super) const EM_X86_64: u16 = 62;
+pub(super) const PT_LOAD: u32 = 1;
+/// Size of the Linux `boot_params` page (the "zero page").
+const BOOT_PARAMS_SIZE: u64 = 4096;
+
+/// One PT_LOAD segment, class-independent.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Segment {
+    pub(super) offset: u64,
+    pub(super) paddr: u64,
+    pub(super) vaddr: u64,
+    pub(super) filesz: u64,
+    pub(super) memsz: u64,
+}
+
+/// The parts of an ELF header we use.
+#[derive(Debug)]
+pub(super) struct ElfInfo {
+    pub(super) is_64: bool,
+    pub(super) entry: u64,
+    pub(super) segments: Vec<Segment>,
+}
+
+pub(super) fn rd16(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(off..off + 2)?.try_into().ok()?))
+}
+pub(super) fn rd32(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+fn rd64(b: &[u8], off: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(off..off + 8)?.try_into().ok()?))
+}
+
+/// Parses and validates the ELF header and program headers (System V gABI, ch. 4 and 5).
+/// `None` when the image is not ELF at all.
+pub(super) fn parse_elf(image: &[u8]) -> Result<Option<ElfInfo>, LoadError> {
+    if image.len() < 4 || &image[..4] != b"\x7fELF" {
+        return Ok(None);
+    }
+    let trunc = |what| LoadError::BadElf(what);
+    let class = *image.get(4).ok_or(trunc("no ELF class"))?;
+    if image.get(5) != Some(&1) {
+        return Err(trunc("not little-endian"));
+    }
+    let is_64 = match class {
+        1 => false,
+        2 => true,
+        _ => return Err(trunc("unknown ELF class")),
+    };
+    let machine = rd16(image, 18).ok_or(trunc("ELF header cut short"))?;
+    if machine != EM_386 && machine != EM_X86_64 {
+        return Err(LoadError::WrongMachine(machine));
+    }
+    let (entry, phoff, phentsize, phnum) = if is_64 {
+        (
+            rd64(image, 24),
+            rd64(image, 32),
+            rd16(image, 54),
+            rd16(image, 56),
+        )
+    } else {
+        (
+            rd32(image, 24).map(u64::from),
+            rd32(image, 28).map(u64::from),
+            rd16(image, 42),
+            rd16(image, 44),
+        )
+    };
+    let (entry, phoff, phentsize, phnum) = (
+        entry.ok_or(trunc("ELF header cut short"))?,
+        phoff.ok_or(trunc("ELF header cut short"))?,
+        phentsize.ok_or(trunc("ELF header cut short"))? as usize,
+        phnum.ok_or(trunc("ELF header cut short"))? as usize,
+    );
+    let want = if is_64 { 56 } else { 32 };
+    if phnum == 0 {
+        return Err(trunc("no program headers"));
+    }
+    if phentsize != want {
+        return Err(trunc("unexpected program header size"));
+    }
+    let mut segments = Vec::new();
+    for i in 0..phnum {
+        let base = usize::try_from(phoff)
+            .ok()
+            .and_then(|o| o.checked_add(i * phentsize))
+            .ok_or(trunc("program header offset out of range"))?;
+        let ph = image
+            .get(base..base + phentsize)
+            .ok_or(trunc("program headers lie past the end of the file"))?;
+        let p_type = rd32(ph, 0).unwrap_or(0);
+        if p_type != PT_LOAD {
+            continue;
+        }
+        let seg = if is_64 {
+            Segment {
+                offset: rd64(ph, 8).unwrap_or(0),
+                vaddr: rd64(ph, 16).unwrap_or(0),
+                paddr: rd64(ph, 24).unwrap_or(0),
+                filesz: rd64(ph, 32).unwrap_or(0),
+                memsz: rd64(ph, 40).unwrap_or(0),
+            }
+        } else {
+            Segment {
+                offset: rd32(ph, 4).unwrap_or(0).into(),
+                vaddr: rd32(ph, 8).unwrap_or(0).into(),
+                paddr: rd32(ph, 12).unwrap_or(0).into(),
+                filesz: rd32(ph, 16).unwrap_or(0).into(),
+                memsz: rd32(ph, 20).unwrap_or(0).into(),
+            }
+        };
+        let end = seg
+            .offset
+            .checked_add(seg.filesz)
+            .ok_or(trunc("segment size overflows"))?;
+        if end > image.len() as u64 {
+            return Err(trunc("a segment lies past the end of the file"));
+        }
+        if seg.memsz < seg.filesz {
+            return Err(trunc(
+                "a segment's memory size is smaller than its file size",
+            ));
+        }
+        if seg.memsz > 0 {
+            segments.push(seg);
+        }
+    }
+    if segments.is_empty() {
+        return Err(trunc("no loadable segments"));
+    }
+    Ok(Some(ElfInfo {
+        is_64,
+        entry,
+        segments,
+    }))
+}
+
+/// The plan for an ELF64 image without a Multiboot header: long mode at `e_entry`.
+pub(super) fn plan_elf64(image: &[u8], elf: &ElfInfo, ram: &RamMap) -> Result<BootPlan, LoadError> {
+    for s in &elf.segments {
+        ram.check_range(s.paddr, s.paddr.saturating_add(s.memsz))?;
+    }
+    let (mut writes, loaded) = load_with_linux_loader(image, elf)?;
+    // linux-loader copies p_filesz bytes; the bss tails are ours to clear, so a reset that
+    // re-applies the plan over a dirty image still leaves them zero.
+    for s in &elf.segments {
+        writes.push(MemWrite::Zero {
+            gpa: s.paddr + s.filesz,
+            len: s.memsz - s.filesz,
+        });
+    }
+    writes.push(entry::gdt(CpuMode::Long));
+    writes.push(entry::identity_page_tables(ram.top()));
+    writes.push(MemWrite::Zero {
+        gpa: layout::BOOT_PARAMS,
+        len: BOOT_PARAMS_SIZE,
+    });
+    // A kernel linked at a higher-half address may give e_entry as a virtual address; the
+    // entry runs identity mapped, so map it back through its segment's p_paddr.
+    let entry = physical_entry(elf, loaded.kernel_load.0);
+    let mut bsp = entry::entry_state(CpuMode::Long, entry);
+    bsp.regs.rsi = layout::BOOT_PARAMS;
+    Ok(BootPlan {
+        writes,
+        vcpus: vec![bsp],
+        memory_map: ram.memory_map(),
+        info: BootInfo {
+            format: BootFormat::Elf64,
+            entry,
+            image_is_32bit: false,
+            kernel_end: loaded.kernel_end,
+        },
+    })
+}
+
+/// Runs linux-loader's ELF loader (its header checks, and the PVH note it will find for us
+/// later) into scratch memory covering just the file-backed segments, and lifts what it
+/// wrote out as one blob per segment, in program-header order: overlapping segments end
+/// up as linux-loader left them.
+fn load_with_linux_loader(
+    image: &[u8],
+    elf: &ElfInfo,
+) -> Result<(Vec<MemWrite>, linux_loader::loader::KernelLoaderResult), LoadError> {
+    let file_backed: Vec<&Segment> = elf.segments.iter().filter(|s| s.filesz > 0).collect();
+    let scratch = GuestMemoryMmap::<()>::from_ranges(&scratch_ranges(&file_backed))
+        .map_err(LoadError::Scratch)?;
+    let mut cursor = std::io::Cursor::new(image);
+    let loaded = Elf::load(&scratch, None, &mut cursor, None).map_err(LoadError::Elf)?;
+    let mut writes = Vec::new();
+    for s in file_backed {
+        let mut data = vec![0u8; s.filesz as usize];
+        scratch
+            .read_slice(&mut data, GuestAddress(s.paddr))
+            .map_err(LoadError::ScratchRead)?;
+        writes.push(MemWrite::Bytes { gpa: s.paddr, data });
+    }
+    Ok((writes, loaded))
+}
+
+/// Page-aligned, merged ranges covering the file bytes of `segments` (at least one page, as
+/// a memory needs a region even when every segment is bss).
+fn scratch_ranges(segments: &[&Segment]) -> Vec<(GuestAddress, usize)> {
+    const PAGE: u64 = 0x1000;
+    let mut spans: Vec<(u64, u64)> = segments
+        .iter()
+        .map(|s| {
+            let start = s.paddr & !(PAGE - 1);
+            (start, (s.paddr + s.filesz).next_multiple_of(PAGE))
+        })
+        .collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in spans {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    if merged.is_empty() {
+        merged.push((0, PAGE));
+    }
+    merged
+        .into_iter()
+        .map(|(start, end)| (GuestAddress(start), (end - start) as usize))
+        .collect()
+}
+
+/// `entry` as a physical address: itself if a segment holds it physically, else mapped from
+/// the segment whose virtual range holds it.
+pub(super) fn physical_entry(elf: &ElfInfo, entry: u64) -> u64 {
+    let in_phys = elf
+        .segments
+        .iter()
+        .any(|s| entry >= s.paddr && entry < s.paddr + s.memsz);
+    if in_phys {
+        return entry;
+    }
+    elf.segments
+        .iter()
+        .find(|s| entry >= s.vaddr && entry < s.vaddr + s.memsz)
+        .map_or(entry, |s| s.paddr + (entry - s.vaddr))
+}

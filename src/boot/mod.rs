@@ -1,0 +1,627 @@
+//! Boot images. Each format, in a file of its own, turns the image bytes, the command line
+//! and the RAM size into a [`BootPlan`]: plain data saying what goes where in guest memory,
+//! the entry state of each vCPU and the memory map. The VMM applies the plan when it builds
+//! the machine and re-applies it on reset; it knows no image format.
+//!
+//! Today: ELF64 entered in long mode (`elf.rs`), and Multiboot v1 (ELF32, ELF64 or a.out-kludge
+//! images) entered in 32-bit protected mode (`multiboot.rs`), as `qemu-system-x86_64 -kernel`
+//! does. `entry.rs` holds the CPU modes they enter in, [`layout`] where the boot structures go.
+//!
+//! [`plan`] tells the formats apart in this order:
+//! 1. An empty image is an error.
+//! 2. An image starting with the ELF magic has its headers validated first: a corrupt ELF is
+//!    reported as such even when it also carries a Multiboot header.
+//! 3. A Multiboot v1 header (magic and checksum) in the first 8 KiB makes it a Multiboot
+//!    kernel, whether ELF or not: the header is the kernel's request to be entered that way.
+//! 4. An ELF64 image without one is entered in long mode.
+//! 5. An ELF32 image without one has no defined entry state: an error.
+//! 6. Anything else is an unknown format.
+//!
+//! The next formats slot in as their own files: Multiboot2 (a header in the first 32 KiB,
+//! looked for before step 3, as GRUB prefers it), Linux bzImage (the `HdrS` setup header,
+//! not ELF, looked for before step 6) and PVH (an ELF note, which linux-loader already
+//! reports, checked in step 4).
+
+mod elf;
+mod entry;
+pub mod layout;
+mod multiboot;
+
+pub use entry::{BOOT_CS, BOOT_DS};
+pub use layout::{MemoryKind, MemoryRange};
+pub use multiboot::MULTIBOOT_BOOTLOADER_MAGIC;
+
+use crate::memory::{GuestMem, ram_ranges};
+use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
+use vm_memory::{Bytes, GuestAddress};
+
+/// Errors while planning the boot of a kernel image.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The image is empty.
+    #[error("the kernel image is empty")]
+    Empty,
+    /// The image is neither ELF nor a Multiboot kernel.
+    #[error(
+        "not a kernel kvmgdb can boot: expected an ELF64 x86-64 image or a Multiboot v1 kernel"
+    )]
+    UnknownFormat,
+    /// The ELF headers are cut short or point outside the file.
+    #[error("the ELF image is truncated or corrupt: {0}")]
+    BadElf(&'static str),
+    /// The ELF image is for another machine.
+    #[error("the ELF image is for machine type {0}, not x86 or x86-64")]
+    WrongMachine(u16),
+    /// A 32-bit ELF without a Multiboot header has no defined entry state.
+    #[error("a 32-bit ELF kernel needs a Multiboot header (magic 0x1BADB002 in its first 8 KiB)")]
+    Elf32WithoutMultiboot,
+    /// The Multiboot header's load addresses are inconsistent.
+    #[error("the Multiboot header is invalid: {0}")]
+    BadMultiboot(&'static str),
+    /// A segment does not fit into guest RAM.
+    #[error(
+        "the kernel segment at {start:#x}..{end:#x} does not fit in guest RAM ({ram} MiB): give more with --memory"
+    )]
+    DoesNotFit {
+        /// First guest-physical byte.
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+        /// RAM size in MiB.
+        ram: u64,
+    },
+    /// A segment overlaps the VMM's boot structures.
+    #[error(
+        "the kernel segment at {start:#x}..{end:#x} overlaps kvmgdb's boot structures at {:#x}..{:#x}",
+        layout::GDT,
+        layout::RESERVED_END
+    )]
+    OverlapsBootArea {
+        /// First guest-physical byte.
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+    },
+    /// The ELF loader failed.
+    #[error("loading the ELF image failed")]
+    Elf(#[source] linux_loader::loader::Error),
+    /// The scratch memory the ELF loader writes into could not be allocated.
+    #[error("cannot allocate scratch memory to load the ELF image")]
+    Scratch(#[source] vm_memory::mmap::FromRangesError),
+    /// Reading back what the ELF loader wrote into scratch memory failed.
+    #[error("cannot read back the loaded ELF image")]
+    ScratchRead(#[source] vm_memory::GuestMemoryError),
+}
+
+/// How the kernel is entered. Multiboot2, Linux bzImage and PVH join as variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootFormat {
+    /// 64-bit long mode at e_entry with an identity map (see README).
+    Elf64,
+    /// Multiboot v1: 32-bit protected mode, paging off, EAX=0x2BADB002, EBX=info.
+    Multiboot,
+}
+
+/// Where and how the kernel starts: what the rest of the program shows of the boot.
+#[derive(Clone, Copy, Debug)]
+pub struct BootInfo {
+    /// The boot protocol.
+    pub format: BootFormat,
+    /// The entry point (guest-physical, identity mapped at entry).
+    pub entry: u64,
+    /// True when the image itself is 32-bit (ELF32 or a.out), so gdb sees i386 registers.
+    pub image_is_32bit: bool,
+    /// One past the highest guest-physical byte the kernel occupies.
+    pub kernel_end: u64,
+}
+
+/// One write into guest RAM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemWrite {
+    /// `data` at guest-physical `gpa`.
+    Bytes {
+        /// First guest-physical byte.
+        gpa: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// `len` zero bytes at guest-physical `gpa` (a bss, a cleared structure): RAM is zero
+    /// when the machine is built, but a reset re-applies the plan over what the guest left.
+    Zero {
+        /// First guest-physical byte.
+        gpa: u64,
+        /// How many bytes.
+        len: u64,
+    },
+}
+
+/// The system registers a boot protocol sets; the rest (APIC base, CR2, CR8, the interrupt
+/// bitmap) keep KVM's reset values.
+#[derive(Clone, Copy, Debug)]
+pub struct EntrySregs {
+    /// Code segment.
+    pub cs: kvm_segment,
+    /// Data segment.
+    pub ds: kvm_segment,
+    /// Extra segment.
+    pub es: kvm_segment,
+    /// FS.
+    pub fs: kvm_segment,
+    /// GS.
+    pub gs: kvm_segment,
+    /// Stack segment.
+    pub ss: kvm_segment,
+    /// Task register.
+    pub tr: kvm_segment,
+    /// LDT register.
+    pub ldt: kvm_segment,
+    /// GDTR (base and limit).
+    pub gdt: kvm_dtable,
+    /// IDTR (base and limit).
+    pub idt: kvm_dtable,
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+}
+
+impl EntrySregs {
+    /// Writes these registers over `sregs` (KVM's reset state of the vCPU).
+    pub fn apply(&self, sregs: &mut kvm_sregs) {
+        sregs.cs = self.cs;
+        sregs.ds = self.ds;
+        sregs.es = self.es;
+        sregs.fs = self.fs;
+        sregs.gs = self.gs;
+        sregs.ss = self.ss;
+        sregs.tr = self.tr;
+        sregs.ldt = self.ldt;
+        sregs.gdt.base = self.gdt.base;
+        sregs.gdt.limit = self.gdt.limit;
+        sregs.idt.base = self.idt.base;
+        sregs.idt.limit = self.idt.limit;
+        sregs.cr0 = self.cr0;
+        sregs.cr3 = self.cr3;
+        sregs.cr4 = self.cr4;
+        sregs.efer = self.efer;
+    }
+}
+
+/// How one vCPU starts. Today every plan starts only the boot vCPU, at an entry point;
+/// application processors that wait for INIT/SIPI will be a second kind of entry.
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuEntry {
+    /// General-purpose registers, RIP and RFLAGS.
+    pub regs: kvm_regs,
+    /// The system registers the protocol sets.
+    pub sregs: EntrySregs,
+}
+
+/// Everything a boot needs, computed from the image bytes and the RAM size alone.
+#[derive(Clone, Debug)]
+pub struct BootPlan {
+    /// Writes into guest RAM, applied in order (later ones win where they overlap).
+    pub writes: Vec<MemWrite>,
+    /// The entry state of each vCPU; index 0 is the boot processor.
+    pub vcpus: Vec<VcpuEntry>,
+    /// The guest-physical memory map the protocol reports (e820 style).
+    pub memory_map: Vec<MemoryRange>,
+    /// What the rest of the program shows of the boot.
+    pub info: BootInfo,
+}
+
+impl BootPlan {
+    /// Applies [`BootPlan::writes`] to guest RAM.
+    pub fn write_memory(&self, mem: &GuestMem) -> Result<(), vm_memory::GuestMemoryError> {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        for w in &self.writes {
+            match w {
+                MemWrite::Bytes { gpa, data } => mem.write_slice(data, GuestAddress(*gpa))?,
+                MemWrite::Zero { gpa, len } => {
+                    let mut done = 0;
+                    while done < *len {
+                        let n = (len - done).min(ZEROS.len() as u64) as usize;
+                        mem.write_slice(&ZEROS[..n], GuestAddress(gpa + done))?;
+                        done += n as u64;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The boot processor's entry state.
+    pub fn bsp(&self) -> &VcpuEntry {
+        &self.vcpus[0]
+    }
+}
+
+/// Guest RAM as the plan sees it: the ranges `memory::ram_ranges` lays out for a size.
+struct RamMap {
+    size: u64,
+    /// (start, end) of each range.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl RamMap {
+    fn new(size: u64) -> RamMap {
+        let ranges = ram_ranges(size)
+            .into_iter()
+            .map(|(start, len)| (start.0, start.0 + len as u64))
+            .collect();
+        RamMap { size, ranges }
+    }
+
+    /// One past the highest RAM byte.
+    fn top(&self) -> u64 {
+        self.ranges.last().map_or(0, |r| r.1)
+    }
+
+    fn memory_map(&self) -> Vec<MemoryRange> {
+        layout::memory_map(self.top())
+    }
+
+    /// Checks that `[start, end)` lies in one RAM range and clear of the boot structures.
+    fn check_range(&self, start: u64, end: u64) -> Result<(), LoadError> {
+        let fits = end >= start
+            && self
+                .ranges
+                .iter()
+                .any(|&(lo, hi)| start >= lo && start < hi && end <= hi);
+        if !fits {
+            return Err(LoadError::DoesNotFit {
+                start,
+                end,
+                ram: self.size >> 20,
+            });
+        }
+        if start < layout::RESERVED_END && end > layout::GDT {
+            return Err(LoadError::OverlapsBootArea { start, end });
+        }
+        Ok(())
+    }
+}
+
+/// Plans the boot of `image` with `cmdline` on a machine with `ram_size` bytes of RAM (laid
+/// out as `memory::create_guest_memory` does), telling the format apart as the module
+/// documentation describes.
+pub fn plan(image: &[u8], cmdline: &str, ram_size: u64) -> Result<BootPlan, LoadError> {
+    if image.is_empty() {
+        return Err(LoadError::Empty);
+    }
+    let ram = RamMap::new(ram_size);
+    let elf = elf::parse_elf(image)?;
+    match (multiboot::find_multiboot(image), &elf) {
+        (Some(mb), elf) => multiboot::plan(image, mb, elf.as_ref(), cmdline, &ram),
+        (None, Some(elf)) if elf.is_64 => elf::plan_elf64(image, elf, &ram),
+        (None, Some(_)) => Err(LoadError::Elf32WithoutMultiboot),
+        (None, None) => Err(LoadError::UnknownFormat),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::elf::{EM_X86_64, PT_LOAD};
+    use super::entry::{PTE_HUGE, PTE_PRESENT, PTE_WRITABLE};
+    use super::multiboot::{INFO_AREA, MULTIBOOT_AOUT_KLUDGE, MULTIBOOT_HEADER_MAGIC};
+    use super::*;
+    use crate::memory::create_guest_memory;
+
+    fn elf64(entry: u64, paddr: u64, filesz: u64, memsz: u64) -> Vec<u8> {
+        let mut f = vec![0u8; 0x200];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2;
+        f[5] = 1;
+        f[6] = 1;
+        f[16] = 2;
+        f[18] = EM_X86_64 as u8;
+        f[24..32].copy_from_slice(&entry.to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes());
+        f[52..54].copy_from_slice(&64u16.to_le_bytes());
+        f[54..56].copy_from_slice(&56u16.to_le_bytes());
+        f[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let ph = 64;
+        f[ph..ph + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+        f[ph + 8..ph + 16].copy_from_slice(&0x100u64.to_le_bytes());
+        f[ph + 16..ph + 24].copy_from_slice(&paddr.to_le_bytes());
+        f[ph + 24..ph + 32].copy_from_slice(&paddr.to_le_bytes());
+        f[ph + 32..ph + 40].copy_from_slice(&filesz.to_le_bytes());
+        f[ph + 40..ph + 48].copy_from_slice(&memsz.to_le_bytes());
+        for (i, b) in f[0x100..0x100 + filesz as usize].iter_mut().enumerate() {
+            *b = i as u8 ^ 0x5a;
+        }
+        f
+    }
+
+    /// An a.out-kludge Multiboot image: 4 KiB of NOPs loaded at 1 MiB, bss to 1 MiB + 8 KiB,
+    /// entered at 1 MiB + 0x40.
+    fn aout_kludge() -> Vec<u8> {
+        let mut img = vec![0x90u8; 0x1000];
+        let flags = MULTIBOOT_AOUT_KLUDGE | 2;
+        let hdr: [u32; 8] = [
+            MULTIBOOT_HEADER_MAGIC,
+            flags,
+            0u32.wrapping_sub(MULTIBOOT_HEADER_MAGIC.wrapping_add(flags)),
+            0x10_0010, // header_addr
+            0x10_0000, // load_addr
+            0,         // load_end_addr: whole file
+            0x10_2000, // bss_end_addr
+            0x10_0040, // entry
+        ];
+        for (i, v) in hdr.iter().enumerate() {
+            img[0x10 + 4 * i..0x14 + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        img
+    }
+
+    /// Plans `image` for `size` bytes of RAM and applies the plan to fresh guest RAM.
+    fn load_kernel(
+        size: u64,
+        image: &[u8],
+        cmdline: &str,
+    ) -> Result<(GuestMem, BootPlan), LoadError> {
+        let mem = create_guest_memory(size).unwrap();
+        let plan = plan(image, cmdline, size)?;
+        plan.write_memory(&mem).unwrap();
+        Ok((mem, plan))
+    }
+
+    fn blob_at(plan: &BootPlan, at: u64) -> &[u8] {
+        plan.writes
+            .iter()
+            .find_map(|w| match w {
+                MemWrite::Bytes { gpa, data } if *gpa == at => Some(&data[..]),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no blob at {at:#x} in {:?}", plan.writes))
+    }
+
+    fn u32_at(b: &[u8], off: usize) -> u32 {
+        u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+    }
+
+    fn u64_at(b: &[u8], off: usize) -> u64 {
+        u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn loads_elf64_and_builds_tables() {
+        let img = elf64(0x10_0000, 0x10_0000, 0x40, 0x1000);
+        let (mem, plan) = load_kernel(16 << 20, &img, "").unwrap();
+        let info = plan.info;
+        assert_eq!(info.format, BootFormat::Elf64);
+        assert_eq!(info.entry, 0x10_0000);
+        assert!(!info.image_is_32bit);
+        let b: u8 = mem.read_obj(GuestAddress(0x10_0001)).unwrap();
+        assert_eq!(b, 1 ^ 0x5a);
+        let pml4e: u64 = mem.read_obj(GuestAddress(layout::PML4)).unwrap();
+        assert_eq!(pml4e & !0xfff, layout::PML4 + 0x1000);
+        // The PD entry for 2 MiB maps 2 MiB as a large page.
+        let pde: u64 = mem
+            .read_obj(GuestAddress(layout::PML4 + 0x2000 + 8))
+            .unwrap();
+        assert_eq!(pde, (2 << 20) | PTE_PRESENT | PTE_WRITABLE | PTE_HUGE);
+    }
+
+    #[test]
+    fn rejects_bad_images() {
+        let size = 16 << 20;
+        assert!(matches!(plan(b"", "", size), Err(LoadError::Empty)));
+        assert!(matches!(
+            plan(b"hello world, not a kernel", "", size),
+            Err(LoadError::UnknownFormat)
+        ));
+        let img = elf64(0x10_0000, 0x10_0000, 0x40, 0x1000);
+        assert!(matches!(
+            plan(&img[..0x60], "", size),
+            Err(LoadError::BadElf(_))
+        ));
+        assert!(matches!(
+            plan(&img[..0x120], "", size),
+            Err(LoadError::BadElf(_))
+        ));
+        let big = elf64(0x10_0000, 0x10_0000, 0x40, 64 << 20);
+        assert!(matches!(
+            plan(&big, "", size),
+            Err(LoadError::DoesNotFit { .. })
+        ));
+        let low = elf64(0x1000, 0x1000, 0x40, 0x1000);
+        assert!(matches!(
+            plan(&low, "", size),
+            Err(LoadError::OverlapsBootArea { .. })
+        ));
+        let mut arm = img.clone();
+        arm[18] = 183;
+        assert!(matches!(
+            plan(&arm, "", size),
+            Err(LoadError::WrongMachine(183))
+        ));
+        // A note past the end of the file passes our checks (we read only PT_LOAD);
+        // linux-loader's own reading of it fails, and the plan reports linux-loader's error.
+        let mut note = img.clone();
+        note[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let ph = 64 + 56;
+        note[ph..ph + 4].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+        note[ph + 8..ph + 16].copy_from_slice(&0x1000u64.to_le_bytes());
+        note[ph + 32..ph + 40].copy_from_slice(&16u64.to_le_bytes());
+        assert!(matches!(plan(&note, "", size), Err(LoadError::Elf(_))));
+    }
+
+    #[test]
+    fn aout_kludge_multiboot() {
+        let (mem, plan) = load_kernel(16 << 20, &aout_kludge(), "k").unwrap();
+        let info = plan.info;
+        assert_eq!(info.format, BootFormat::Multiboot);
+        assert_eq!(info.entry, 0x10_0040);
+        assert!(info.image_is_32bit);
+        let regs = plan.bsp().regs;
+        assert_eq!(regs.rax, 0x2BAD_B002);
+        let upper: u32 = mem
+            .read_obj(GuestAddress(layout::MULTIBOOT_INFO + 8))
+            .unwrap();
+        assert_eq!(upper, (15 << 20) >> 10);
+        let b: u8 = mem.read_obj(GuestAddress(0x10_0050)).unwrap();
+        assert_eq!(b, 0x90);
+    }
+
+    #[test]
+    fn elf64_plan_blobs_and_entry() {
+        let img = elf64(0x10_0010, 0x10_0000, 0x40, 0x1000);
+        let plan = plan(&img, "", 16 << 20).unwrap();
+        // The segment's file bytes, then its bss tail.
+        assert_eq!(blob_at(&plan, 0x10_0000), &img[0x100..0x140]);
+        assert!(plan.writes.contains(&MemWrite::Zero {
+            gpa: 0x10_0040,
+            len: 0x1000 - 0x40
+        }));
+        assert!(plan.writes.contains(&MemWrite::Zero {
+            gpa: layout::BOOT_PARAMS,
+            len: 4096
+        }));
+        let gdt = blob_at(&plan, layout::GDT);
+        assert_eq!(gdt.len(), 32);
+        assert_eq!(
+            u64_at(gdt, BOOT_CS as usize) >> 53 & 1,
+            1,
+            "64-bit code (L=1)"
+        );
+        // 4 GiB identity-mapped with 16 MiB of RAM: PML4, PDPT and four PDs.
+        assert_eq!(blob_at(&plan, layout::PML4).len(), 6 * 4096);
+        assert_eq!(plan.vcpus.len(), 1);
+        let bsp = plan.bsp();
+        assert_eq!(bsp.regs.rip, 0x10_0010);
+        assert_eq!(bsp.regs.rsi, layout::BOOT_PARAMS);
+        assert_eq!(bsp.regs.rsp, layout::STACK_TOP);
+        assert_eq!(bsp.regs.rflags, 0x2);
+        assert_eq!(bsp.sregs.cs.selector, BOOT_CS);
+        assert_eq!(bsp.sregs.cs.l, 1);
+        assert_eq!(bsp.sregs.ss.selector, BOOT_DS);
+        assert_eq!(bsp.sregs.cr3, layout::PML4);
+        assert_eq!(bsp.sregs.cr0 >> 31, 1, "paging on");
+        assert_eq!(bsp.sregs.efer, (1 << 8) | (1 << 10), "LME and LMA");
+        assert_eq!((bsp.sregs.gdt.base, bsp.sregs.gdt.limit), (layout::GDT, 31));
+        assert_eq!(plan.memory_map, layout::memory_map(16 << 20));
+    }
+
+    #[test]
+    fn identity_map_covers_ram_above_4g() {
+        let img = elf64(0x10_0000, 0x10_0000, 0x40, 0x1000);
+        // 5 GiB of RAM ends at 6 GiB (the hole moves 1 GiB up): PML4, PDPT and six PDs.
+        let plan = plan(&img, "", 5 << 30).unwrap();
+        let tables = blob_at(&plan, layout::PML4);
+        assert_eq!(tables.len(), 8 * 4096);
+        let last_pd = 2 * 4096 + 5 * 4096;
+        assert_eq!(
+            u64_at(tables, last_pd + 8 * 511),
+            ((6 << 30) - (2 << 20)) | PTE_PRESENT | PTE_WRITABLE | PTE_HUGE
+        );
+    }
+
+    #[test]
+    fn multiboot_plan_info_block_and_entry() {
+        let plan = plan(&aout_kludge(), "console=ttyS0", 16 << 20).unwrap();
+        let bsp = plan.bsp();
+        assert_eq!(bsp.regs.rax, u64::from(MULTIBOOT_BOOTLOADER_MAGIC));
+        assert_eq!(bsp.regs.rbx, layout::MULTIBOOT_INFO);
+        assert_eq!(bsp.regs.rip, 0x10_0040);
+        assert_eq!((bsp.sregs.cs.db, bsp.sregs.cs.l), (1, 0), "32-bit code");
+        assert_eq!(bsp.sregs.cr0, 0x11, "PE and ET, paging off");
+        assert_eq!((bsp.sregs.cr3, bsp.sregs.efer), (0, 0));
+        let gdt = blob_at(&plan, layout::GDT);
+        assert_eq!(
+            u64_at(gdt, BOOT_CS as usize) >> 53 & 1,
+            0,
+            "32-bit code (L=0)"
+        );
+        // The loaded image and its bss.
+        assert_eq!(blob_at(&plan, 0x10_0000), &aout_kludge()[..]);
+        assert!(plan.writes.contains(&MemWrite::Zero {
+            gpa: 0x10_1000,
+            len: 0x1000
+        }));
+
+        let mbi = blob_at(&plan, layout::MULTIBOOT_INFO);
+        assert_eq!(mbi.len(), INFO_AREA);
+        let at = |a: u64| (a - layout::MULTIBOOT_INFO) as usize;
+        assert_eq!(u32_at(mbi, 0), 1 | 4 | 64 | 512, "mem, cmdline, mmap, name");
+        assert_eq!(u32_at(mbi, 4), 640);
+        assert_eq!(u32_at(mbi, 8), 15 << 10);
+        assert_eq!(u32_at(mbi, 16) as u64, layout::MULTIBOOT_CMDLINE);
+        let cmd = at(layout::MULTIBOOT_CMDLINE);
+        assert_eq!(&mbi[cmd..cmd + 14], b"console=ttyS0\0");
+        let name = at(layout::MULTIBOOT_LOADER_NAME);
+        assert_eq!(&mbi[name..name + 7], b"kvmgdb\0");
+        // The mmap is the plan's memory map, 24 bytes an entry.
+        assert_eq!(u32_at(mbi, 44) as usize, 24 * plan.memory_map.len());
+        assert_eq!(u32_at(mbi, 48) as u64, layout::MULTIBOOT_MMAP);
+        for (i, r) in plan.memory_map.iter().enumerate() {
+            let e = at(layout::MULTIBOOT_MMAP) + 24 * i;
+            assert_eq!(u32_at(mbi, e), 20);
+            assert_eq!(u64_at(mbi, e + 4), r.addr);
+            assert_eq!(u64_at(mbi, e + 12), r.size);
+            assert_eq!(u32_at(mbi, e + 20), r.kind as u32);
+        }
+    }
+
+    #[test]
+    fn multiboot_cmdline_is_cut_to_its_slot() {
+        let long = "x".repeat(2000);
+        let plan = plan(&aout_kludge(), &long, 16 << 20).unwrap();
+        let mbi = blob_at(&plan, layout::MULTIBOOT_INFO);
+        let cmd = (layout::MULTIBOOT_CMDLINE - layout::MULTIBOOT_INFO) as usize;
+        assert_eq!(mbi[cmd + 0x2fe], b'x');
+        assert_eq!(mbi[cmd + 0x2ff], 0);
+    }
+
+    #[test]
+    fn memory_map_below_and_above_the_hole() {
+        use MemoryKind::{Ram, Reserved};
+        let range = |addr, size, kind| MemoryRange { addr, size, kind };
+        let low = [
+            range(0, 0x9_fc00, Ram),
+            range(0x9_fc00, 0x400, Reserved),
+            range(0xf_0000, 0x1_0000, Reserved),
+        ];
+        let m128 = plan(&aout_kludge(), "", 128 << 20).unwrap().memory_map;
+        let mut want = low.to_vec();
+        want.push(range(1 << 20, (128 << 20) - (1 << 20), Ram));
+        assert_eq!(m128, want);
+        // 5 GiB: 3 GiB below the hole, the other 2 GiB from 4 GiB.
+        let m5g = plan(&aout_kludge(), "", 5 << 30).unwrap().memory_map;
+        let mut want = low.to_vec();
+        want.push(range(1 << 20, (3 << 30) - (1 << 20), Ram));
+        want.push(range(4 << 30, 2 << 30, Ram));
+        assert_eq!(m5g, want);
+        assert_eq!(
+            layout::upper_memory_kib(&m5g),
+            ((3 << 30) - (1 << 20)) >> 10
+        );
+    }
+
+    #[test]
+    fn reapplying_a_plan_restores_memory() {
+        let img = elf64(0x10_0000, 0x10_0000, 0x40, 0x1000);
+        let (mem, plan) = load_kernel(16 << 20, &img, "").unwrap();
+        let snapshot = |mem: &GuestMem| {
+            let mut b = vec![0u8; 2 << 20];
+            mem.read_slice(&mut b, GuestAddress(0)).unwrap();
+            b
+        };
+        let fresh = snapshot(&mem);
+        // The guest scribbles over its bss, its code and the boot structures.
+        for at in [
+            0x10_0800u64,
+            0x10_0004,
+            layout::GDT,
+            layout::BOOT_PARAMS + 8,
+        ] {
+            mem.write_obj(0xdead_beef_u32, GuestAddress(at)).unwrap();
+        }
+        plan.write_memory(&mem).unwrap();
+        assert!(snapshot(&mem) == fresh);
+    }
+}
