@@ -1,7 +1,7 @@
 //! Breakpoint packets: Z0/z0 (software), Z1/z1 (debug-register execute slots) and Z2–Z4
 //! (watchpoints of any length, on memory slots).
 
-use super::regs::GuestArch;
+use super::regs::kvm_map::GuestArch;
 use super::target::KvmTarget;
 use crate::vmm::watch::WatchKind;
 use gdbstub::target::TargetResult;

@@ -2,27 +2,24 @@
 //! connection at a time, and waits on the socket and the vCPU event fd with poll(2), so it
 //! uses no CPU while the guest runs.
 
-pub mod arch;
 pub mod breakpoints;
 pub mod conn;
 pub mod monitor;
 pub mod qemu;
-pub mod reg_access;
 pub mod regs;
 pub mod resume;
 pub mod stop;
 pub mod target;
-pub mod target_xml;
 
 use crate::config::GdbAddr;
 use crate::vmm::Vm;
 use crate::vmm::vcpu::VcpuStop;
-use arch::{I386Full, X86_64Full};
+use regs::layout::{I386Full, X86_64Full};
 use conn::{BufferedConn, Stream};
 use gdbstub::common::Signal;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
-use regs::GuestArch;
+use regs::kvm_map::GuestArch;
 use std::collections::VecDeque;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};

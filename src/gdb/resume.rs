@@ -1,6 +1,6 @@
 //! Resume packets (vCont): continue, single-step, and scheduler locking.
 
-use super::regs::GuestArch;
+use super::regs::kvm_map::GuestArch;
 use super::target::{KvmTarget, vcpu_of};
 use crate::vmm::VmError;
 use gdbstub::common::{Signal, Tid};

@@ -1,6 +1,6 @@
 //! The gdbstub `Target`: gdb's view of the machine, translated into calls on [`Vm`].
 
-use super::regs::GuestArch;
+use super::regs::kvm_map::GuestArch;
 use crate::vmm::{Vm, VmError};
 use gdbstub::common::Tid;
 use gdbstub::target::ext::base::BaseOps;
@@ -43,14 +43,14 @@ pub struct KvmTarget<'a, A> {
 impl<'a, A: GuestArch> KvmTarget<'a, A> {
     /// Wraps the machine for one gdb session.
     pub fn new(vm: &'a mut Vm) -> Self {
-        let avx = super::target_xml::guest_has_avx(vm);
+        let avx = super::regs::xml::guest_has_avx(vm);
         KvmTarget {
             kernel_gs_base: vec![None; vm.vcpu_count()],
             vm,
             actions: Vec::new(),
             locked: false,
             avx,
-            xml: super::arch::target_xml::<A>(avx),
+            xml: super::regs::layout::target_xml::<A>(avx),
             _arch: PhantomData,
         }
     }

@@ -5,8 +5,8 @@
 //! or a failed ioctl is a one-line `error: …` in gdb, never a dropped connection (a target
 //! error from a monitor command would end gdbstub's session).
 
-use super::regs::{GuestArch, fx_bytes};
-use super::target::KvmTarget;
+use crate::gdb::regs::kvm_map::{GuestArch, fx_bytes};
+use crate::gdb::target::KvmTarget;
 use crate::inspect::coredump::{self, CoreClass, CoreCpu, CoreError};
 use crate::inspect::descriptors::{self, TableMode};
 use crate::inspect::mappings::{self, DEFAULT_ENTRY_BUDGET, Leaf, RangeMerger, WalkSummary};

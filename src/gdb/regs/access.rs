@@ -2,12 +2,12 @@
 //! gdb uses to write one register). Reads cost at most one KVM_GET_XSAVE and one
 //! KVM_GET_MSRS per stop; writes reach KVM only for registers whose value changed.
 
-use super::arch::{Feature, RegNum, Regs};
-use super::regs::{
+use super::layout::{Feature, RegNum, Regs};
+use super::kvm_map::{
     GuestArch, MSR_KERNEL_GS_BASE, Source, normalized_xsave, set_snapshot_value, set_xsave_value,
     snapshot_value, source, xsave_value,
 };
-use super::target::{KvmTarget, non_fatal, vcpu_of};
+use crate::gdb::target::{KvmTarget, non_fatal, vcpu_of};
 use crate::vmm::VmError;
 use gdbstub::common::Tid;
 use gdbstub::target::ext::base::single_register_access::SingleRegisterAccess;
@@ -59,7 +59,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
     }
 
     /// Reads every register of vCPU `id`.
-    pub(super) fn read_all(&mut self, id: usize, regs: &mut Regs<A>) -> Result<(), VmError> {
+    pub(crate) fn read_all(&mut self, id: usize, regs: &mut Regs<A>) -> Result<(), VmError> {
         let snap = self.vm.state(id)?;
         // The MSR read first: it brings the XSAVE area along in the same vCPU hand-off.
         let kgs = self.kernel_gs_base(id)?;
@@ -99,7 +99,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
     /// Writes registers (gdb number, value) of vCPU `id`. Only what changed reaches KVM:
     /// regs and sregs are applied with the next run (free with sync_regs), the XSAVE area
     /// and the MSR each cost one ioctl, and only if one of their registers changed.
-    pub(super) fn write_values(
+    pub(crate) fn write_values(
         &mut self,
         id: usize,
         writes: &[(usize, u128)],

@@ -6,7 +6,7 @@
 //! carries (free), the XSAVE area (one KVM_GET_XSAVE per stop, cached by the VMM), and
 //! IA32_KERNEL_GS_BASE (one KVM_GET_MSRS, cached per stop by the target).
 
-use super::arch::{I386Full, Layout, Reg, RegNum, Regs, X86_64Full};
+use super::layout::{I386Full, Layout, Reg, RegNum, Regs, X86_64Full};
 use crate::vmm::vcpu::CpuSnapshot;
 use gdbstub::arch::Arch;
 use kvm_bindings::kvm_xsave;

@@ -1,8 +1,8 @@
 //! The target description (`qXfer:features:read:target.xml`). It is chosen at run time,
 //! because the ymm upper halves are part of it only when the guest CPU has AVX.
 
-use super::regs::GuestArch;
-use super::target::KvmTarget;
+use super::kvm_map::GuestArch;
+use crate::gdb::target::KvmTarget;
 use crate::vmm::Vm;
 use gdbstub::target::ext::target_description_xml_override::TargetDescriptionXmlOverride;
 use gdbstub::target::{TargetError, TargetResult};
