@@ -1,7 +1,7 @@
 //! Mapping the VMM's stop reasons to gdb's.
 
-use super::regs::layout::Reg;
 use super::regs::kvm_map::{GuestArch, snapshot_value};
+use super::regs::layout::Reg;
 use super::target::tid_of;
 use crate::vmm::vcpu::CpuSnapshot;
 use crate::vmm::vcpu::{VcpuEvent, VcpuStop};

@@ -43,7 +43,7 @@ pub struct KvmTarget<'a, A> {
 impl<'a, A: GuestArch> KvmTarget<'a, A> {
     /// Wraps the machine for one gdb session.
     pub fn new(vm: &'a mut Vm) -> Self {
-        let avx = super::regs::xml::guest_has_avx(vm);
+        let avx = crate::vmm::cpuid::guest_has_avx(vm);
         KvmTarget {
             kernel_gs_base: vec![None; vm.vcpu_count()],
             vm,

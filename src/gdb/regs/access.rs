@@ -2,11 +2,11 @@
 //! gdb uses to write one register). Reads cost at most one KVM_GET_XSAVE and one
 //! KVM_GET_MSRS per stop; writes reach KVM only for registers whose value changed.
 
-use super::layout::{Feature, RegNum, Regs};
 use super::kvm_map::{
     GuestArch, MSR_KERNEL_GS_BASE, Source, normalized_xsave, set_snapshot_value, set_xsave_value,
     snapshot_value, source, xsave_value,
 };
+use super::layout::{Feature, RegNum, Regs};
 use crate::gdb::target::{KvmTarget, non_fatal, vcpu_of};
 use crate::vmm::VmError;
 use gdbstub::common::Tid;
