@@ -1,7 +1,7 @@
 //! Breakpoint packets: Z0/z0 (software), Z1/z1 (debug-register execute slots) and Z2–Z4
 //! (watchpoints of any length, on memory slots).
 
-use super::regs::kvm_map::GuestArch;
+use super::regs::layout::Layout;
 use super::target::KvmTarget;
 use crate::vmm::watch::WatchKind;
 use gdbstub::target::TargetResult;
@@ -10,7 +10,7 @@ use gdbstub::target::ext::breakpoints::{
     SwBreakpointOps, WatchKind as GdbWatchKind,
 };
 
-impl<A: GuestArch> Breakpoints for KvmTarget<'_, A> {
+impl<A: Layout> Breakpoints for KvmTarget<'_, A> {
     fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
         Some(self)
     }
@@ -32,7 +32,7 @@ fn watch_kind(kind: GdbWatchKind) -> WatchKind {
     }
 }
 
-impl<A: GuestArch> HwWatchpoint for KvmTarget<'_, A> {
+impl<A: Layout> HwWatchpoint for KvmTarget<'_, A> {
     fn add_hw_watchpoint(
         &mut self,
         addr: A::Usize,
@@ -60,7 +60,7 @@ impl<A: GuestArch> HwWatchpoint for KvmTarget<'_, A> {
     }
 }
 
-impl<A: GuestArch> SwBreakpoint for KvmTarget<'_, A> {
+impl<A: Layout> SwBreakpoint for KvmTarget<'_, A> {
     fn add_sw_breakpoint(&mut self, addr: A::Usize, _kind: usize) -> TargetResult<bool, Self> {
         // Breakpoints are global; addresses translate through the first vCPU's page tables
         // (all vCPUs of a kernel share its kernel mappings).
@@ -78,7 +78,7 @@ impl<A: GuestArch> SwBreakpoint for KvmTarget<'_, A> {
     }
 }
 
-impl<A: GuestArch> HwBreakpoint for KvmTarget<'_, A> {
+impl<A: Layout> HwBreakpoint for KvmTarget<'_, A> {
     fn add_hw_breakpoint(&mut self, addr: A::Usize, _kind: usize) -> TargetResult<bool, Self> {
         match self.vm.add_hw_breakpoint(A::to_u64(addr)) {
             Ok(()) => Ok(true),

@@ -4,7 +4,7 @@
 
 use super::conn::{BufferedConn, Stream};
 use super::qemu;
-use super::regs::kvm_map::GuestArch;
+use super::regs::layout::Layout;
 use super::regs::layout::{I386Full, X86_64Full};
 use super::stop;
 use super::target::{self, KvmTarget, PACKET_BUFFER};
@@ -94,7 +94,7 @@ fn answer_qemu(
     conn.flush()
 }
 
-fn run_session<A: GuestArch>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
+fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
     let mut target = KvmTarget::<A>::new(vm);
     let gdb = GdbStub::<KvmTarget<A>, BufferedConn>::builder(conn)
         .packet_buffer_size(PACKET_BUFFER)

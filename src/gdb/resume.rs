@@ -1,6 +1,6 @@
 //! Resume packets (vCont): continue, single-step, and scheduler locking.
 
-use super::regs::kvm_map::GuestArch;
+use super::regs::layout::Layout;
 use super::target::{KvmTarget, vcpu_of};
 use crate::vmm::VmError;
 use gdbstub::common::{Signal, Tid};
@@ -9,7 +9,7 @@ use gdbstub::target::ext::base::multithread::{
     MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
 
-impl<A: GuestArch> MultiThreadResume for KvmTarget<'_, A> {
+impl<A: Layout> MultiThreadResume for KvmTarget<'_, A> {
     fn resume(&mut self) -> Result<(), VmError> {
         let mut actions = std::mem::take(&mut self.actions);
         if !self.locked {
@@ -52,7 +52,7 @@ impl<A: GuestArch> MultiThreadResume for KvmTarget<'_, A> {
     }
 }
 
-impl<A: GuestArch> MultiThreadSingleStep for KvmTarget<'_, A> {
+impl<A: Layout> MultiThreadSingleStep for KvmTarget<'_, A> {
     fn set_resume_action_step(&mut self, tid: Tid, signal: Option<Signal>) -> Result<(), VmError> {
         if let Some(sig) = signal {
             log::debug!("ignoring signal {sig} on step: kvmgdb does not inject signals");
@@ -62,7 +62,7 @@ impl<A: GuestArch> MultiThreadSingleStep for KvmTarget<'_, A> {
     }
 }
 
-impl<A: GuestArch> MultiThreadSchedulerLocking for KvmTarget<'_, A> {
+impl<A: Layout> MultiThreadSchedulerLocking for KvmTarget<'_, A> {
     fn set_resume_action_scheduler_lock(&mut self) -> Result<(), VmError> {
         self.locked = true;
         Ok(())

@@ -1,6 +1,7 @@
 //! Mapping the VMM's stop reasons to gdb's.
 
-use super::regs::kvm_map::{GuestArch, snapshot_value};
+use super::regs::kvm_map::snapshot_value;
+use super::regs::layout::Layout;
 use super::regs::layout::Reg;
 use super::target::tid_of;
 use crate::vmm::vcpu::CpuSnapshot;
@@ -23,7 +24,7 @@ pub fn reporting_state(events: &[VcpuEvent]) -> CpuSnapshot {
 /// The stop gdb should see after `events` (all vCPUs have stopped). A vCPU's own reason wins
 /// over vCPUs that were merely kicked to make the stop all-stop. `interrupted` is true for
 /// Ctrl-C.
-pub fn choose<A: GuestArch>(
+pub fn choose<A: Layout>(
     events: &[VcpuEvent],
     interrupted: bool,
 ) -> Option<MultiThreadStopReason<A::Usize>> {
@@ -37,7 +38,7 @@ pub fn choose<A: GuestArch>(
 /// The gdb stop reply for one vCPU event. Each kind of fatal stop has its own signal so
 /// users can tell them apart: SIGSEGV for a triple fault, SIGILL when KVM cannot run the
 /// code, SIGSTOP for a halt with interrupts off.
-pub fn to_gdb<A: GuestArch>(ev: &VcpuEvent) -> MultiThreadStopReason<A::Usize> {
+pub fn to_gdb<A: Layout>(ev: &VcpuEvent) -> MultiThreadStopReason<A::Usize> {
     let tid = tid_of(ev.id);
     let signal = |signal| MultiThreadStopReason::SignalWithThread { tid, signal };
     match ev.stop {
@@ -67,7 +68,7 @@ pub fn to_gdb<A: GuestArch>(ev: &VcpuEvent) -> MultiThreadStopReason<A::Usize> {
 
 /// The registers gdbserver sends with every stop (pc, sp, fp), so gdb can show where the
 /// guest stopped without first reading the whole register file.
-pub fn expedited<A: GuestArch>(state: &CpuSnapshot) -> Vec<(A::RegId, Vec<u8>)> {
+pub fn expedited<A: Layout>(state: &CpuSnapshot) -> Vec<(A::RegId, Vec<u8>)> {
     use gdbstub::arch::RegId;
     [Reg::Rbp, Reg::Rsp, Reg::Rip]
         .into_iter()

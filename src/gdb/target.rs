@@ -1,6 +1,6 @@
 //! The gdbstub `Target`: gdb's view of the machine, translated into calls on [`Vm`].
 
-use super::regs::kvm_map::GuestArch;
+use super::regs::layout::Layout;
 use crate::vmm::{Vm, VmError};
 use gdbstub::common::Tid;
 use gdbstub::target::ext::base::BaseOps;
@@ -40,7 +40,7 @@ pub struct KvmTarget<'a, A> {
     _arch: PhantomData<A>,
 }
 
-impl<'a, A: GuestArch> KvmTarget<'a, A> {
+impl<'a, A: Layout> KvmTarget<'a, A> {
     /// Wraps the machine for one gdb session.
     pub fn new(vm: &'a mut Vm) -> Self {
         let avx = crate::vmm::cpuid::guest_has_avx(vm);
@@ -50,7 +50,7 @@ impl<'a, A: GuestArch> KvmTarget<'a, A> {
             actions: Vec::new(),
             locked: false,
             avx,
-            xml: super::regs::layout::target_xml::<A>(avx),
+            xml: super::regs::xml::target_xml::<A>(avx),
             _arch: PhantomData,
         }
     }
@@ -65,7 +65,7 @@ impl<'a, A: GuestArch> KvmTarget<'a, A> {
 /// PacketSize/2 bytes per `m` packet).
 pub const PACKET_BUFFER: usize = 0x20010;
 
-impl<A: GuestArch> Target for KvmTarget<'_, A> {
+impl<A: Layout> Target for KvmTarget<'_, A> {
     type Arch = A;
     type Error = VmError;
 
@@ -98,7 +98,7 @@ pub(super) fn non_fatal(e: VmError) -> TargetError<VmError> {
     TargetError::NonFatal
 }
 
-impl<A: GuestArch> MultiThreadBase for KvmTarget<'_, A> {
+impl<A: Layout> MultiThreadBase for KvmTarget<'_, A> {
     fn read_registers(&mut self, regs: &mut A::Registers, tid: Tid) -> TargetResult<(), Self> {
         self.read_all(vcpu_of(tid), regs).map_err(non_fatal)
     }

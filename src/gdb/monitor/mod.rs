@@ -5,7 +5,8 @@
 //! or a failed ioctl is a one-line `error: …` in gdb, never a dropped connection (a target
 //! error from a monitor command would end gdbstub's session).
 
-use crate::gdb::regs::kvm_map::{GuestArch, fx_bytes};
+use crate::gdb::regs::kvm_map::fx_bytes;
+use crate::gdb::regs::layout::Layout;
 use crate::gdb::target::KvmTarget;
 use crate::inspect::coredump::{self, CoreClass, CoreCpu, CoreError};
 use crate::inspect::descriptors::{self, TableMode};
@@ -215,7 +216,7 @@ fn entry_flags(entry: u64, mode: PagingMode, is_leaf: bool, large: bool) -> Stri
     f.join(" ")
 }
 
-impl<A: GuestArch> KvmTarget<'_, A> {
+impl<A: Layout> KvmTarget<'_, A> {
     fn paging(&self) -> Result<PagingRegs, MonitorError> {
         // state() fails while the vCPU runs; paging_regs() alone would be stale then.
         self.vm.state(MONITOR_VCPU)?;
@@ -727,7 +728,7 @@ fn error_line(e: &MonitorError) -> String {
     line
 }
 
-impl<A: GuestArch> MonitorCmd for KvmTarget<'_, A> {
+impl<A: Layout> MonitorCmd for KvmTarget<'_, A> {
     fn handle_monitor_cmd(
         &mut self,
         cmd: &[u8],

@@ -3,10 +3,10 @@
 //! KVM_GET_MSRS per stop; writes reach KVM only for registers whose value changed.
 
 use super::kvm_map::{
-    GuestArch, MSR_KERNEL_GS_BASE, Source, normalized_xsave, set_snapshot_value, set_xsave_value,
+    MSR_KERNEL_GS_BASE, Source, normalized_xsave, set_snapshot_value, set_xsave_value,
     snapshot_value, source, xsave_value,
 };
-use super::layout::{Feature, RegNum, Regs};
+use super::layout::{Feature, Layout, RegNum, Regs};
 use crate::gdb::target::{KvmTarget, non_fatal, vcpu_of};
 use crate::vmm::VmError;
 use gdbstub::common::Tid;
@@ -23,7 +23,7 @@ fn truncate(v: u128, bits: u32) -> u128 {
     }
 }
 
-impl<A: GuestArch> KvmTarget<'_, A> {
+impl<A: Layout> KvmTarget<'_, A> {
     /// IA32_KERNEL_GS_BASE of vCPU `id`, read from KVM at most once per stop. None if KVM
     /// cannot read it.
     fn kernel_gs_base(&mut self, id: usize) -> Result<Option<u64>, VmError> {
@@ -156,7 +156,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
     }
 }
 
-impl<A: GuestArch> SingleRegisterAccess<Tid> for KvmTarget<'_, A> {
+impl<A: Layout> SingleRegisterAccess<Tid> for KvmTarget<'_, A> {
     fn read_register(
         &mut self,
         tid: Tid,
