@@ -7,7 +7,8 @@ use super::qemu;
 use super::regs::layout::Layout;
 use super::regs::layout::{I386Full, X86_64Full};
 use super::stop;
-use super::target::{self, KvmTarget, PACKET_BUFFER};
+use super::target::{KvmTarget, PACKET_BUFFER};
+use super::threads;
 use crate::runner::poll_readable;
 use crate::vmm::Vm;
 use crate::vmm::vcpu::VcpuStop;
@@ -157,10 +158,11 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                             {
                                 exit_code = Some(code);
                             }
-                            match stop::choose::<A>(&events, false) {
-                                Some(reason) => {
-                                    let state = stop::reporting_state(&events);
-                                    let regs = stop::expedited::<A>(&state);
+                            match stop::reported(&events, false) {
+                                Some(ev) => {
+                                    target.selection.stopped(ev.id);
+                                    let reason = stop::to_gdb::<A>(ev);
+                                    let regs = stop::expedited::<A>(&ev.state);
                                     let mut iter = regs
                                         .iter()
                                         .map(|(id, bytes)| (id.clone(), bytes.as_slice()));
@@ -192,12 +194,16 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
             }
             GdbStubStateMachine::CtrlCInterrupt(g) => {
                 let events = target.vm.stop_all();
-                let reason = stop::choose::<A>(&events, true).unwrap_or(
-                    MultiThreadStopReason::SignalWithThread {
-                        tid: target::tid_of(0),
+                let reason = match stop::reported(&events, true) {
+                    Some(ev) => {
+                        target.selection.stopped(ev.id);
+                        stop::to_gdb::<A>(ev)
+                    }
+                    None => MultiThreadStopReason::SignalWithThread {
+                        tid: threads::tid_of(target.selection.vcpu()),
                         signal: Signal::SIGINT,
                     },
-                );
+                };
                 g.interrupt_handled(&mut target, Some(reason))?
             }
             GdbStubStateMachine::Disconnected(mut g) => {

@@ -12,6 +12,7 @@ pub mod regs;
 pub mod resume;
 pub mod stop;
 pub mod target;
+pub mod threads;
 
 use crate::runner::{Outcome, poll_readable, resume_all, run_unattended};
 use crate::vmm::Vm;

@@ -1,7 +1,8 @@
 //! Resume packets (vCont): continue, single-step, and scheduler locking.
 
 use super::regs::layout::Layout;
-use super::target::{KvmTarget, vcpu_of};
+use super::target::KvmTarget;
+use super::threads::vcpu_of;
 use crate::vmm::VmError;
 use gdbstub::common::{Signal, Tid};
 use gdbstub::target::ext::base::multithread::{
@@ -39,7 +40,7 @@ impl<A: Layout> MultiThreadResume for KvmTarget<'_, A> {
         if let Some(sig) = signal {
             log::debug!("ignoring signal {sig} on resume: kvmgdb does not inject signals");
         }
-        self.actions.push((vcpu_of(tid), false));
+        self.actions.push((vcpu_of(self.vm, tid)?, false));
         Ok(())
     }
 
@@ -57,7 +58,7 @@ impl<A: Layout> MultiThreadSingleStep for KvmTarget<'_, A> {
         if let Some(sig) = signal {
             log::debug!("ignoring signal {sig} on step: kvmgdb does not inject signals");
         }
-        self.actions.push((vcpu_of(tid), true));
+        self.actions.push((vcpu_of(self.vm, tid)?, true));
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use super::kvm_map::{
     snapshot_value, source, xsave_value,
 };
 use super::layout::{Feature, Layout, RegNum, Regs};
-use crate::gdb::target::{KvmTarget, non_fatal, vcpu_of};
+use crate::gdb::target::{KvmTarget, non_fatal};
 use crate::vmm::VmError;
 use gdbstub::common::Tid;
 use gdbstub::target::ext::base::single_register_access::SingleRegisterAccess;
@@ -167,7 +167,8 @@ impl<A: Layout> SingleRegisterAccess<Tid> for KvmTarget<'_, A> {
             return Ok(0);
         };
         let n = d.bytes();
-        match self.read_one(vcpu_of(tid), reg.index).map_err(non_fatal)? {
+        let id = self.accessed(tid).map_err(non_fatal)?;
+        match self.read_one(id, reg.index).map_err(non_fatal)? {
             Some(v) if buf.len() >= n => {
                 buf[..n].copy_from_slice(&v.to_le_bytes()[..n]);
                 Ok(n)
@@ -186,7 +187,8 @@ impl<A: Layout> SingleRegisterAccess<Tid> for KvmTarget<'_, A> {
         }
         let mut bytes = [0u8; 16];
         bytes[..val.len()].copy_from_slice(val);
-        self.write_values(vcpu_of(tid), &[(reg.index, u128::from_le_bytes(bytes))])
+        let id = self.accessed(tid).map_err(non_fatal)?;
+        self.write_values(id, &[(reg.index, u128::from_le_bytes(bytes))])
             .map_err(non_fatal)
     }
 }
