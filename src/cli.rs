@@ -3,8 +3,9 @@
 use crate::boot;
 use crate::caps::{self, KvmCaps};
 use crate::config::{self, GdbAddr, SerialSink};
-use crate::gdb::{self, Listener, Outcome};
+use crate::gdb::{self, conn::Listener};
 use crate::guests;
+use crate::runner::{self, Outcome};
 use crate::vmm::Vm;
 use crate::vmm::vcpu::VcpuStop;
 use clap::{Parser, Subcommand};
@@ -82,6 +83,9 @@ pub enum CliError {
     /// The stub failed.
     #[error(transparent)]
     Gdb(#[from] gdb::GdbError),
+    /// Running the machine without a debugger failed.
+    #[error(transparent)]
+    Run(#[from] runner::RunError),
 }
 
 /// Runs the command line; returns the process exit status.
@@ -118,7 +122,7 @@ pub fn run(args: Args) -> Result<u8, CliError> {
 
     let outcome = if args.gdb == GdbAddr::None {
         eprintln!("kvmgdb: running {} with no gdb stub", symbols.display());
-        gdb::run_without_gdb(&mut vm)?
+        runner::run_without_gdb(&mut vm)?
     } else {
         let listener = Listener::bind(&args.gdb)?;
         let at = listener.local_addr();

@@ -13,4 +13,5 @@ pub mod guests;
 pub mod inspect;
 pub mod memory;
 pub mod paging;
+pub mod runner;
 pub mod vmm;

@@ -5,7 +5,8 @@
 mod common;
 
 use common::*;
-use kvmgdb::gdb::arch::{I386Full, Layout, X86_64Full, target_xml};
+use kvmgdb::gdb::regs::layout::{I386Full, Layout, X86_64Full};
+use kvmgdb::gdb::regs::xml::target_xml;
 
 /// Boots `guest_name` and runs `script` in gdb on it; returns gdb's output.
 fn gdb_run(test: &str, guest_name: &str, script: &str) -> String {

@@ -1,10 +1,82 @@
-//! The client connection: TCP or Unix socket, with writes buffered into whole packets.
+//! The client connection: the listening socket, and the connected TCP or Unix socket with
+//! writes buffered into whole packets.
 
+use super::GdbError;
+use crate::config::GdbAddr;
 use gdbstub::conn::Connection;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+
+/// A listening socket.
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix domain socket (removed again on drop).
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `addr` (not `GdbAddr::None`).
+    pub fn bind(addr: &GdbAddr) -> Result<Listener, GdbError> {
+        let err = |e| GdbError::Bind(addr.to_string(), e);
+        match addr {
+            GdbAddr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).map_err(err)?)),
+            GdbAddr::Unix(p) => {
+                // A stale socket file from an earlier run would make bind fail.
+                if std::fs::metadata(p).is_ok_and(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                }) {
+                    let _ = std::fs::remove_file(p);
+                }
+                Ok(Listener::Unix(
+                    UnixListener::bind(p).map_err(err)?,
+                    p.clone(),
+                ))
+            }
+            GdbAddr::None => Err(err(std::io::Error::other("no address"))),
+        }
+    }
+
+    /// The bound address, e.g. with the port the OS chose for port 0.
+    pub fn local_addr(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "?".into()),
+            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+        }
+    }
+
+    /// The listening socket's file descriptor, for poll.
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+
+    /// Accepts one client.
+    pub fn accept(&self) -> Result<Stream, GdbError> {
+        match self {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+        }
+        .map_err(GdbError::Accept)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
 
 /// A connected gdb client.
 pub enum Stream {

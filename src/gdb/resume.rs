@@ -1,7 +1,8 @@
 //! Resume packets (vCont): continue, single-step, and scheduler locking.
 
-use super::regs::GuestArch;
-use super::target::{KvmTarget, vcpu_of};
+use super::regs::layout::Layout;
+use super::target::KvmTarget;
+use super::threads::vcpu_of;
 use crate::vmm::VmError;
 use gdbstub::common::{Signal, Tid};
 use gdbstub::target::ext::base::multithread::{
@@ -9,7 +10,7 @@ use gdbstub::target::ext::base::multithread::{
     MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
 
-impl<A: GuestArch> MultiThreadResume for KvmTarget<'_, A> {
+impl<A: Layout> MultiThreadResume for KvmTarget<'_, A> {
     fn resume(&mut self) -> Result<(), VmError> {
         let mut actions = std::mem::take(&mut self.actions);
         if !self.locked {
@@ -39,7 +40,7 @@ impl<A: GuestArch> MultiThreadResume for KvmTarget<'_, A> {
         if let Some(sig) = signal {
             log::debug!("ignoring signal {sig} on resume: kvmgdb does not inject signals");
         }
-        self.actions.push((vcpu_of(tid), false));
+        self.actions.push((vcpu_of(self.vm, tid)?, false));
         Ok(())
     }
 
@@ -52,17 +53,17 @@ impl<A: GuestArch> MultiThreadResume for KvmTarget<'_, A> {
     }
 }
 
-impl<A: GuestArch> MultiThreadSingleStep for KvmTarget<'_, A> {
+impl<A: Layout> MultiThreadSingleStep for KvmTarget<'_, A> {
     fn set_resume_action_step(&mut self, tid: Tid, signal: Option<Signal>) -> Result<(), VmError> {
         if let Some(sig) = signal {
             log::debug!("ignoring signal {sig} on step: kvmgdb does not inject signals");
         }
-        self.actions.push((vcpu_of(tid), true));
+        self.actions.push((vcpu_of(self.vm, tid)?, true));
         Ok(())
     }
 }
 
-impl<A: GuestArch> MultiThreadSchedulerLocking for KvmTarget<'_, A> {
+impl<A: Layout> MultiThreadSchedulerLocking for KvmTarget<'_, A> {
     fn set_resume_action_scheduler_lock(&mut self) -> Result<(), VmError> {
         self.locked = true;
         Ok(())

@@ -1,6 +1,7 @@
 //! The gdbstub `Target`: gdb's view of the machine, translated into calls on [`Vm`].
 
-use super::regs::GuestArch;
+use super::regs::layout::Layout;
+use super::threads::{self, Selection};
 use crate::vmm::{Vm, VmError};
 use gdbstub::common::Tid;
 use gdbstub::target::ext::base::BaseOps;
@@ -11,16 +12,6 @@ use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::ext::target_description_xml_override::TargetDescriptionXmlOverrideOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
 use std::marker::PhantomData;
-
-/// vCPU `n` is gdb thread `n + 1` (thread ids start at 1).
-pub fn tid_of(vcpu: usize) -> Tid {
-    Tid::new(vcpu + 1).unwrap_or(Tid::MIN)
-}
-
-/// The vCPU index of a gdb thread id.
-pub fn vcpu_of(tid: Tid) -> usize {
-    tid.get() - 1
-}
 
 /// The machine as gdb sees it, with register layout `A`.
 pub struct KvmTarget<'a, A> {
@@ -37,20 +28,23 @@ pub struct KvmTarget<'a, A> {
     pub(super) avx: bool,
     /// The target description, chosen once per session.
     pub(super) xml: String,
+    /// The thread gdb has selected, for commands that name none.
+    pub(super) selection: Selection,
     _arch: PhantomData<A>,
 }
 
-impl<'a, A: GuestArch> KvmTarget<'a, A> {
+impl<'a, A: Layout> KvmTarget<'a, A> {
     /// Wraps the machine for one gdb session.
     pub fn new(vm: &'a mut Vm) -> Self {
-        let avx = super::target_xml::guest_has_avx(vm);
+        let avx = crate::vmm::cpuid::guest_has_avx(vm);
         KvmTarget {
             kernel_gs_base: vec![None; vm.vcpu_count()],
             vm,
             actions: Vec::new(),
             locked: false,
             avx,
-            xml: super::arch::target_xml::<A>(avx),
+            xml: super::regs::xml::target_xml::<A>(avx),
+            selection: Selection::default(),
             _arch: PhantomData,
         }
     }
@@ -65,7 +59,7 @@ impl<'a, A: GuestArch> KvmTarget<'a, A> {
 /// PacketSize/2 bytes per `m` packet).
 pub const PACKET_BUFFER: usize = 0x20010;
 
-impl<A: GuestArch> Target for KvmTarget<'_, A> {
+impl<A: Layout> Target for KvmTarget<'_, A> {
     type Arch = A;
     type Error = VmError;
 
@@ -98,14 +92,16 @@ pub(super) fn non_fatal(e: VmError) -> TargetError<VmError> {
     TargetError::NonFatal
 }
 
-impl<A: GuestArch> MultiThreadBase for KvmTarget<'_, A> {
+impl<A: Layout> MultiThreadBase for KvmTarget<'_, A> {
     fn read_registers(&mut self, regs: &mut A::Registers, tid: Tid) -> TargetResult<(), Self> {
-        self.read_all(vcpu_of(tid), regs).map_err(non_fatal)
+        let id = self.accessed(tid).map_err(non_fatal)?;
+        self.read_all(id, regs).map_err(non_fatal)
     }
 
     fn write_registers(&mut self, regs: &A::Registers, tid: Tid) -> TargetResult<(), Self> {
         let writes: Vec<(usize, u128)> = regs.present().map(|(i, _)| (i, regs.vals[i])).collect();
-        self.write_values(vcpu_of(tid), &writes).map_err(non_fatal)
+        let id = self.accessed(tid).map_err(non_fatal)?;
+        self.write_values(id, &writes).map_err(non_fatal)
     }
 
     fn read_addrs(
@@ -114,7 +110,8 @@ impl<A: GuestArch> MultiThreadBase for KvmTarget<'_, A> {
         data: &mut [u8],
         tid: Tid,
     ) -> TargetResult<usize, Self> {
-        let n = self.vm.read_virt(vcpu_of(tid), A::to_u64(start_addr), data);
+        let id = self.accessed(tid).map_err(non_fatal)?;
+        let n = self.vm.read_virt(id, A::to_u64(start_addr), data);
         if n == 0 && !data.is_empty() {
             return Err(TargetError::Errno(14)); // EFAULT: nothing mapped there
         }
@@ -127,9 +124,8 @@ impl<A: GuestArch> MultiThreadBase for KvmTarget<'_, A> {
         data: &[u8],
         tid: Tid,
     ) -> TargetResult<(), Self> {
-        let n = self
-            .vm
-            .write_virt(vcpu_of(tid), A::to_u64(start_addr), data);
+        let id = self.accessed(tid).map_err(non_fatal)?;
+        let n = self.vm.write_virt(id, A::to_u64(start_addr), data);
         if n < data.len() {
             return Err(TargetError::Errno(14));
         }
@@ -140,9 +136,7 @@ impl<A: GuestArch> MultiThreadBase for KvmTarget<'_, A> {
         &mut self,
         thread_is_active: &mut dyn FnMut(Tid),
     ) -> Result<(), VmError> {
-        for id in 0..self.vm.vcpu_count() {
-            thread_is_active(tid_of(id));
-        }
+        threads::all(self.vm).for_each(thread_is_active);
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The VMM core: guest RAM, devices, vCPU threads and the controller that starts, stops and
 //! inspects them. It knows nothing about gdb; `src/gdb/` drives it through this API.
 
+pub mod cpuid;
 pub mod debug;
 pub mod devices;
 pub mod vcpu;

@@ -2,12 +2,12 @@
 //! gdb uses to write one register). Reads cost at most one KVM_GET_XSAVE and one
 //! KVM_GET_MSRS per stop; writes reach KVM only for registers whose value changed.
 
-use super::arch::{Feature, RegNum, Regs};
-use super::regs::{
-    GuestArch, MSR_KERNEL_GS_BASE, Source, normalized_xsave, set_snapshot_value, set_xsave_value,
+use super::kvm_map::{
+    MSR_KERNEL_GS_BASE, Source, normalized_xsave, set_snapshot_value, set_xsave_value,
     snapshot_value, source, xsave_value,
 };
-use super::target::{KvmTarget, non_fatal, vcpu_of};
+use super::layout::{Feature, Layout, RegNum, Regs};
+use crate::gdb::target::{KvmTarget, non_fatal};
 use crate::vmm::VmError;
 use gdbstub::common::Tid;
 use gdbstub::target::ext::base::single_register_access::SingleRegisterAccess;
@@ -23,7 +23,7 @@ fn truncate(v: u128, bits: u32) -> u128 {
     }
 }
 
-impl<A: GuestArch> KvmTarget<'_, A> {
+impl<A: Layout> KvmTarget<'_, A> {
     /// IA32_KERNEL_GS_BASE of vCPU `id`, read from KVM at most once per stop. None if KVM
     /// cannot read it.
     fn kernel_gs_base(&mut self, id: usize) -> Result<Option<u64>, VmError> {
@@ -59,7 +59,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
     }
 
     /// Reads every register of vCPU `id`.
-    pub(super) fn read_all(&mut self, id: usize, regs: &mut Regs<A>) -> Result<(), VmError> {
+    pub(crate) fn read_all(&mut self, id: usize, regs: &mut Regs<A>) -> Result<(), VmError> {
         let snap = self.vm.state(id)?;
         // The MSR read first: it brings the XSAVE area along in the same vCPU hand-off.
         let kgs = self.kernel_gs_base(id)?;
@@ -99,7 +99,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
     /// Writes registers (gdb number, value) of vCPU `id`. Only what changed reaches KVM:
     /// regs and sregs are applied with the next run (free with sync_regs), the XSAVE area
     /// and the MSR each cost one ioctl, and only if one of their registers changed.
-    pub(super) fn write_values(
+    pub(crate) fn write_values(
         &mut self,
         id: usize,
         writes: &[(usize, u128)],
@@ -156,7 +156,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
     }
 }
 
-impl<A: GuestArch> SingleRegisterAccess<Tid> for KvmTarget<'_, A> {
+impl<A: Layout> SingleRegisterAccess<Tid> for KvmTarget<'_, A> {
     fn read_register(
         &mut self,
         tid: Tid,
@@ -167,7 +167,8 @@ impl<A: GuestArch> SingleRegisterAccess<Tid> for KvmTarget<'_, A> {
             return Ok(0);
         };
         let n = d.bytes();
-        match self.read_one(vcpu_of(tid), reg.index).map_err(non_fatal)? {
+        let id = self.accessed(tid).map_err(non_fatal)?;
+        match self.read_one(id, reg.index).map_err(non_fatal)? {
             Some(v) if buf.len() >= n => {
                 buf[..n].copy_from_slice(&v.to_le_bytes()[..n]);
                 Ok(n)
@@ -186,7 +187,8 @@ impl<A: GuestArch> SingleRegisterAccess<Tid> for KvmTarget<'_, A> {
         }
         let mut bytes = [0u8; 16];
         bytes[..val.len()].copy_from_slice(val);
-        self.write_values(vcpu_of(tid), &[(reg.index, u128::from_le_bytes(bytes))])
+        let id = self.accessed(tid).map_err(non_fatal)?;
+        self.write_values(id, &[(reg.index, u128::from_le_bytes(bytes))])
             .map_err(non_fatal)
     }
 }

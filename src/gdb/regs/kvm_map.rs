@@ -6,47 +6,12 @@
 //! carries (free), the XSAVE area (one KVM_GET_XSAVE per stop, cached by the VMM), and
 //! IA32_KERNEL_GS_BASE (one KVM_GET_MSRS, cached per stop by the target).
 
-use super::arch::{I386Full, Layout, Reg, RegNum, Regs, X86_64Full};
+use super::layout::Reg;
 use crate::vmm::vcpu::CpuSnapshot;
-use gdbstub::arch::Arch;
 use kvm_bindings::kvm_xsave;
 
 /// IA32_KERNEL_GS_BASE (SDM Vol. 4, table 2-2).
 pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
-
-/// A gdb register layout kvmgdb can present.
-pub trait GuestArch:
-    Layout
-    + Arch<BreakpointKind = usize, Registers = Regs<Self>, RegId = RegNum<Self>>
-    + Clone
-    + std::fmt::Debug
-    + PartialEq
-{
-    /// An address as u64.
-    fn to_u64(a: Self::Usize) -> u64;
-    /// A u64 as an address of this layout.
-    fn from_u64(a: u64) -> Self::Usize;
-}
-
-impl GuestArch for X86_64Full {
-    fn to_u64(a: u64) -> u64 {
-        a
-    }
-
-    fn from_u64(a: u64) -> u64 {
-        a
-    }
-}
-
-impl GuestArch for I386Full {
-    fn to_u64(a: u32) -> u64 {
-        a.into()
-    }
-
-    fn from_u64(a: u64) -> u32 {
-        a as u32
-    }
-}
 
 /// Where a register's value is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,6 +350,7 @@ fn abridged_tag(tag: u16) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gdb::regs::layout::{I386Full, Layout, X86_64Full};
     use kvm_bindings::kvm_regs;
 
     #[test]
