@@ -12,5 +12,5 @@ pub mod guests;
 pub mod inspect;
 pub mod loader;
 pub mod memory;
-pub mod paging;
 pub mod vmm;
+pub mod x86;

@@ -11,7 +11,7 @@
 //! support shows them; the FXSAVE area goes in `NT_FPREGSET` (x86-64) or `NT_PRXFPREG`
 //! (i386).
 
-use super::mappings::Segment;
+use crate::x86::paging::leaves::Segment;
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use std::io::{self, Write};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
@@ -413,7 +413,7 @@ fn headers(class: CoreClass, segments: &[Segment], layout: &Layout) -> Vec<u8> {
 }
 
 /// Writes a core file of `cpus` and the guest memory behind `segments` (whose physical
-/// ranges must be guest RAM, e.g. from [`super::mappings::clip_to_ram`]) to `out`. In an
+/// ranges must be guest RAM, e.g. from [`crate::x86::paging::leaves::clip_to_ram`]) to `out`. In an
 /// ELF32 core, segments must have 32-bit virtual addresses. Returns the file size.
 pub fn write_core<M: GuestMemory + ?Sized, W: Write>(
     out: &mut W,
@@ -454,7 +454,7 @@ pub fn write_core<M: GuestMemory + ?Sized, W: Write>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::mappings::Perms;
+    use crate::x86::paging::leaves::Perms;
     use super::*;
     use vm_memory::GuestMemoryMmap;
 

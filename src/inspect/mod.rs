@@ -5,5 +5,4 @@
 
 pub mod coredump;
 pub mod descriptors;
-pub mod mappings;
 pub mod registers;

@@ -226,7 +226,7 @@ pub fn format_registers(v: &RegisterView<'_>) -> Vec<String> {
         "CPU#{} {}, {} paging",
         v.id,
         cpu_mode(s, r.rflags),
-        crate::paging::PagingRegs {
+        crate::x86::paging::PagingRegs {
             cr0: s.cr0,
             cr3: s.cr3,
             cr4: s.cr4,

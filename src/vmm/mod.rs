@@ -9,7 +9,7 @@ pub mod watch;
 use crate::caps::KvmCaps;
 use crate::loader::{self, BootInfo};
 use crate::memory::{self, GuestMem};
-use crate::paging::{self, GuestVirtAddr, PagingRegs};
+use crate::x86::paging::{self, GuestVirtAddr, PagingRegs};
 use debug::{DebugTable, HW_SLOTS, SwBreakpoint};
 use devices::Devices;
 use kvm_bindings::{

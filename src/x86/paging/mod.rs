@@ -9,6 +9,8 @@
 //! MAXPHYADDR is taken to be 52, the architectural maximum (SDM 4.1.4), so bits below 52 are
 //! never reported as reserved.
 
+pub mod leaves;
+
 use std::fmt;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};

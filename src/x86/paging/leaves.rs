@@ -3,16 +3,16 @@
 //! `info mem` merges them into ranges, `info tlb` lists them page by page and `dump` turns
 //! them into core-file segments.
 //!
-//! [`crate::paging`] answers "where does this one address go"; this module answers "what is
+//! [`super`] answers "where does this one address go"; this module answers "what is
 //! mapped at all". It follows the same rules (the same reserved bits, the same AND of
 //! access rights over the levels); the tests check the two agree.
 
-use crate::paging::{
+use super::{
     ADDR_MASK_32, ADDR_MASK_52, CR3_PAE_PDPT_MASK, CR4_PSE, EFER_NXE, PDE_4M_ADDR_HIGH_MASK,
     PDE_4M_ADDR_HIGH_SHIFT, PDE_4M_ADDR_LOW, PTE_PRESENT, PTE_PS, PTE_USER, PTE_WRITABLE, PTE_XD,
     RSVD_1G, RSVD_2M, RSVD_4M, RSVD_PAE_HIGH, RSVD_PAE_PDPTE,
 };
-use crate::paging::{PagingMode, PagingRegs};
+use super::{PagingMode, PagingRegs};
 use std::ops::ControlFlow;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryRegion};
 
@@ -466,7 +466,7 @@ pub fn size_name(bytes: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paging::{GuestVirtAddr, translate};
+    use crate::x86::paging::{GuestVirtAddr, translate};
     use vm_memory::GuestMemoryMmap;
 
     const MEM_SIZE: usize = 32 << 20;
