@@ -5,15 +5,19 @@
 //! or a failed ioctl is a one-line `error: …` in gdb, never a dropped connection (a target
 //! error from a monitor command would end gdbstub's session).
 
-use super::regs::{GuestArch, fx_bytes};
+use super::regs::GuestArch;
 use super::target::KvmTarget;
 use crate::inspect::coredump::{self, CoreClass, CoreCpu, CoreError};
 use crate::inspect::descriptors::{self, TableMode};
-use crate::x86::paging::leaves::{self as mappings, DEFAULT_ENTRY_BUDGET, Leaf, RangeMerger, WalkSummary};
 use crate::inspect::registers::{self, RegisterView};
-use crate::x86::paging::{self, GuestVirtAddr, LevelEntry, PagingMode, PagingRegs};
 use crate::vmm::vcpu::VcpuStop;
 use crate::vmm::{Vm, VmError};
+use crate::x86::msr;
+use crate::x86::paging::leaves::{
+    self as mappings, DEFAULT_ENTRY_BUDGET, Leaf, RangeMerger, WalkSummary,
+};
+use crate::x86::paging::{self, GuestVirtAddr, LevelEntry, PagingMode, PagingRegs};
+use crate::x86::xsave::fx_bytes;
 use gdbstub::outputln;
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd};
 use std::ops::ControlFlow;
@@ -152,7 +156,7 @@ fn on_off(b: bool) -> &'static str {
 
 /// An MSR by number or name.
 fn parse_msr(s: &str) -> Result<u32, MonitorError> {
-    if let Some(i) = registers::msr_by_name(s) {
+    if let Some(i) = msr::by_name(s) {
         return Ok(i);
     }
     let n = parse_num(s).map_err(|_| MonitorError::BadMsr(s.to_string()))?;
@@ -244,7 +248,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
             let debug = self.vm.debug_regs(id).ok();
             let msrs = self
                 .vm
-                .read_msrs(id, &[registers::MSR_KERNEL_GS_BASE])
+                .read_msrs(id, &[msr::KERNEL_GS_BASE])
                 .unwrap_or_default();
             let events = self.vm.vcpu_events(id).ok();
             c.lines(registers::format_registers(&RegisterView {
@@ -512,7 +516,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
     fn msr(&mut self, c: &mut Console<'_, '_>, index: &str, value: Option<&str>) -> CmdResult {
         let index = parse_msr(index)?;
         let value = value.map(parse_num).transpose()?;
-        let name = registers::msr_name(index)
+        let name = msr::name(index)
             .map(|n| format!(" ({n})"))
             .unwrap_or_default();
         let read = |vm: &mut Vm| -> Result<u64, MonitorError> {

@@ -4,11 +4,12 @@
 
 use super::arch::{Feature, RegNum, Regs};
 use super::regs::{
-    GuestArch, MSR_KERNEL_GS_BASE, Source, normalized_xsave, set_snapshot_value, set_xsave_value,
-    snapshot_value, source, xsave_value,
+    GuestArch, MSR_KERNEL_GS_BASE, Source, set_snapshot_value, set_xsave_value, snapshot_value,
+    source, xsave_value,
 };
 use super::target::{KvmTarget, non_fatal, vcpu_of};
 use crate::vmm::VmError;
+use crate::x86::xsave::normalized_xsave;
 use gdbstub::common::Tid;
 use gdbstub::target::ext::base::single_register_access::SingleRegisterAccess;
 use gdbstub::target::{TargetError, TargetResult};

@@ -454,8 +454,8 @@ pub fn write_core<M: GuestMemory + ?Sized, W: Write>(
 
 #[cfg(test)]
 mod tests {
-    use crate::x86::paging::leaves::Perms;
     use super::*;
+    use crate::x86::paging::leaves::Perms;
     use vm_memory::GuestMemoryMmap;
 
     /// The parts of an ELF core the tests check, read back independently of the writer.

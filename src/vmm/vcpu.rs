@@ -819,9 +819,12 @@ impl VcpuThread {
             cr4: state.sregs.cr4,
             efer: state.sregs.efer,
         };
-        let (gpa, _) =
-            crate::x86::paging::translate_fast(&*self.mem, &regs, crate::x86::paging::GuestVirtAddr(pc))
-                .ok()?;
+        let (gpa, _) = crate::x86::paging::translate_fast(
+            &*self.mem,
+            &regs,
+            crate::x86::paging::GuestVirtAddr(pc),
+        )
+        .ok()?;
         self.mem.read_obj(gpa).ok()
     }
 }
