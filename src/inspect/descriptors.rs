@@ -362,10 +362,11 @@ pub fn format_idt(table: &[u8], base: u64, limit: u16, mode: TableMode) -> Vec<S
 mod tests {
     use super::*;
 
-    /// The kvmgdb boot GDT's descriptors (loader.rs): 64-bit code, 32-bit code, flat data.
-    const CODE64: u64 = 0x00af_9b00_0000_ffff;
-    const CODE32: u64 = 0x00cf_9b00_0000_ffff;
-    const DATA: u64 = 0x00cf_9300_0000_ffff;
+    /// The kvmgdb boot GDT's descriptors: 64-bit code, 32-bit code, flat data (their bytes
+    /// are checked in `x86::descriptors`).
+    const CODE64: u64 = SegmentDescriptor::flat_code64().encode();
+    const CODE32: u64 = SegmentDescriptor::flat_code32().encode();
+    const DATA: u64 = SegmentDescriptor::flat_data().encode();
 
     fn bytes(words: &[u64]) -> Vec<u8> {
         words.iter().flat_map(|w| w.to_le_bytes()).collect()
