@@ -12,6 +12,6 @@ pub mod gdb;
 pub mod guests;
 pub mod inspect;
 pub mod memory;
-pub mod paging;
 pub mod runner;
 pub mod vmm;
+pub mod x86;

@@ -11,7 +11,8 @@
 //! support shows them; the FXSAVE area goes in `NT_FPREGSET` (x86-64) or `NT_PRXFPREG`
 //! (i386).
 
-use super::mappings::Segment;
+use crate::x86::PAGE_SIZE;
+use crate::x86::paging::leaves::Segment;
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use std::io::{self, Write};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
@@ -42,10 +43,8 @@ mod elf {
     pub const NT_PRXFPREG: u32 = 0x46e6_2b7f;
 }
 
-/// Page size: segment alignment in the file and in memory.
-const PAGE: u64 = 4096;
 /// Size of the FXSAVE area in the FP notes.
-pub const FX_SIZE: usize = 512;
+pub const FX_SIZE: usize = crate::x86::xsave::LEGACY_SIZE;
 /// Bytes of guest RAM copied per write.
 const CHUNK: usize = 1 << 20;
 
@@ -141,11 +140,11 @@ fn plan_blobs(segments: &[Segment], start: u64) -> (Vec<Blob>, Vec<u64>, u64) {
             _ => merged.push((lo, hi)),
         }
     }
-    let mut offset = start.next_multiple_of(PAGE);
+    let mut offset = start.next_multiple_of(PAGE_SIZE);
     let mut blobs = Vec::with_capacity(merged.len());
     for (lo, hi) in merged {
         // Keep p_offset ≡ p_vaddr (mod page size): start each blob at its page offset.
-        offset = offset.next_multiple_of(PAGE) + lo % PAGE;
+        offset = offset.next_multiple_of(PAGE_SIZE) + lo % PAGE_SIZE;
         blobs.push(Blob {
             pa: lo,
             len: hi - lo,
@@ -354,7 +353,7 @@ fn headers(class: CoreClass, segments: &[Segment], layout: &Layout) -> Vec<u8> {
     put16(&mut h, 0); // e_shstrndx: SHN_UNDEF
 
     let phdr = |h: &mut Vec<u8>, kind: u32, flags: u32, off: u64, va: u64, pa: u64, len: u64| {
-        let align = if kind == elf::PT_LOAD { PAGE } else { 4 };
+        let align = if kind == elf::PT_LOAD { PAGE_SIZE } else { 4 };
         match class {
             CoreClass::Elf64 => {
                 put32(h, kind);
@@ -413,7 +412,7 @@ fn headers(class: CoreClass, segments: &[Segment], layout: &Layout) -> Vec<u8> {
 }
 
 /// Writes a core file of `cpus` and the guest memory behind `segments` (whose physical
-/// ranges must be guest RAM, e.g. from [`super::mappings::clip_to_ram`]) to `out`. In an
+/// ranges must be guest RAM, e.g. from [`crate::x86::paging::leaves::clip_to_ram`]) to `out`. In an
 /// ELF32 core, segments must have 32-bit virtual addresses. Returns the file size.
 pub fn write_core<M: GuestMemory + ?Sized, W: Write>(
     out: &mut W,
@@ -430,11 +429,11 @@ pub fn write_core<M: GuestMemory + ?Sized, W: Write>(
     debug_assert_eq!(pos, layout.notes_offset);
     out.write_all(&layout.notes)?;
     pos += layout.notes.len() as u64;
-    let zeros = [0u8; PAGE as usize];
+    let zeros = [0u8; PAGE_SIZE as usize];
     let mut buf = vec![0u8; CHUNK];
     for b in &layout.blobs {
         while pos < b.offset {
-            let n = (b.offset - pos).min(PAGE) as usize;
+            let n = (b.offset - pos).min(PAGE_SIZE) as usize;
             out.write_all(&zeros[..n])?;
             pos += n as u64;
         }
@@ -454,8 +453,8 @@ pub fn write_core<M: GuestMemory + ?Sized, W: Write>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::mappings::Perms;
     use super::*;
+    use crate::x86::paging::leaves::Perms;
     use vm_memory::GuestMemoryMmap;
 
     /// The parts of an ELF core the tests check, read back independently of the writer.
@@ -617,16 +616,20 @@ mod tests {
             let (ty, flags, off, va, pa, len) = *ph;
             assert_eq!((ty, va, pa, len), (1, s.va, s.pa, s.len));
             assert_eq!(flags & 2 != 0, s.perms.writable);
-            assert_eq!(off % PAGE, va % PAGE, "p_offset ≡ p_vaddr mod page size");
+            assert_eq!(
+                off % PAGE_SIZE,
+                va % PAGE_SIZE,
+                "p_offset ≡ p_vaddr mod page size"
+            );
             // Each page in the file holds what guest RAM holds at its physical address.
-            for page in (0..len).step_by(PAGE as usize) {
+            for page in (0..len).step_by(PAGE_SIZE as usize) {
                 let o = (off + page) as usize;
                 assert_eq!(u64_at(&file, o), pa + page + 0xabc);
             }
         }
         // The alias shares bytes with the identity run: RAM is stored once.
         assert!(
-            file.len() < 0x8_0000 + 0x2000 + 2 * PAGE as usize,
+            file.len() < 0x8_0000 + 0x2000 + 2 * PAGE_SIZE as usize,
             "{}",
             file.len()
         );
@@ -685,7 +688,14 @@ mod tests {
         let mem = ram();
         // 70 000 one-page segments, all aliases of two physical pages.
         let segs: Vec<Segment> = (0..70_000u64)
-            .map(|i| seg(i * 2 * PAGE, (i % 2) * PAGE, PAGE, i % 2 == 0))
+            .map(|i| {
+                seg(
+                    i * 2 * PAGE_SIZE,
+                    (i % 2) * PAGE_SIZE,
+                    PAGE_SIZE,
+                    i % 2 == 0,
+                )
+            })
             .collect();
         let mut file = Vec::new();
         write_core(&mut file, CoreClass::Elf64, &[cpu()], &segs, &mem).expect("core");
@@ -693,14 +703,14 @@ mod tests {
         let p = parse(&file);
         assert_eq!(p.phdrs.len(), 70_001);
         let (_, _, off, va, pa, _) = p.phdrs[70_000];
-        assert_eq!((va, pa), (69_999 * 2 * PAGE, PAGE));
+        assert_eq!((va, pa), (69_999 * 2 * PAGE_SIZE, PAGE_SIZE));
         assert_eq!(u64_at(&file, off as usize), 0x1abc);
     }
 
     #[test]
     fn segments_outside_ram_are_an_error() {
         let mem = ram();
-        let segs = [seg(0, 0x20_0000, PAGE, true)];
+        let segs = [seg(0, 0x20_0000, PAGE_SIZE, true)];
         let err = write_core(&mut Vec::new(), CoreClass::Elf64, &[cpu()], &segs, &mem)
             .expect_err("not RAM");
         assert!(matches!(err, CoreError::NotRam(0x20_0000, _)), "{err}");

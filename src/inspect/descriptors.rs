@@ -1,47 +1,14 @@
-//! Segment and gate descriptors: decoding the GDT, the IDT and the segment registers' hidden
-//! parts (Intel SDM Vol. 3A, 3.4.5 "Segment Descriptors", 3.5 "System Descriptor Types",
-//! 5.8.3 "Call Gates", 6.11 "IDT Descriptors", 6.14.1 "64-Bit Mode IDT").
+//! SegmentDescriptor and gate descriptors shown to a user: `info gdt`, `info idt` and the segment
+//! registers' hidden parts in `info registers`. The decoding itself is
+//! [`crate::x86::descriptors`]'s (Intel SDM Vol. 3A, 3.4.5, 3.5, 5.8.3, 6.11, 6.14.1).
 
+pub use crate::x86::descriptors::TableMode;
+use crate::x86::descriptors::{
+    Descriptor, Gate, GateKind, SegmentDescriptor, TYPE_ACCESSED, TYPE_CODE,
+    TYPE_CONFORMING_OR_DOWN, TYPE_READ_OR_WRITE, decode, ivt_entry, system_type,
+};
 use kvm_bindings::kvm_segment;
 use std::fmt::Write as _;
-
-/// Descriptor bit 44, S: 1 for code and data segments, 0 for system descriptors (SDM 3.4.5).
-const DESC_S: u64 = 1 << 44;
-/// Descriptor bit 47, P: segment present (SDM 3.4.5).
-const DESC_P: u64 = 1 << 47;
-/// Descriptor bit 52, AVL: available to software (SDM 3.4.5).
-const DESC_AVL: u64 = 1 << 52;
-/// Descriptor bit 53, L: 64-bit code segment (SDM 3.4.5).
-const DESC_L: u64 = 1 << 53;
-/// Descriptor bit 54, D/B: default operation size / big (SDM 3.4.5).
-const DESC_DB: u64 = 1 << 54;
-/// Descriptor bit 55, G: limit in 4 KiB units (SDM 3.4.5).
-const DESC_G: u64 = 1 << 55;
-
-/// Type bit 3 of a code/data descriptor: code (SDM 3.4.5.1, Table 3-1).
-const TYPE_CODE: u8 = 0x8;
-/// Type bit 2: conforming (code) or expand-down (data).
-const TYPE_CONFORMING_OR_DOWN: u8 = 0x4;
-/// Type bit 1: readable (code) or writable (data).
-const TYPE_READ_OR_WRITE: u8 = 0x2;
-/// Type bit 0: accessed.
-const TYPE_ACCESSED: u8 = 0x1;
-
-/// System-descriptor types (SDM 3.5, Table 3-2). Types 4–7 only exist outside IA-32e mode.
-mod sys {
-    pub const TSS16_AVAIL: u8 = 0x1;
-    pub const LDT: u8 = 0x2;
-    pub const TSS16_BUSY: u8 = 0x3;
-    pub const CALL_GATE16: u8 = 0x4;
-    pub const TASK_GATE: u8 = 0x5;
-    pub const INT_GATE16: u8 = 0x6;
-    pub const TRAP_GATE16: u8 = 0x7;
-    pub const TSS_AVAIL: u8 = 0x9;
-    pub const TSS_BUSY: u8 = 0xb;
-    pub const CALL_GATE: u8 = 0xc;
-    pub const INT_GATE: u8 = 0xe;
-    pub const TRAP_GATE: u8 = 0xf;
-}
 
 /// The exception names of vectors 0–21 (SDM 6.3.1, Table 6-1); 15 is reserved.
 const EXCEPTIONS: [&str; 22] = [
@@ -52,229 +19,8 @@ const EXCEPTIONS: [&str; 22] = [
 /// How many table entries `info gdt` and `info idt` print at most.
 pub const MAX_TABLE_LINES: usize = 300;
 
-/// How descriptors are laid out, which follows the CPU mode (SDM 3.5, 6.10, 6.14).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TableMode {
-    /// Real mode (CR0.PE clear): the IDTR points to 4-byte segment:offset vectors.
-    Real,
-    /// Protected mode: 8-byte descriptors and gates.
-    Protected,
-    /// IA-32e mode (EFER.LMA): system descriptors and gates take 16 bytes.
-    Long,
-}
-
-impl TableMode {
-    /// The table layout selected by CR0 and EFER.
-    pub fn from_regs(cr0: u64, efer: u64) -> TableMode {
-        /// CR0.PE, bit 0 (SDM 2.5).
-        const CR0_PE: u64 = 1;
-        /// IA32_EFER.LMA, bit 10 (SDM 2.2.1).
-        const EFER_LMA: u64 = 1 << 10;
-        if cr0 & CR0_PE == 0 {
-            TableMode::Real
-        } else if efer & EFER_LMA != 0 {
-            TableMode::Long
-        } else {
-            TableMode::Protected
-        }
-    }
-}
-
-/// A code, data, LDT or TSS segment descriptor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    /// Base address (64 bits for system descriptors in IA-32e mode).
-    pub base: u64,
-    /// The 20-bit limit field as stored.
-    pub raw_limit: u32,
-    /// The 4-bit type field.
-    pub type_: u8,
-    /// S: code/data rather than system.
-    pub code_data: bool,
-    /// Descriptor privilege level.
-    pub dpl: u8,
-    /// P.
-    pub present: bool,
-    /// AVL.
-    pub avl: bool,
-    /// L: 64-bit code.
-    pub long: bool,
-    /// D/B.
-    pub db: bool,
-    /// G: the limit counts 4 KiB units.
-    pub granularity: bool,
-}
-
-impl Segment {
-    /// The limit in bytes: with G set, the 20-bit field counts 4 KiB units (SDM 3.4.5).
-    pub fn byte_limit(&self) -> u32 {
-        if self.granularity {
-            (self.raw_limit << 12) | 0xfff
-        } else {
-            self.raw_limit
-        }
-    }
-}
-
-/// The kind of a gate descriptor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GateKind {
-    /// Call gate (SDM 5.8.3).
-    Call,
-    /// Task gate; the selector names a TSS (SDM 6.11).
-    Task,
-    /// Interrupt gate: IF is cleared on entry (SDM 6.11).
-    Interrupt,
-    /// Trap gate: IF is left alone (SDM 6.11).
-    Trap,
-}
-
-/// A call, task, interrupt or trap gate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Gate {
-    /// What kind of gate.
-    pub kind: GateKind,
-    /// 16, 32 or 64: the operand size the gate's type selects.
-    pub bits: u8,
-    /// The target code segment (or TSS, for a task gate).
-    pub selector: u16,
-    /// The entry point's offset in that segment (0 for a task gate).
-    pub offset: u64,
-    /// Descriptor privilege level.
-    pub dpl: u8,
-    /// P.
-    pub present: bool,
-    /// Interrupt stack table index (64-bit interrupt and trap gates).
-    pub ist: u8,
-    /// Parameter count (call gates outside IA-32e mode).
-    pub params: u8,
-    /// The 4-bit type field.
-    pub type_: u8,
-}
-
-/// One decoded descriptor-table entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Descriptor {
-    /// All zero: the null descriptor, or an unused slot.
-    Null,
-    /// A code, data, LDT or TSS segment.
-    Segment(Segment),
-    /// A gate.
-    Gate(Gate),
-    /// A system descriptor whose type is reserved in this mode.
-    Reserved {
-        /// The low 8 bytes.
-        raw: u64,
-        /// The 4-bit type field.
-        type_: u8,
-    },
-}
-
-/// The little-endian u64 at `off`, or 0 past the end of `bytes`.
-fn le64(bytes: &[u8], off: usize) -> u64 {
-    let mut raw = [0u8; 8];
-    if let Some(b) = bytes.get(off..off + 8) {
-        raw.copy_from_slice(b);
-    }
-    u64::from_le_bytes(raw)
-}
-
-/// Bits `lo..lo + len` of `v`.
-fn bits(v: u64, lo: u32, len: u32) -> u64 {
-    (v >> lo) & ((1 << len) - 1)
-}
-
-/// Decodes a code/data or system segment descriptor from its low 8 bytes (SDM 3.4.5,
-/// Figure 3-8); `high` holds bytes 8–15 of a 16-byte system descriptor (base 63:32).
-fn segment(raw: u64, high: Option<u64>) -> Segment {
-    let base_low = bits(raw, 16, 24) | (bits(raw, 56, 8) << 24);
-    Segment {
-        base: base_low | high.map_or(0, |h| bits(h, 0, 32) << 32),
-        raw_limit: (bits(raw, 0, 16) | (bits(raw, 48, 4) << 16)) as u32,
-        type_: bits(raw, 40, 4) as u8,
-        code_data: raw & DESC_S != 0,
-        dpl: bits(raw, 45, 2) as u8,
-        present: raw & DESC_P != 0,
-        avl: raw & DESC_AVL != 0,
-        long: raw & DESC_L != 0,
-        db: raw & DESC_DB != 0,
-        granularity: raw & DESC_G != 0,
-    }
-}
-
-/// Decodes a gate from its low 8 bytes (SDM Figures 5-8, 6-2) and, for 64-bit gates, bytes
-/// 8–15 (offset 63:32, SDM Figures 5-9, 6-8).
-fn gate(raw: u64, high: Option<u64>, kind: GateKind, bits_: u8, type_: u8) -> Gate {
-    let offset_low = if kind == GateKind::Task {
-        0
-    } else if bits_ == 16 {
-        bits(raw, 0, 16)
-    } else {
-        bits(raw, 0, 16) | (bits(raw, 48, 16) << 16)
-    };
-    Gate {
-        kind,
-        bits: bits_,
-        selector: bits(raw, 16, 16) as u16,
-        offset: offset_low | high.map_or(0, |h| bits(h, 0, 32) << 32),
-        dpl: bits(raw, 45, 2) as u8,
-        present: raw & DESC_P != 0,
-        ist: if bits_ == 64 && kind != GateKind::Call {
-            bits(raw, 32, 3) as u8
-        } else {
-            0
-        },
-        params: if kind == GateKind::Call && bits_ != 64 {
-            bits(raw, 32, 5) as u8
-        } else {
-            0
-        },
-        type_,
-    }
-}
-
-/// Decodes the descriptor at the start of `bytes` in a table laid out for `mode`; returns it
-/// and how many bytes it occupies (16 for IA-32e system descriptors and gates, else 8).
-/// Bytes past the end of `bytes` read as zero. Real mode has no descriptors: use
-/// [`ivt_entry`] for its interrupt table.
-pub fn decode(bytes: &[u8], mode: TableMode) -> (Descriptor, usize) {
-    let raw = le64(bytes, 0);
-    if raw == 0 {
-        return (Descriptor::Null, 8);
-    }
-    let type_ = bits(raw, 40, 4) as u8;
-    if raw & DESC_S != 0 {
-        return (Descriptor::Segment(segment(raw, None)), 8);
-    }
-    if mode == TableMode::Long {
-        let high = Some(le64(bytes, 8));
-        let d = match type_ {
-            sys::LDT | sys::TSS_AVAIL | sys::TSS_BUSY => Descriptor::Segment(segment(raw, high)),
-            sys::CALL_GATE => Descriptor::Gate(gate(raw, high, GateKind::Call, 64, type_)),
-            sys::INT_GATE => Descriptor::Gate(gate(raw, high, GateKind::Interrupt, 64, type_)),
-            sys::TRAP_GATE => Descriptor::Gate(gate(raw, high, GateKind::Trap, 64, type_)),
-            _ => Descriptor::Reserved { raw, type_ },
-        };
-        return (d, 16);
-    }
-    let d = match type_ {
-        sys::TSS16_AVAIL | sys::LDT | sys::TSS16_BUSY | sys::TSS_AVAIL | sys::TSS_BUSY => {
-            Descriptor::Segment(segment(raw, None))
-        }
-        sys::CALL_GATE16 => Descriptor::Gate(gate(raw, None, GateKind::Call, 16, type_)),
-        sys::TASK_GATE => Descriptor::Gate(gate(raw, None, GateKind::Task, 32, type_)),
-        sys::INT_GATE16 => Descriptor::Gate(gate(raw, None, GateKind::Interrupt, 16, type_)),
-        sys::TRAP_GATE16 => Descriptor::Gate(gate(raw, None, GateKind::Trap, 16, type_)),
-        sys::CALL_GATE => Descriptor::Gate(gate(raw, None, GateKind::Call, 32, type_)),
-        sys::INT_GATE => Descriptor::Gate(gate(raw, None, GateKind::Interrupt, 32, type_)),
-        sys::TRAP_GATE => Descriptor::Gate(gate(raw, None, GateKind::Trap, 32, type_)),
-        _ => Descriptor::Reserved { raw, type_ },
-    };
-    (d, 8)
-}
-
 /// A short name for a segment: `code64`, `code32`, `code16`, `data`, `LDT`, `TSS64` …
-pub fn segment_kind(s: &Segment, mode: TableMode) -> &'static str {
+pub fn segment_kind(s: &SegmentDescriptor, mode: TableMode) -> &'static str {
     if s.code_data {
         if s.type_ & TYPE_CODE == 0 {
             "data"
@@ -287,25 +33,25 @@ pub fn segment_kind(s: &Segment, mode: TableMode) -> &'static str {
         }
     } else {
         match (s.type_, mode) {
-            (sys::LDT, _) => "LDT",
-            (sys::TSS_AVAIL, TableMode::Long) => "TSS64",
-            (sys::TSS_BUSY, TableMode::Long) => "TSS64-busy",
-            (sys::TSS_AVAIL, _) => "TSS32",
-            (sys::TSS_BUSY, _) => "TSS32-busy",
-            (sys::TSS16_AVAIL, _) => "TSS16",
-            (sys::TSS16_BUSY, _) => "TSS16-busy",
+            (system_type::LDT, _) => "LDT",
+            (system_type::TSS_AVAIL, TableMode::Long) => "TSS64",
+            (system_type::TSS_BUSY, TableMode::Long) => "TSS64-busy",
+            (system_type::TSS_AVAIL, _) => "TSS32",
+            (system_type::TSS_BUSY, _) => "TSS32-busy",
+            (system_type::TSS16_AVAIL, _) => "TSS16",
+            (system_type::TSS16_BUSY, _) => "TSS16-busy",
             _ => "system",
         }
     }
 }
 
 /// The type field in words, e.g. `execute/read, accessed` (SDM Table 3-1).
-pub fn type_words(s: &Segment) -> String {
+pub fn type_words(s: &SegmentDescriptor) -> String {
     if !s.code_data {
         return match s.type_ {
-            sys::LDT => "local descriptor table",
-            sys::TSS_BUSY | sys::TSS16_BUSY => "busy task",
-            sys::TSS_AVAIL | sys::TSS16_AVAIL => "available task",
+            system_type::LDT => "local descriptor table",
+            system_type::TSS_BUSY | system_type::TSS16_BUSY => "busy task",
+            system_type::TSS_AVAIL | system_type::TSS16_AVAIL => "available task",
             _ => "system",
         }
         .into();
@@ -339,7 +85,7 @@ pub fn type_words(s: &Segment) -> String {
 
 /// QEMU's `[CRA]`-style type letters: for code C(onforming) R(eadable) A(ccessed), for data
 /// E(xpand-down) W(ritable) A(ccessed).
-fn type_letters(s: &Segment) -> String {
+fn type_letters(s: &SegmentDescriptor) -> String {
     let t = s.type_;
     let letter = |bit: u8, c: char| if t & bit != 0 { c } else { '-' };
     if t & TYPE_CODE != 0 {
@@ -361,7 +107,7 @@ fn type_letters(s: &Segment) -> String {
 
 /// The attribute flags of a segment as they sit in descriptor bits 63:32 with the base and
 /// limit bits cleared (QEMU's `info registers` column).
-pub fn attribute_word(s: &Segment) -> u32 {
+pub fn attribute_word(s: &SegmentDescriptor) -> u32 {
     u32::from(s.type_) << 8
         | u32::from(s.code_data) << 12
         | u32::from(s.dpl) << 13
@@ -383,8 +129,8 @@ pub fn gate_name(g: &Gate) -> String {
 }
 
 /// The hidden part of a segment register, as KVM reports it, in descriptor form.
-pub fn from_kvm(k: &kvm_segment) -> Segment {
-    Segment {
+pub fn from_kvm(k: &kvm_segment) -> SegmentDescriptor {
+    SegmentDescriptor {
         base: k.base,
         // KVM reports the byte limit; store it so that byte_limit() gives it back.
         raw_limit: k.limit,
@@ -403,7 +149,7 @@ pub fn from_kvm(k: &kvm_segment) -> Segment {
 /// attribute word, then decoded: `CS =0010 0000000000000000 ffffffff 00a09b00 DPL=0 code64 [-RA]`.
 pub fn format_segment_register(name: &str, k: &kvm_segment, mode: TableMode) -> String {
     let mut s = from_kvm(k);
-    let attr = attribute_word(&Segment {
+    let attr = attribute_word(&SegmentDescriptor {
         granularity: k.g != 0,
         ..s
     });
@@ -430,7 +176,7 @@ pub fn format_segment_register(name: &str, k: &kvm_segment, mode: TableMode) -> 
     line
 }
 
-fn format_segment_entry(s: &Segment, mode: TableMode) -> String {
+fn format_segment_entry(s: &SegmentDescriptor, mode: TableMode) -> String {
     let mut line = format!(
         "{:<10} base={:#018x} limit={:#010x} DPL={} {}",
         segment_kind(s, mode),
@@ -537,15 +283,6 @@ pub fn vector_name(v: usize) -> &'static str {
     EXCEPTIONS.get(v).copied().unwrap_or("")
 }
 
-/// A real-mode interrupt vector (SDM 20.1.4): (segment, offset).
-pub fn ivt_entry(bytes: &[u8]) -> Option<(u16, u16)> {
-    let b = bytes.get(..4)?;
-    Some((
-        u16::from_le_bytes([b[2], b[3]]),
-        u16::from_le_bytes([b[0], b[1]]),
-    ))
-}
-
 /// The lines of `info idt` for the table bytes `table` read from linear address `base`
 /// with limit `limit`. Vectors whose gate is not present (or all zero) are counted, not
 /// listed.
@@ -625,10 +362,11 @@ pub fn format_idt(table: &[u8], base: u64, limit: u16, mode: TableMode) -> Vec<S
 mod tests {
     use super::*;
 
-    /// The kvmgdb boot GDT's descriptors (loader.rs): 64-bit code, 32-bit code, flat data.
-    const CODE64: u64 = 0x00af_9b00_0000_ffff;
-    const CODE32: u64 = 0x00cf_9b00_0000_ffff;
-    const DATA: u64 = 0x00cf_9300_0000_ffff;
+    /// The kvmgdb boot GDT's descriptors: 64-bit code, 32-bit code, flat data (their bytes
+    /// are checked in `x86::descriptors`).
+    const CODE64: u64 = SegmentDescriptor::flat_code64().encode();
+    const CODE32: u64 = SegmentDescriptor::flat_code32().encode();
+    const DATA: u64 = SegmentDescriptor::flat_data().encode();
 
     fn bytes(words: &[u64]) -> Vec<u8> {
         words.iter().flat_map(|w| w.to_le_bytes()).collect()
@@ -686,7 +424,7 @@ mod tests {
         // A 64-bit available TSS at 0xffff_8880_1234_5000, limit 0x67 (SDM Figure 8-4).
         let base: u64 = 0xffff_8880_1234_5000;
         let low = (base >> 24 & 0xff) << 56
-            | (1 << 47 | u64::from(sys::TSS_AVAIL) << 40)
+            | (1 << 47 | u64::from(system_type::TSS_AVAIL) << 40)
             | (base >> 16 & 0xff) << 32
             | (base & 0xffff) << 16
             | 0x67;
@@ -744,37 +482,6 @@ mod tests {
             format_gate(&g),
             "trap-gate64  0x0008:0x0000000000001000 DPL=3 P IST=0"
         );
-    }
-
-    #[test]
-    fn protected_mode_gates() {
-        // 32-bit interrupt gate to 0x0008:0xc0101234 (SDM Figure 6-2).
-        let raw: u64 = 0xc010 << 48 | (0x8e00) << 32 | 0x0008 << 16 | 0x1234;
-        let Descriptor::Gate(g) = decode(&raw.to_le_bytes(), TableMode::Protected).0 else {
-            panic!()
-        };
-        assert_eq!(g.kind, GateKind::Interrupt);
-        assert_eq!(g.bits, 32);
-        assert_eq!((g.selector, g.offset), (8, 0xc010_1234));
-        // Task gate to TSS selector 0x28.
-        let raw: u64 = (0x8500) << 32 | 0x28 << 16;
-        let Descriptor::Gate(g) = decode(&raw.to_le_bytes(), TableMode::Protected).0 else {
-            panic!()
-        };
-        assert_eq!((g.kind, g.selector, g.offset), (GateKind::Task, 0x28, 0));
-        // 32-bit call gate with 3 parameters, DPL 3.
-        let raw: u64 = 0x0010 << 48 | (0xec03) << 32 | 0x0008 << 16 | 0x2000;
-        let Descriptor::Gate(g) = decode(&raw.to_le_bytes(), TableMode::Protected).0 else {
-            panic!()
-        };
-        assert_eq!((g.kind, g.params, g.dpl), (GateKind::Call, 3, 3));
-        assert_eq!(g.offset, 0x0010_2000);
-        // Type 0xe is not valid as a 16-byte descriptor type 0x6 in long mode: reserved.
-        let raw: u64 = (0x8600) << 32 | 0x0008 << 16;
-        assert!(matches!(
-            decode(&bytes(&[raw, 0]), TableMode::Long).0,
-            Descriptor::Reserved { type_: 6, .. }
-        ));
     }
 
     #[test]

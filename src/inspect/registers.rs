@@ -1,161 +1,55 @@
 //! `info registers`: every register of a vCPU on one screen, laid out like QEMU's, with the
-//! flag registers decoded; and the names of the MSRs a kernel debugger asks about.
+//! flag registers decoded. The bits and MSRs themselves are [`crate::x86`]'s.
 
 use super::descriptors::{TableMode, format_segment_register};
+use crate::x86::msr::{self, ApicBase};
+use crate::x86::{Cr0, Cr4, DEBUG_SLOTS, Dr7, Efer, RFLAGS_IOPL_SHIFT, Rflags, dr7_rw_len};
+use bitflags::Flags;
 use kvm_bindings::{kvm_debugregs, kvm_regs, kvm_sregs, kvm_vcpu_events};
 use std::fmt::Write as _;
 
-/// IA32_APIC_BASE (SDM Vol. 4, Table 2-2).
-pub const MSR_APIC_BASE: u32 = 0x1b;
-/// IA32_EFER.
-pub const MSR_EFER: u32 = 0xc000_0080;
-/// IA32_FS_BASE.
-pub const MSR_FS_BASE: u32 = 0xc000_0100;
-/// IA32_GS_BASE.
-pub const MSR_GS_BASE: u32 = 0xc000_0101;
-/// IA32_KERNEL_GS_BASE: the GS base `swapgs` swaps in.
-pub const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
-
-/// MSRs known by name to `monitor msr` (SDM Vol. 4, Table 2-2).
-pub const MSR_NAMES: &[(u32, &str)] = &[
-    (0x10, "TSC"),
-    (MSR_APIC_BASE, "APIC_BASE"),
-    (0x3a, "FEATURE_CONTROL"),
-    (0x174, "SYSENTER_CS"),
-    (0x175, "SYSENTER_ESP"),
-    (0x176, "SYSENTER_EIP"),
-    (0x1a0, "MISC_ENABLE"),
-    (0x1d9, "DEBUGCTL"),
-    (0x277, "PAT"),
-    (0x6e0, "TSC_DEADLINE"),
-    (MSR_EFER, "EFER"),
-    (0xc000_0081, "STAR"),
-    (0xc000_0082, "LSTAR"),
-    (0xc000_0083, "CSTAR"),
-    (0xc000_0084, "FMASK"),
-    (MSR_FS_BASE, "FS_BASE"),
-    (MSR_GS_BASE, "GS_BASE"),
-    (MSR_KERNEL_GS_BASE, "KERNEL_GS_BASE"),
-    (0xc000_0103, "TSC_AUX"),
-];
-
-/// The name of MSR `index`, if `monitor msr` knows it.
-pub fn msr_name(index: u32) -> Option<&'static str> {
-    MSR_NAMES.iter().find(|m| m.0 == index).map(|m| m.1)
-}
-
-/// The MSR called `name` (case-insensitive, with or without an `IA32_` or `MSR_` prefix).
-pub fn msr_by_name(name: &str) -> Option<u32> {
-    let up = name.to_ascii_uppercase();
-    let bare = up
-        .strip_prefix("IA32_")
-        .or_else(|| up.strip_prefix("MSR_"))
-        .unwrap_or(&up);
-    MSR_NAMES.iter().find(|m| m.1 == bare).map(|m| m.0)
-}
-
-/// Names of the set bits of `value` from a (bit, name) table, highest bit first.
-fn bit_names(value: u64, table: &[(u32, &str)]) -> String {
-    let names: Vec<&str> = table
-        .iter()
-        .rev()
-        .filter(|(bit, _)| value & (1 << bit) != 0)
-        .map(|(_, n)| *n)
+/// The names of the set flags of `value`, highest bit first, e.g. `[PG AM WP NE ET MP PE]`.
+/// Bits without a name are left out.
+fn flag_names<F: Flags<Bits = u64>>(value: u64) -> String {
+    let mut names: Vec<&str> = F::from_bits_retain(value)
+        .iter_names()
+        .map(|(n, _)| n)
         .collect();
+    // The flag types declare their bits in ascending order; QEMU lists the highest first.
+    names.reverse();
     format!("[{}]", names.join(" "))
 }
 
-/// CR0 bits (SDM Vol. 3A, 2.5).
-const CR0_BITS: &[(u32, &str)] = &[
-    (0, "PE"),
-    (1, "MP"),
-    (2, "EM"),
-    (3, "TS"),
-    (4, "ET"),
-    (5, "NE"),
-    (16, "WP"),
-    (18, "AM"),
-    (29, "NW"),
-    (30, "CD"),
-    (31, "PG"),
-];
-/// CR4 bits (SDM Vol. 3A, 2.5).
-const CR4_BITS: &[(u32, &str)] = &[
-    (0, "VME"),
-    (1, "PVI"),
-    (2, "TSD"),
-    (3, "DE"),
-    (4, "PSE"),
-    (5, "PAE"),
-    (6, "MCE"),
-    (7, "PGE"),
-    (8, "PCE"),
-    (9, "OSFXSR"),
-    (10, "OSXMMEXCPT"),
-    (11, "UMIP"),
-    (12, "LA57"),
-    (13, "VMXE"),
-    (14, "SMXE"),
-    (16, "FSGSBASE"),
-    (17, "PCIDE"),
-    (18, "OSXSAVE"),
-    (20, "SMEP"),
-    (21, "SMAP"),
-    (22, "PKE"),
-    (23, "CET"),
-    (24, "PKS"),
-];
-/// IA32_EFER bits (SDM Vol. 3A, 2.2.1; AMD APM Vol. 2, 3.1.7).
-const EFER_BITS: &[(u32, &str)] = &[
-    (0, "SCE"),
-    (8, "LME"),
-    (10, "LMA"),
-    (11, "NXE"),
-    (12, "SVME"),
-    (13, "LMSLE"),
-    (14, "FFXSR"),
-    (15, "TCE"),
-];
-/// IA32_APIC_BASE bits (SDM Vol. 3A, 11.4.4).
-const APIC_BASE_BITS: &[(u32, &str)] = &[(8, "BSP"), (10, "EXTD"), (11, "EN")];
-/// RFLAGS system bits (SDM Vol. 1, 3.4.3), after QEMU's arithmetic letters.
-const RFLAGS_SYSTEM_BITS: &[(u32, &str)] = &[
-    (8, "TF"),
-    (9, "IF"),
-    (14, "NT"),
-    (16, "RF"),
-    (17, "VM"),
-    (18, "AC"),
-    (19, "VIF"),
-    (20, "VIP"),
-    (21, "ID"),
-];
-/// RFLAGS IOPL field, bits 13:12.
-const RFLAGS_IOPL_SHIFT: u32 = 12;
-/// IA32_APIC_BASE bits 51:12: the APIC's physical base address (SDM 11.4.4).
-const APIC_BASE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
-/// DR7 bits 31:16: R/W and LEN of each breakpoint (SDM 17.2.4).
-const DR7_RW_LEN_SHIFT: u32 = 16;
+/// The RFLAGS system flags `info registers` names after QEMU's arithmetic letters.
+const RFLAGS_SYSTEM: Rflags = Rflags::TF
+    .union(Rflags::IF)
+    .union(Rflags::NT)
+    .union(Rflags::RF)
+    .union(Rflags::VM)
+    .union(Rflags::AC)
+    .union(Rflags::VIF)
+    .union(Rflags::VIP)
+    .union(Rflags::ID);
 
 /// RFLAGS as QEMU shows it, `[D O S Z A P C]` with `-` for clear bits, followed by the
 /// set system flags and IOPL.
 pub fn format_rflags(rflags: u64) -> String {
+    let flags = Rflags::from_bits_retain(rflags);
     let letters: String = [
-        (10, 'D'),
-        (11, 'O'),
-        (7, 'S'),
-        (6, 'Z'),
-        (4, 'A'),
-        (2, 'P'),
-        (0, 'C'),
+        (Rflags::DF, 'D'),
+        (Rflags::OF, 'O'),
+        (Rflags::SF, 'S'),
+        (Rflags::ZF, 'Z'),
+        (Rflags::AF, 'A'),
+        (Rflags::PF, 'P'),
+        (Rflags::CF, 'C'),
     ]
     .iter()
-    .map(|&(bit, c)| if rflags & (1 << bit) != 0 { c } else { '-' })
+    .map(|&(flag, c)| if flags.contains(flag) { c } else { '-' })
     .collect();
-    let system: Vec<&str> = RFLAGS_SYSTEM_BITS
-        .iter()
-        .filter(|(bit, _)| rflags & (1 << bit) != 0)
-        .map(|(_, n)| *n)
+    let system: Vec<&str> = (flags & RFLAGS_SYSTEM)
+        .iter_names()
+        .map(|(n, _)| n)
         .collect();
     let mut s = format!("RFL={:08x} [{letters}]", rflags);
     for n in system {
@@ -168,12 +62,11 @@ pub fn format_rflags(rflags: u64) -> String {
 /// The enabled debug-register breakpoints in DR7 (SDM 17.2.4), e.g. `DR0:exec/1 DR2:write/4`.
 pub fn describe_dr7(dr7: u64) -> String {
     let mut out = Vec::new();
-    for i in 0..4 {
-        if dr7 & (0b11 << (2 * i)) == 0 {
+    for i in 0..DEBUG_SLOTS {
+        if !Dr7::from_bits_retain(dr7).slot_enabled(i) {
             continue;
         }
-        let rw = (dr7 >> (DR7_RW_LEN_SHIFT + 4 * i)) & 3;
-        let len = (dr7 >> (DR7_RW_LEN_SHIFT + 4 * i + 2)) & 3;
+        let (rw, len) = dr7_rw_len(dr7, i);
         let rw = ["exec", "write", "io", "rw"][rw as usize];
         let len = [1, 2, 8, 4][len as usize];
         out.push(format!("DR{i}:{rw}/{len}"));
@@ -187,14 +80,14 @@ pub fn describe_dr7(dr7: u64) -> String {
 
 /// The CPU mode in words, e.g. "64-bit long mode, CPL 0".
 pub fn cpu_mode(sregs: &kvm_sregs, rflags: u64) -> String {
-    /// RFLAGS.VM, bit 17: virtual-8086 mode.
-    const RFLAGS_VM: u64 = 1 << 17;
     let cpl = sregs.cs.dpl & 3;
     let mode = match TableMode::from_regs(sregs.cr0, sregs.efer) {
         TableMode::Real => return "real mode".into(),
         TableMode::Long if sregs.cs.l != 0 => "64-bit long mode",
         TableMode::Long => "compatibility mode",
-        TableMode::Protected if rflags & RFLAGS_VM != 0 => "virtual-8086 mode",
+        TableMode::Protected if Rflags::from_bits_retain(rflags).contains(Rflags::VM) => {
+            "virtual-8086 mode"
+        }
         TableMode::Protected if sregs.cs.db != 0 => "32-bit protected mode",
         TableMode::Protected => "16-bit protected mode",
     };
@@ -226,7 +119,7 @@ pub fn format_registers(v: &RegisterView<'_>) -> Vec<String> {
         "CPU#{} {}, {} paging",
         v.id,
         cpu_mode(s, r.rflags),
-        crate::paging::PagingRegs {
+        crate::x86::paging::PagingRegs {
             cr0: s.cr0,
             cr3: s.cr3,
             cr4: s.cr4,
@@ -278,14 +171,14 @@ pub fn format_registers(v: &RegisterView<'_>) -> Vec<String> {
     l.push(format!(
         "CR0={:08x} {} CR2={:016x} CR3={:016x}",
         s.cr0,
-        bit_names(s.cr0, CR0_BITS),
+        flag_names::<Cr0>(s.cr0),
         s.cr2,
         s.cr3
     ));
     l.push(format!(
         "CR4={:08x} {} CR8={:x}",
         s.cr4,
-        bit_names(s.cr4, CR4_BITS),
+        flag_names::<Cr4>(s.cr4),
         s.cr8
     ));
     match v.debug {
@@ -306,15 +199,15 @@ pub fn format_registers(v: &RegisterView<'_>) -> Vec<String> {
     l.push(format!(
         "EFER={:016x} {} APIC_BASE={:016x} {} (APIC at {:#x})",
         s.efer,
-        bit_names(s.efer, EFER_BITS),
+        flag_names::<Efer>(s.efer),
         s.apic_base,
-        bit_names(s.apic_base, APIC_BASE_BITS),
-        s.apic_base & APIC_BASE_ADDR_MASK
+        flag_names::<ApicBase>(s.apic_base),
+        s.apic_base & msr::APIC_BASE_ADDR_MASK
     ));
     let kgs = v
         .msrs
         .iter()
-        .find(|m| m.0 == MSR_KERNEL_GS_BASE)
+        .find(|m| m.0 == msr::KERNEL_GS_BASE)
         .map_or("unavailable".to_string(), |m| format!("{:016x}", m.1));
     l.push(format!(
         "FS_BASE={:016x} GS_BASE={:016x} KERNEL_GS_BASE={kgs}",
@@ -427,15 +320,6 @@ mod tests {
     }
 
     #[test]
-    fn msr_names() {
-        assert_eq!(msr_by_name("efer"), Some(MSR_EFER));
-        assert_eq!(msr_by_name("IA32_KERNEL_GS_BASE"), Some(MSR_KERNEL_GS_BASE));
-        assert_eq!(msr_by_name("MSR_LSTAR"), Some(0xc000_0082));
-        assert_eq!(msr_by_name("zzz"), None);
-        assert_eq!(msr_name(0x1b), Some("APIC_BASE"));
-    }
-
-    #[test]
     fn one_screen_for_a_long_mode_cpu() {
         let seg = |selector, type_, l| kvm_segment {
             limit: 0xffff_ffff,
@@ -474,7 +358,7 @@ mod tests {
             regs: &regs,
             sregs: &sregs,
             debug: Some(&debug),
-            msrs: &[(MSR_KERNEL_GS_BASE, 0x1234)],
+            msrs: &[(msr::KERNEL_GS_BASE, 0x1234)],
             events: Some(&kvm_vcpu_events::default()),
         });
         assert!(lines.len() <= 25, "{}", lines.len());

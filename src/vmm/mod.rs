@@ -10,7 +10,7 @@ pub mod watch;
 use crate::boot::{BootInfo, BootPlan};
 use crate::caps::KvmCaps;
 use crate::memory::{self, GuestMem};
-use crate::paging::{self, GuestVirtAddr, PagingRegs};
+use crate::x86::paging::{self, GuestVirtAddr, PagingRegs};
 use debug::{DebugTable, HW_SLOTS, SwBreakpoint};
 use devices::Devices;
 use kvm_bindings::{

@@ -813,15 +813,18 @@ impl VcpuThread {
 
     /// The code byte at linear address `pc`, read through the guest's page tables.
     fn code_byte(&self, state: &CpuSnapshot, pc: u64) -> Option<u8> {
-        let regs = crate::paging::PagingRegs {
+        let regs = crate::x86::paging::PagingRegs {
             cr0: state.sregs.cr0,
             cr3: state.sregs.cr3,
             cr4: state.sregs.cr4,
             efer: state.sregs.efer,
         };
-        let (gpa, _) =
-            crate::paging::translate_fast(&*self.mem, &regs, crate::paging::GuestVirtAddr(pc))
-                .ok()?;
+        let (gpa, _) = crate::x86::paging::translate_fast(
+            &*self.mem,
+            &regs,
+            crate::x86::paging::GuestVirtAddr(pc),
+        )
+        .ok()?;
         self.mem.read_obj(gpa).ok()
     }
 }

@@ -4,6 +4,7 @@ use super::{CmdResult, Console, MonitorError, parse_num};
 use crate::gdb::regs::layout::Layout;
 use crate::gdb::target::KvmTarget;
 use crate::inspect::registers::{self, RegisterView};
+use crate::x86::msr;
 
 impl<A: Layout> KvmTarget<'_, A> {
     fn cpu_ids(&self, arg: Option<&str>) -> Result<Vec<usize>, MonitorError> {
@@ -32,7 +33,7 @@ impl<A: Layout> KvmTarget<'_, A> {
             let debug = self.vm.debug_regs(id).ok();
             let msrs = self
                 .vm
-                .read_msrs(id, &[registers::MSR_KERNEL_GS_BASE])
+                .read_msrs(id, &[msr::KERNEL_GS_BASE])
                 .unwrap_or_default();
             let events = self.vm.vcpu_events(id).ok();
             c.lines(registers::format_registers(&RegisterView {

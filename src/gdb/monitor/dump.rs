@@ -1,13 +1,13 @@
 //! `dump FILE`: an ELF core of guest memory and every vCPU's registers.
 
 use super::{CmdResult, Console, MonitorError};
-use crate::gdb::regs::kvm_map::fx_bytes;
 use crate::gdb::regs::layout::Layout;
 use crate::gdb::stop;
 use crate::gdb::target::KvmTarget;
 use crate::inspect::coredump::{self, CoreClass, CoreCpu};
-use crate::inspect::mappings::{self, DEFAULT_ENTRY_BUDGET, WalkSummary};
-use crate::paging::PagingMode;
+use crate::x86::paging::PagingMode;
+use crate::x86::paging::leaves::{self as mappings, DEFAULT_ENTRY_BUDGET, WalkSummary};
+use crate::x86::xsave::fx_bytes;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 

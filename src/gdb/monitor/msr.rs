@@ -3,12 +3,12 @@
 use super::{CmdResult, Console, MonitorError, parse_num};
 use crate::gdb::regs::layout::Layout;
 use crate::gdb::target::KvmTarget;
-use crate::inspect::registers;
 use crate::vmm::Vm;
+use crate::x86::msr;
 
 /// An MSR by number or name.
 pub(super) fn parse_msr(s: &str) -> Result<u32, MonitorError> {
-    if let Some(i) = registers::msr_by_name(s) {
+    if let Some(i) = msr::by_name(s) {
         return Ok(i);
     }
     let n = parse_num(s).map_err(|_| MonitorError::BadMsr(s.to_string()))?;
@@ -24,7 +24,7 @@ impl<A: Layout> KvmTarget<'_, A> {
     ) -> CmdResult {
         let index = parse_msr(index)?;
         let value = value.map(parse_num).transpose()?;
-        let name = registers::msr_name(index)
+        let name = msr::name(index)
             .map(|n| format!(" ({n})"))
             .unwrap_or_default();
         let id = self.selection.vcpu();

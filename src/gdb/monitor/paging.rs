@@ -4,8 +4,10 @@
 use super::{CmdResult, Console, MonitorError, parse_num};
 use crate::gdb::regs::layout::Layout;
 use crate::gdb::target::KvmTarget;
-use crate::inspect::mappings::{self, DEFAULT_ENTRY_BUDGET, Leaf, RangeMerger, WalkSummary};
-use crate::paging::{self, GuestVirtAddr, LevelEntry, PagingMode, PagingRegs};
+use crate::x86::paging::leaves::{
+    self as mappings, DEFAULT_ENTRY_BUDGET, Leaf, RangeMerger, WalkSummary,
+};
+use crate::x86::paging::{self, GuestVirtAddr, LevelEntry, PagingMode, PagingRegs};
 use std::ops::ControlFlow;
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 

@@ -4,7 +4,7 @@ use super::{CmdResult, Console};
 use crate::gdb::regs::layout::Layout;
 use crate::gdb::target::KvmTarget;
 use crate::inspect::descriptors::{self, TableMode};
-use crate::paging::{self, GuestVirtAddr, PagingRegs};
+use crate::x86::paging::{self, GuestVirtAddr, PagingRegs};
 
 /// The largest descriptor table: a 16-bit limit (SDM 2.4.1, 2.4.3).
 const MAX_TABLE_BYTES: usize = 1 << 16;

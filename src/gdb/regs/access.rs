@@ -3,12 +3,13 @@
 //! KVM_GET_MSRS per stop; writes reach KVM only for registers whose value changed.
 
 use super::kvm_map::{
-    MSR_KERNEL_GS_BASE, Source, normalized_xsave, set_snapshot_value, set_xsave_value,
-    snapshot_value, source, xsave_value,
+    MSR_KERNEL_GS_BASE, Source, set_snapshot_value, set_xsave_value, snapshot_value, source,
+    xsave_value,
 };
 use super::layout::{Feature, Layout, RegNum, Regs};
 use crate::gdb::target::{KvmTarget, non_fatal};
 use crate::vmm::VmError;
+use crate::x86::xsave::normalized_xsave;
 use gdbstub::common::Tid;
 use gdbstub::target::ext::base::single_register_access::SingleRegisterAccess;
 use gdbstub::target::{TargetError, TargetResult};

@@ -8,6 +8,7 @@
 
 use super::layout::Reg;
 use crate::vmm::vcpu::CpuSnapshot;
+use crate::x86::xsave::{self as xs, XsaveBytes, abridged_tag, full_tag_word, xstate_bv};
 use kvm_bindings::kvm_xsave;
 
 /// IA32_KERNEL_GS_BASE (SDM Vol. 4, table 2-2).
@@ -147,115 +148,6 @@ pub fn set_snapshot_value(s: &mut CpuSnapshot, reg: Reg, value: u128, bits: u32)
     *field = merge(*field, value, bits);
 }
 
-/// The XSAVE area in its standard (non-compacted) format, as KVM_GET_XSAVE returns it
-/// (SDM Vol. 1, 13.4): the FXSAVE-format legacy region, the XSAVE header, then components.
-mod xs {
-    pub const FCW: usize = 0;
-    pub const FSW: usize = 2;
-    pub const FTW: usize = 4;
-    pub const FOP: usize = 6;
-    pub const FIP: usize = 8;
-    pub const FCS: usize = 12;
-    pub const FDP: usize = 16;
-    pub const FDS: usize = 20;
-    pub const MXCSR: usize = 24;
-    pub const ST0: usize = 32;
-    pub const XMM0: usize = 160;
-    /// Past XMM15.
-    pub const LEGACY_END: usize = 416;
-    /// XSTATE_BV: which components hold state (a clear bit: that component is in its
-    /// initial configuration, whatever its area holds).
-    pub const XSTATE_BV: usize = 512;
-    /// Component 2, the upper halves of YMM0–15 (CPUID.(EAX=0DH,ECX=2).EBX).
-    pub const YMM_HI: usize = 576;
-    pub const YMM_HI_END: usize = YMM_HI + 16 * 16;
-    /// XSTATE_BV bits (SDM Vol. 1, 13.1).
-    pub const BV_X87: u64 = 1 << 0;
-    pub const BV_SSE: u64 = 1 << 1;
-    pub const BV_AVX: u64 = 1 << 2;
-    /// x87 control word after FNINIT / in the XSAVE initial configuration.
-    pub const FCW_INIT: u16 = 0x037f;
-    /// MXCSR in the initial configuration.
-    pub const MXCSR_INIT: u32 = 0x1f80;
-}
-
-/// Little-endian byte access to a `kvm_xsave` area (its bindings type is an array of u32).
-trait XsaveBytes {
-    fn byte(&self, off: usize) -> u8;
-    fn set_byte(&mut self, off: usize, v: u8);
-
-    fn get(&self, off: usize, len: usize) -> u128 {
-        (0..len).fold(0u128, |acc, i| {
-            acc | u128::from(self.byte(off + i)) << (8 * i)
-        })
-    }
-
-    fn put(&mut self, off: usize, len: usize, v: u128) {
-        for i in 0..len {
-            self.set_byte(off + i, (v >> (8 * i)) as u8);
-        }
-    }
-
-    fn fill(&mut self, range: std::ops::Range<usize>, v: u8) {
-        for off in range {
-            self.set_byte(off, v);
-        }
-    }
-}
-
-impl XsaveBytes for kvm_xsave {
-    fn byte(&self, off: usize) -> u8 {
-        (self.region[off / 4] >> (8 * (off % 4))) as u8
-    }
-
-    fn set_byte(&mut self, off: usize, v: u8) {
-        let w = &mut self.region[off / 4];
-        let shift = 8 * (off % 4);
-        *w = (*w & !(0xff << shift)) | (u32::from(v) << shift);
-    }
-}
-
-fn xstate_bv(x: &kvm_xsave) -> u64 {
-    x.get(xs::XSTATE_BV, 8) as u64
-}
-
-/// A copy of `x` in which every component XSTATE_BV marks as in its initial configuration
-/// holds that configuration (SDM Vol. 1, 13.6): gdb then sees what the CPU would load, even
-/// from a KVM that leaves stale bytes in such components.
-pub fn normalized_xsave(x: &kvm_xsave) -> Box<kvm_xsave> {
-    let mut n = Box::new(kvm_xsave {
-        region: x.region,
-        ..Default::default()
-    });
-    let bv = xstate_bv(x);
-    if bv & xs::BV_X87 == 0 {
-        n.fill(xs::FCW..xs::MXCSR, 0);
-        n.put(xs::FCW, 2, xs::FCW_INIT.into());
-        n.fill(xs::ST0..xs::XMM0, 0);
-    }
-    if bv & xs::BV_SSE == 0 {
-        n.fill(xs::XMM0..xs::LEGACY_END, 0);
-    }
-    if bv & (xs::BV_SSE | xs::BV_AVX) == 0 {
-        n.put(xs::MXCSR, 4, xs::MXCSR_INIT.into());
-    }
-    if bv & xs::BV_AVX == 0 {
-        n.fill(xs::YMM_HI..xs::YMM_HI_END, 0);
-    }
-    n
-}
-
-/// The legacy (FXSAVE-format) first 512 bytes of an XSAVE area, normalized: what an ELF
-/// core's NT_FPREGSET holds.
-pub fn fx_bytes(x: &kvm_xsave) -> [u8; 512] {
-    let n = normalized_xsave(x);
-    let mut out = [0u8; 512];
-    for (i, w) in n.region[..128].iter().enumerate() {
-        out[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
-    }
-    out
-}
-
 /// Where a register lives in the XSAVE area: (offset, size, the XSTATE_BV bit that must be
 /// set for KVM_SET_XSAVE to take a new value).
 fn xsave_slot(reg: Reg) -> Option<(usize, usize, u64)> {
@@ -276,7 +168,7 @@ fn xsave_slot(reg: Reg) -> Option<(usize, usize, u64)> {
     })
 }
 
-/// A register kept in a [`normalized_xsave`] area, or None for others.
+/// A register kept in a [`xs::normalized_xsave`] area, or None for others.
 pub fn xsave_value(x: &kvm_xsave, reg: Reg) -> Option<u128> {
     if reg == Reg::Ftag {
         return Some(full_tag_word(x).into());
@@ -285,7 +177,7 @@ pub fn xsave_value(x: &kvm_xsave, reg: Reg) -> Option<u128> {
     Some(x.get(off, len))
 }
 
-/// Writes a register into a [`normalized_xsave`] area, marking its component as holding
+/// Writes a register into a [`xs::normalized_xsave`] area, marking its component as holding
 /// state. Returns true if anything changed.
 pub fn set_xsave_value(x: &mut kvm_xsave, reg: Reg, value: u128) -> bool {
     if xsave_value(x, reg) == Some(value) {
@@ -306,45 +198,6 @@ pub fn set_xsave_value(x: &mut kvm_xsave, reg: Reg, value: u128) -> bool {
     x.put(off, len, v);
     x.put(xs::XSTATE_BV, 8, (xstate_bv(x) | bit).into());
     true
-}
-
-/// Expands FXSAVE's abridged tag byte to the full x87 tag word gdb shows (SDM Vol. 1,
-/// 8.1.7 and 10.5.1.1): 00 valid, 01 zero, 10 special, 11 empty, per physical register.
-fn full_tag_word(x: &kvm_xsave) -> u16 {
-    let abridged = x.byte(xs::FTW);
-    let top = (x.get(xs::FSW, 2) as u16 >> 11) & 7;
-    let mut tag = 0u16;
-    for phys in 0..8u16 {
-        let t = if abridged & (1 << phys) == 0 {
-            3
-        } else {
-            let st = xs::ST0 + 16 * usize::from((phys + 8 - top) % 8);
-            let mantissa = x.get(st, 8) as u64;
-            let exp = x.get(st + 8, 2) as u16 & 0x7fff;
-            if exp == 0x7fff {
-                2
-            } else if exp == 0 {
-                if mantissa == 0 { 1 } else { 2 }
-            } else if mantissa >> 63 == 0 {
-                2
-            } else {
-                0
-            }
-        };
-        tag |= t << (2 * phys);
-    }
-    tag
-}
-
-/// Compresses a full tag word to FXSAVE's abridged form: 1 = not empty.
-fn abridged_tag(tag: u16) -> u8 {
-    (0..8).fold(0u8, |acc, i| {
-        if (tag >> (2 * i)) & 3 != 3 {
-            acc | (1 << i)
-        } else {
-            acc
-        }
-    })
 }
 
 #[cfg(test)]
@@ -391,25 +244,13 @@ mod tests {
     }
 
     #[test]
-    fn tag_word_round_trip() {
-        let mut x = kvm_xsave::default();
-        // ST0 = 1.0 (valid), TOP = 0, only register 0 in use.
-        x.put(xs::ST0 + 7, 1, 0x80);
-        x.put(xs::ST0 + 8, 2, 0x3fff);
-        x.put(xs::FTW, 1, 0x01);
-        let tag = full_tag_word(&x);
-        assert_eq!(tag, 0xfffc);
-        assert_eq!(abridged_tag(tag), 0x01);
-    }
-
-    #[test]
     fn components_in_init_state_read_as_init_and_writes_mark_them() {
         let mut raw = kvm_xsave::default();
         // Stale bytes under clear XSTATE_BV bits.
         raw.put(xs::XMM0, 16, 0xdead);
         raw.put(xs::YMM_HI, 16, 0xbeef);
         raw.put(xs::FCW, 2, 0);
-        let mut x = normalized_xsave(&raw);
+        let mut x = xs::normalized_xsave(&raw);
         assert_eq!(xsave_value(&x, Reg::Xmm(0)), Some(0));
         assert_eq!(xsave_value(&x, Reg::YmmHigh(0)), Some(0));
         assert_eq!(xsave_value(&x, Reg::Fctrl), Some(0x37f));

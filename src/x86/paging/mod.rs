@@ -1,76 +1,55 @@
 //! The x86 guest page-table walker: turns guest-virtual addresses into guest-physical ones
 //! the way the guest's MMU would (Intel SDM Vol. 3A, chapter 4 "Paging").
 //!
-//! The walk reads the guest's page tables through vm-memory's checked accessors only, so a
+//! One table of paging levels per mode ([`PagingRegs::hierarchy`]) and one set of entry
+//! rules ([`Rules::check`]) serve both walks: [`translate`] follows one address down
+//! (recording every level it visits, for `monitor translate`; [`translate_fast`] without
+//! allocating, for memory reads and writes), and [`leaves`] enumerates every mapping (for
+//! `info mem`, `info tlb` and core files).
+//!
+//! The walks read the guest's page tables through vm-memory's checked accessors only, so a
 //! guest with garbage page tables gets an error, never a panic or a host access outside
-//! guest RAM. [`translate`] records every level it visits (for `monitor translate`);
-//! [`translate_fast`] runs the same walker without allocating, for memory reads and writes.
+//! guest RAM.
 //!
 //! MAXPHYADDR is taken to be 52, the architectural maximum (SDM 4.1.4), so bits below 52 are
 //! never reported as reserved.
 
+pub mod leaves;
+
 use std::fmt;
 
+use super::{
+    Cr0, Cr4, Efer, PAGE_SHIFT, PAGE_SIZE, PAGE_SIZE_4M, PTE_PRESENT, PTE_PS, PTE_USER,
+    PTE_WRITABLE, PTE_XD,
+};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
-
-/// CR0.PG, bit 31: paging enabled (SDM 2.5, 4.1.1).
-const CR0_PG: u64 = 1 << 31;
-/// CR4.PSE, bit 4: 4-MByte pages in 32-bit paging (SDM 2.5, 4.3).
-pub(crate) const CR4_PSE: u64 = 1 << 4;
-/// CR4.PAE, bit 5: PAE or 4/5-level paging (SDM 2.5, 4.1.1).
-const CR4_PAE: u64 = 1 << 5;
-/// CR4.LA57, bit 12: 5-level paging when in IA-32e mode (SDM 2.5, 4.1.1).
-const CR4_LA57: u64 = 1 << 12;
-/// IA32_EFER.LME, bit 8: long mode enable (SDM 2.2.1, 4.1.1).
-const EFER_LME: u64 = 1 << 8;
-/// IA32_EFER.LMA, bit 10: long mode active (SDM 2.2.1, 4.1.1).
-const EFER_LMA: u64 = 1 << 10;
-/// IA32_EFER.NXE, bit 11: the XD bit of PAE and 4/5-level entries is honoured (SDM 4.1.3).
-pub(crate) const EFER_NXE: u64 = 1 << 11;
-
-/// Entry bit 0, P: the entry is present (SDM 4.3, 4.4.2, 4.5.4).
-pub(crate) const PTE_PRESENT: u64 = 1 << 0;
-/// Entry bit 1, R/W: writes allowed through this entry (SDM 4.6.1).
-pub(crate) const PTE_WRITABLE: u64 = 1 << 1;
-/// Entry bit 2, U/S: user-mode accesses allowed through this entry (SDM 4.6.1).
-pub(crate) const PTE_USER: u64 = 1 << 2;
-/// Entry bit 7, PS: this entry maps a large page instead of pointing to a table (SDM 4.3,
-/// 4.4.2, 4.5.4).
-pub(crate) const PTE_PS: u64 = 1 << 7;
-/// Entry bit 63, XD: instruction fetches not allowed; reserved when EFER.NXE is clear
-/// (SDM 4.4.2, 4.5.4, 4.6.2).
-pub(crate) const PTE_XD: u64 = 1 << 63;
 
 /// Physical-address bits 51:12 of an 8-byte entry (and of CR3 in 4/5-level paging, which
 /// also drops the PCID or flag bits 11:0), for MAXPHYADDR 52 (SDM 4.5.2, 4.5.4). Bits 58:52
 /// are ignored, 62:59 are protection keys and 63 is XD: none of them is address.
-pub(crate) const ADDR_MASK_52: u64 = 0x000f_ffff_ffff_f000;
+pub const ADDR_MASK_52: u64 = 0x000f_ffff_ffff_f000;
 /// Physical-address bits 31:12 of a 4-byte 32-bit-paging entry, and of CR3 (SDM 4.3).
-pub(crate) const ADDR_MASK_32: u64 = 0xffff_f000;
+pub const ADDR_MASK_32: u64 = 0xffff_f000;
 /// CR3 bits 31:5 locate the 32-byte aligned PDPT in PAE paging (SDM 4.4.1).
-pub(crate) const CR3_PAE_PDPT_MASK: u64 = 0xffff_ffe0;
+pub const CR3_PAE_PDPT_MASK: u64 = 0xffff_ffe0;
 /// Bits 31:22 of a 4-MByte PDE: physical-address bits 31:22 (SDM 4.3, Table 4-4).
-pub(crate) const PDE_4M_ADDR_LOW: u64 = 0xffc0_0000;
+const PDE_4M_ADDR_LOW: u64 = 0xffc0_0000;
 /// Bits 20:13 of a 4-MByte PDE hold physical-address bits 39:32 (PSE-36, SDM 4.3, Table 4-4).
-pub(crate) const PDE_4M_ADDR_HIGH_SHIFT: u32 = 13;
+const PDE_4M_ADDR_HIGH_SHIFT: u32 = 13;
 /// Eight bits of PSE-36 high address: with MAXPHYADDR capped at 40 in 32-bit paging (SDM 4.3).
-pub(crate) const PDE_4M_ADDR_HIGH_MASK: u64 = 0xff;
+const PDE_4M_ADDR_HIGH_MASK: u64 = 0xff;
 
 /// Bit 21 of a 4-MByte PDE is reserved (SDM 4.3, Table 4-4).
-pub(crate) const RSVD_4M: u64 = 1 << 21;
+const RSVD_4M: u64 = 1 << 21;
 /// Bits 20:13 of a PDE that maps a 2-MByte page are reserved (SDM Tables 4-9, 4-18).
-pub(crate) const RSVD_2M: u64 = 0x001f_e000;
+const RSVD_2M: u64 = 0x001f_e000;
 /// Bits 29:13 of a PDPTE that maps a 1-GByte page are reserved (SDM Table 4-16).
-pub(crate) const RSVD_1G: u64 = 0x3fff_e000;
+const RSVD_1G: u64 = 0x3fff_e000;
 /// Bits 62:52 (62:MAXPHYADDR) of PAE PDEs and PTEs are reserved (SDM Tables 4-9 to 4-11).
-pub(crate) const RSVD_PAE_HIGH: u64 = 0x7ff0_0000_0000_0000;
+const RSVD_PAE_HIGH: u64 = 0x7ff0_0000_0000_0000;
 /// PAE PDPTE reserved bits: 63:52, 8:5 and 2:1 (SDM 4.4.1, Table 4-8).
-pub(crate) const RSVD_PAE_PDPTE: u64 = 0xfff0_0000_0000_01e6;
+const RSVD_PAE_PDPTE: u64 = 0xfff0_0000_0000_01e6;
 
-/// Size of the pages at the lowest level, and the unit gdb accesses are split at.
-const PAGE_4K: u64 = 1 << 12;
-/// Size of a 32-bit-paging large page (SDM 4.3).
-const PAGE_4M: u64 = 1 << 22;
 /// Linear addresses are 32 bits wide outside IA-32e mode (SDM 4.1.1).
 const MAX_32BIT_VA: u64 = 0xffff_ffff;
 
@@ -124,12 +103,16 @@ impl PagingRegs {
     /// Long mode is recognised by EFER.LMA, or by EFER.LME alone, since with CR0.PG set
     /// the processor sets LMA from LME (SDM 9.8.5); CR4.PAE is required for it either way.
     pub fn mode(&self) -> PagingMode {
-        if self.cr0 & CR0_PG == 0 {
+        let (cr0, cr4) = (
+            Cr0::from_bits_retain(self.cr0),
+            Cr4::from_bits_retain(self.cr4),
+        );
+        if !cr0.contains(Cr0::PG) {
             PagingMode::Disabled
-        } else if self.cr4 & CR4_PAE == 0 {
+        } else if !cr4.contains(Cr4::PAE) {
             PagingMode::Bits32
-        } else if self.efer & (EFER_LMA | EFER_LME) != 0 {
-            if self.cr4 & CR4_LA57 != 0 {
+        } else if Efer::from_bits_retain(self.efer).intersects(Efer::LMA | Efer::LME) {
+            if cr4.contains(Cr4::LA57) {
                 PagingMode::Level5
             } else {
                 PagingMode::Level4
@@ -137,6 +120,31 @@ impl PagingRegs {
         } else {
             PagingMode::Pae
         }
+    }
+
+    /// The paging structures these registers select, or None with paging disabled.
+    pub(crate) fn hierarchy(&self) -> Option<Hierarchy> {
+        let (root, levels, wide, va_bits): (u64, &'static [Level], bool, Option<u32>) =
+            match self.mode() {
+                PagingMode::Disabled => return None,
+                PagingMode::Bits32 => (self.cr3 & ADDR_MASK_32, &BITS32, false, None),
+                // The processor walks from PDPTE registers loaded when CR3 was written (SDM
+                // 4.4.1); reading the table CR3 points at gives the same result unless the
+                // guest has changed it since without reloading CR3.
+                PagingMode::Pae => (self.cr3 & CR3_PAE_PDPT_MASK, &PAE, true, None),
+                PagingMode::Level4 => (self.cr3 & ADDR_MASK_52, &LONG[1..], true, Some(48)),
+                PagingMode::Level5 => (self.cr3 & ADDR_MASK_52, &LONG, true, Some(57)),
+            };
+        Some(Hierarchy {
+            root,
+            levels,
+            va_bits,
+            rules: Rules {
+                wide,
+                nxe: Efer::from_bits_retain(self.efer).contains(Efer::NXE),
+                pse: Cr4::from_bits_retain(self.cr4).contains(Cr4::PSE),
+            },
+        })
     }
 }
 
@@ -230,22 +238,56 @@ pub enum WalkError {
     },
 }
 
+/// Effective access rights of a mapping: the AND of R/W and U/S over every level, and no
+/// XD anywhere while EFER.NXE is set (SDM 4.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Perms {
+    /// Writable (CR0.WP not considered).
+    pub writable: bool,
+    /// User-mode accessible.
+    pub user: bool,
+    /// Instruction fetches allowed.
+    pub executable: bool,
+}
+
+impl Perms {
+    /// All rights, as with paging disabled.
+    pub const ALL: Perms = Perms {
+        writable: true,
+        user: true,
+        executable: true,
+    };
+
+    /// QEMU's `info mem` form, extended with x: `urwx`, `-rw-` …
+    pub fn letters(&self) -> String {
+        format!(
+            "{}r{}{}",
+            if self.user { 'u' } else { '-' },
+            if self.writable { 'w' } else { '-' },
+            if self.executable { 'x' } else { '-' }
+        )
+    }
+}
+
 /// A level whose PS bit may make it map a large page.
 #[derive(Clone, Copy)]
-struct LargePage {
+pub(crate) struct LargePage {
     /// Bits reserved only in the large-page form of the entry.
     reserved: u64,
     /// The PS bit only counts with CR4.PSE (32-bit paging); otherwise it is ignored.
     needs_pse: bool,
 }
 
-/// One level of a paging structure hierarchy.
+/// One level of a paging-structure hierarchy.
 #[derive(Clone, Copy)]
-struct Level {
-    name: &'static str,
-    /// Lowest virtual-address bit of this level's index; a large page here is 1 << shift bytes.
-    shift: u32,
-    index_mask: u64,
+pub(crate) struct Level {
+    /// The table's name: "PML5", "PML4", "PDPT", "PD" or "PT".
+    pub(crate) name: &'static str,
+    /// Lowest virtual-address bit of this level's index; a page mapped here is 1 << shift
+    /// bytes.
+    pub(crate) shift: u32,
+    /// Entries in the table.
+    pub(crate) entries: u64,
     /// Bits reserved in every present entry of this level (XD without NXE is added apart).
     reserved: u64,
     large: Option<LargePage>,
@@ -253,163 +295,120 @@ struct Level {
     perms: bool,
 }
 
-/// 32-bit paging, above the PT: the PD (SDM 4.3, Tables 4-4, 4-5).
-const BITS32_UPPER: [Level; 1] = [Level {
-    name: "PD",
-    shift: 22,
-    index_mask: 0x3ff,
-    reserved: 0,
-    large: Some(LargePage {
-        reserved: RSVD_4M,
-        needs_pse: true,
-    }),
-    perms: true,
-}];
-/// 32-bit paging PT; bit 7 is PAT, not PS (SDM 4.3, Table 4-6).
-const BITS32_PT: Level = Level {
-    name: "PT",
-    shift: 12,
-    index_mask: 0x3ff,
-    reserved: 0,
-    large: None,
-    perms: true,
-};
+impl Level {
+    /// The index of `va`'s entry in this level's table.
+    pub(crate) fn index(&self, va: u64) -> u64 {
+        (va >> self.shift) & (self.entries - 1)
+    }
+}
 
-/// PAE paging, above the PT: the PDPTE registers' table and the PD (SDM 4.4.1, 4.4.2).
-const PAE_UPPER: [Level; 2] = [
+const fn level(
+    name: &'static str,
+    shift: u32,
+    entries: u64,
+    reserved: u64,
+    large: Option<LargePage>,
+) -> Level {
+    Level {
+        name,
+        shift,
+        entries,
+        reserved,
+        large,
+        perms: true,
+    }
+}
+
+const fn large(reserved: u64, needs_pse: bool) -> Option<LargePage> {
+    Some(LargePage {
+        reserved,
+        needs_pse,
+    })
+}
+
+/// 32-bit paging: the PD (SDM 4.3, Tables 4-4, 4-5), then the PT, where bit 7 is PAT, not PS
+/// (Table 4-6).
+const BITS32: [Level; 2] = [
+    level("PD", 22, 1024, 0, large(RSVD_4M, true)),
+    level("PT", PAGE_SHIFT, 1024, 0, None),
+];
+
+/// PAE paging: the 4-entry PDPT of the PDPTE registers (SDM 4.4.1), the PD and the PT
+/// (SDM 4.4.2, Tables 4-8 to 4-11).
+const PAE: [Level; 3] = [
     Level {
         name: "PDPT",
         shift: 30,
-        index_mask: 0x3,
+        entries: 4,
         reserved: RSVD_PAE_PDPTE,
         large: None,
         perms: false,
     },
-    Level {
-        name: "PD",
-        shift: 21,
-        index_mask: 0x1ff,
-        reserved: RSVD_PAE_HIGH,
-        large: Some(LargePage {
-            reserved: RSVD_2M,
-            needs_pse: false,
-        }),
-        perms: true,
-    },
+    level("PD", 21, 512, RSVD_PAE_HIGH, large(RSVD_2M, false)),
+    level("PT", PAGE_SHIFT, 512, RSVD_PAE_HIGH, None),
 ];
-/// PAE paging PT (SDM 4.4.2, Table 4-11).
-const PAE_PT: Level = Level {
-    name: "PT",
-    shift: 12,
-    index_mask: 0x1ff,
-    reserved: RSVD_PAE_HIGH,
-    large: None,
-    perms: true,
-};
 
-/// 5-level paging above the PT; 4-level paging uses the same list without the PML5
-/// (SDM 4.5.4, Tables 4-14 to 4-19). PS is reserved in PML5Es and PML4Es.
-const LONG_UPPER: [Level; 4] = [
-    Level {
-        name: "PML5",
-        shift: 48,
-        index_mask: 0x1ff,
-        reserved: PTE_PS,
-        large: None,
-        perms: true,
-    },
-    Level {
-        name: "PML4",
-        shift: 39,
-        index_mask: 0x1ff,
-        reserved: PTE_PS,
-        large: None,
-        perms: true,
-    },
-    Level {
-        name: "PDPT",
-        shift: 30,
-        index_mask: 0x1ff,
-        reserved: 0,
-        large: Some(LargePage {
-            reserved: RSVD_1G,
-            needs_pse: false,
-        }),
-        perms: true,
-    },
-    Level {
-        name: "PD",
-        shift: 21,
-        index_mask: 0x1ff,
-        reserved: 0,
-        large: Some(LargePage {
-            reserved: RSVD_2M,
-            needs_pse: false,
-        }),
-        perms: true,
-    },
+/// 5-level paging; 4-level paging uses the same list without the PML5 (SDM 4.5.4, Tables
+/// 4-14 to 4-20). PS is reserved in PML5Es and PML4Es.
+const LONG: [Level; 5] = [
+    level("PML5", 48, 512, PTE_PS, None),
+    level("PML4", 39, 512, PTE_PS, None),
+    level("PDPT", 30, 512, 0, large(RSVD_1G, false)),
+    level("PD", 21, 512, 0, large(RSVD_2M, false)),
+    level("PT", PAGE_SHIFT, 512, 0, None),
 ];
-/// 4/5-level paging PT (SDM 4.5.4, Table 4-20).
-const LONG_PT: Level = Level {
-    name: "PT",
-    shift: 12,
-    index_mask: 0x1ff,
-    reserved: 0,
-    large: None,
-    perms: true,
-};
 
-/// What a walk found, before deciding whether to keep the visited levels.
-struct Walk {
-    gpa: GuestAddress,
-    page_size: u64,
-    writable: bool,
-    user: bool,
-    executable: bool,
+/// The paging structures of one mode, from the root down.
+pub(crate) struct Hierarchy {
+    /// Guest-physical address of the root table.
+    pub(crate) root: u64,
+    /// The levels, root first; the last is the PT.
+    pub(crate) levels: &'static [Level],
+    /// Linear-address width for canonical sign extension in 4/5-level paging; None for
+    /// 32-bit linear addresses.
+    pub(crate) va_bits: Option<u32>,
+    /// How entries are read and checked.
+    pub(crate) rules: Rules,
 }
 
-/// State of one walk: the address being translated and the accumulated access rights.
-struct Walker<'m, M: ?Sized, F> {
-    mem: &'m M,
-    va: u64,
+/// The per-mode rules for reading and checking one entry (SDM 4.3 to 4.7).
+#[derive(Clone, Copy)]
+pub(crate) struct Rules {
     /// 8-byte entries (PAE, 4/5-level) rather than 4-byte ones (32-bit paging).
-    wide: bool,
+    pub(crate) wide: bool,
     nxe: bool,
     pse: bool,
-    visit: F,
-    writable: bool,
-    user: bool,
-    executable: bool,
 }
 
-impl<M: GuestMemory + ?Sized, F: FnMut(LevelEntry)> Walker<'_, M, F> {
-    /// Reads and checks this level's entry for the address; returns the entry and whether
-    /// it maps a large page rather than pointing to the next table.
-    fn step(&mut self, level: &Level, table: GuestAddress) -> Result<(u64, bool), WalkError> {
-        let index = (self.va >> level.shift) & level.index_mask;
-        let entry_size: u64 = if self.wide { 8 } else { 4 };
-        // Every table is aligned to at least its own size (4 KiB, or 32 bytes for the PAE
-        // PDPT) and masked below 2^52, so OR-ing the offset in is an exact, overflow-free add.
-        let entry_gpa = GuestAddress(table.0 | (index * entry_size));
-        let entry = self
-            .read_entry(entry_gpa)
-            .ok_or(WalkError::TableOutsideRam {
-                level: level.name,
-                gpa: entry_gpa,
-            })?;
-        (self.visit)(LevelEntry {
-            level: level.name,
-            table,
-            index,
-            entry_gpa,
-            entry,
-        });
+/// What one entry means under [`Rules::check`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    /// P is clear.
+    NotPresent,
+    /// P is set along with these reserved bits: the guest would take a page fault.
+    Reserved(u64),
+    /// The entry points to the next level's table at this guest-physical address.
+    Table(u64),
+    /// The entry maps a page of `size` bytes at guest-physical `base`.
+    Page {
+        /// Guest-physical address of the page.
+        base: u64,
+        /// The page size.
+        size: u64,
+    },
+}
+
+impl Rules {
+    /// Bytes per entry.
+    pub(crate) fn entry_size(&self) -> u64 {
+        if self.wide { 8 } else { 4 }
+    }
+
+    /// Classifies `entry` of `level`; for a valid entry, narrows `perms` by its rights
+    /// (the AND over every level, SDM 4.6.1, 4.6.2).
+    pub(crate) fn check(&self, level: &Level, entry: u64, perms: &mut Perms) -> EntryKind {
         if entry & PTE_PRESENT == 0 {
-            return Err(WalkError::NotPresent {
-                level: level.name,
-                entry_gpa,
-                entry,
-            });
+            return EntryKind::NotPresent;
         }
         let large = level
             .large
@@ -421,62 +420,74 @@ impl<M: GuestMemory + ?Sized, F: FnMut(LevelEntry)> Walker<'_, M, F> {
         }
         let bits = entry & reserved;
         if bits != 0 {
-            return Err(WalkError::ReservedBits {
-                level: level.name,
-                entry_gpa,
-                entry,
-                bits,
-            });
+            return EntryKind::Reserved(bits);
         }
-        // Access rights are the AND over every level (SDM 4.6.1, 4.6.2).
         if level.perms {
-            self.writable &= entry & PTE_WRITABLE != 0;
-            self.user &= entry & PTE_USER != 0;
+            perms.writable &= entry & PTE_WRITABLE != 0;
+            perms.user &= entry & PTE_USER != 0;
             if self.nxe && entry & PTE_XD != 0 {
-                self.executable = false;
+                perms.executable = false;
             }
         }
-        Ok((entry, large.is_some()))
-    }
-
-    /// One little-endian entry, or None if it is not entirely inside guest RAM.
-    fn read_entry(&self, gpa: GuestAddress) -> Option<u64> {
-        if self.wide {
-            let mut raw = [0u8; 8];
-            self.mem.read_slice(&mut raw, gpa).ok()?;
-            Some(u64::from_le_bytes(raw))
-        } else {
-            let mut raw = [0u8; 4];
-            self.mem.read_slice(&mut raw, gpa).ok()?;
-            Some(u64::from(u32::from_le_bytes(raw)))
+        if large.is_none() && level.shift != PAGE_SHIFT {
+            let mask = if self.wide {
+                ADDR_MASK_52
+            } else {
+                ADDR_MASK_32
+            };
+            return EntryKind::Table(entry & mask);
         }
-    }
-
-    /// The translation once `entry` maps a page of `page_size` bytes.
-    fn finish(&self, entry: u64, page_size: u64) -> Walk {
+        let size = 1u64 << level.shift;
         let base = if self.wide {
-            entry & ADDR_MASK_52 & !(page_size - 1)
-        } else if page_size == PAGE_4M {
+            entry & ADDR_MASK_52 & !(size - 1)
+        } else if size == PAGE_SIZE_4M {
             // PSE-36: bits 20:13 of the PDE are physical-address bits 39:32 (SDM 4.3).
             (entry & PDE_4M_ADDR_LOW)
                 | (((entry >> PDE_4M_ADDR_HIGH_SHIFT) & PDE_4M_ADDR_HIGH_MASK) << 32)
         } else {
             entry & ADDR_MASK_32
         };
-        Walk {
-            gpa: GuestAddress(base | (self.va & (page_size - 1))),
-            page_size,
-            writable: self.writable,
-            user: self.user,
-            executable: self.executable,
+        EntryKind::Page { base, size }
+    }
+
+    /// One little-endian entry at `gpa`, or None if it is not entirely inside guest RAM.
+    pub(crate) fn read_entry<M: GuestMemory + ?Sized>(&self, mem: &M, gpa: u64) -> Option<u64> {
+        if self.wide {
+            let mut raw = [0u8; 8];
+            mem.read_slice(&mut raw, GuestAddress(gpa)).ok()?;
+            Some(u64::from_le_bytes(raw))
+        } else {
+            let mut raw = [0u8; 4];
+            mem.read_slice(&mut raw, GuestAddress(gpa)).ok()?;
+            Some(u64::from(u32::from_le_bytes(raw)))
         }
     }
 }
 
-/// Whether `va` is a sign extension of its low `bits` bits (SDM 3.3.7.1, 4.5.1).
-fn is_canonical(va: u64, bits: u32) -> bool {
+/// `va` sign-extended from its low `bits` bits (SDM 3.3.7.1, 4.5.1).
+pub(crate) fn sign_extend(va: u64, bits: u32) -> u64 {
     let unused = 64 - bits;
-    (((va << unused) as i64) >> unused) as u64 == va
+    (((va << unused) as i64) >> unused) as u64
+}
+
+/// What a walk found, before deciding whether to keep the visited levels.
+struct Walk {
+    gpa: GuestAddress,
+    page_size: u64,
+    perms: Perms,
+}
+
+impl Walk {
+    fn into_translation(self, levels: Vec<LevelEntry>) -> Translation {
+        Translation {
+            gpa: self.gpa,
+            page_size: self.page_size,
+            writable: self.perms.writable,
+            user: self.perms.user,
+            executable: self.perms.executable,
+            levels,
+        }
+    }
 }
 
 /// The one walker behind [`translate`] and [`translate_fast`]; `visit` sees every entry read.
@@ -484,57 +495,76 @@ fn walk<M: GuestMemory + ?Sized>(
     mem: &M,
     regs: &PagingRegs,
     va: GuestVirtAddr,
-    visit: impl FnMut(LevelEntry),
+    mut visit: impl FnMut(LevelEntry),
 ) -> Result<Walk, WalkError> {
     let va = va.0;
-    let mode = regs.mode();
-    let too_wide = WalkError::AddressTooWide { va, mode };
-    let (root, upper, leaf, wide): (u64, &[Level], &Level, bool) = match mode {
-        PagingMode::Disabled => {
-            // Without paging, linear addresses are physical and 32 bits wide (SDM 4.1.1);
-            // IA-32e mode cannot be active with paging off.
-            return Ok(Walk {
-                gpa: GuestAddress(va & MAX_32BIT_VA),
-                page_size: PAGE_4K,
-                writable: true,
-                user: true,
-                executable: true,
+    let Some(h) = regs.hierarchy() else {
+        // Without paging, linear addresses are physical and 32 bits wide (SDM 4.1.1);
+        // IA-32e mode cannot be active with paging off.
+        return Ok(Walk {
+            gpa: GuestAddress(va & MAX_32BIT_VA),
+            page_size: PAGE_SIZE,
+            perms: Perms::ALL,
+        });
+    };
+    match h.va_bits {
+        None if va > MAX_32BIT_VA => {
+            return Err(WalkError::AddressTooWide {
+                va,
+                mode: regs.mode(),
             });
         }
-        PagingMode::Bits32 if va > MAX_32BIT_VA => return Err(too_wide),
-        PagingMode::Bits32 => (regs.cr3 & ADDR_MASK_32, &BITS32_UPPER, &BITS32_PT, false),
-        PagingMode::Pae if va > MAX_32BIT_VA => return Err(too_wide),
-        // The processor walks from PDPTE registers loaded when CR3 was written (SDM 4.4.1);
-        // reading the table CR3 points at gives the same result unless the guest has
-        // changed it since without reloading CR3.
-        PagingMode::Pae => (regs.cr3 & CR3_PAE_PDPT_MASK, &PAE_UPPER, &PAE_PT, true),
-        PagingMode::Level4 if !is_canonical(va, 48) => return Err(WalkError::NonCanonical(va)),
-        PagingMode::Level4 => (regs.cr3 & ADDR_MASK_52, &LONG_UPPER[1..], &LONG_PT, true),
-        PagingMode::Level5 if !is_canonical(va, 57) => return Err(WalkError::NonCanonical(va)),
-        PagingMode::Level5 => (regs.cr3 & ADDR_MASK_52, &LONG_UPPER, &LONG_PT, true),
-    };
-    let mut walker = Walker {
-        mem,
-        va,
-        wide,
-        nxe: regs.efer & EFER_NXE != 0,
-        pse: regs.cr4 & CR4_PSE != 0,
-        visit,
-        writable: true,
-        user: true,
-        executable: true,
-    };
-    let mut table = GuestAddress(root);
-    for level in upper {
-        let (entry, large) = walker.step(level, table)?;
-        if large {
-            return Ok(walker.finish(entry, 1 << level.shift));
-        }
-        let mask = if wide { ADDR_MASK_52 } else { ADDR_MASK_32 };
-        table = GuestAddress(entry & mask);
+        Some(bits) if sign_extend(va, bits) != va => return Err(WalkError::NonCanonical(va)),
+        _ => {}
     }
-    let (entry, _) = walker.step(leaf, table)?;
-    Ok(walker.finish(entry, PAGE_4K))
+    let mut perms = Perms::ALL;
+    let mut table = h.root;
+    for level in h.levels {
+        // Every table is aligned to at least its own size (4 KiB, or 32 bytes for the PAE
+        // PDPT) and masked below 2^52, so OR-ing the offset in is an exact, overflow-free add.
+        let index = level.index(va);
+        let entry_gpa = table | (index * h.rules.entry_size());
+        let entry = h
+            .rules
+            .read_entry(mem, entry_gpa)
+            .ok_or(WalkError::TableOutsideRam {
+                level: level.name,
+                gpa: GuestAddress(entry_gpa),
+            })?;
+        visit(LevelEntry {
+            level: level.name,
+            table: GuestAddress(table),
+            index,
+            entry_gpa: GuestAddress(entry_gpa),
+            entry,
+        });
+        match h.rules.check(level, entry, &mut perms) {
+            EntryKind::NotPresent => {
+                return Err(WalkError::NotPresent {
+                    level: level.name,
+                    entry_gpa: GuestAddress(entry_gpa),
+                    entry,
+                });
+            }
+            EntryKind::Reserved(bits) => {
+                return Err(WalkError::ReservedBits {
+                    level: level.name,
+                    entry_gpa: GuestAddress(entry_gpa),
+                    entry,
+                    bits,
+                });
+            }
+            EntryKind::Table(next) => table = next,
+            EntryKind::Page { base, size } => {
+                return Ok(Walk {
+                    gpa: GuestAddress(base | (va & (size - 1))),
+                    page_size: size,
+                    perms,
+                });
+            }
+        }
+    }
+    unreachable!("every hierarchy ends in a PT, whose present entries map a page")
 }
 
 /// Translates `va` as the guest's MMU would, recording every paging-structure entry read.
@@ -543,16 +573,9 @@ pub fn translate<M: GuestMemory + ?Sized>(
     regs: &PagingRegs,
     va: GuestVirtAddr,
 ) -> Result<Translation, WalkError> {
-    let mut levels = Vec::with_capacity(LONG_UPPER.len() + 1);
+    let mut levels = Vec::with_capacity(LONG.len());
     let walk = walk(mem, regs, va, |entry| levels.push(entry))?;
-    Ok(Translation {
-        gpa: walk.gpa,
-        page_size: walk.page_size,
-        writable: walk.writable,
-        user: walk.user,
-        executable: walk.executable,
-        levels,
-    })
+    Ok(walk.into_translation(levels))
 }
 
 /// Like [`translate`], but also returns the entries the walk read when it fails, so a user
@@ -562,15 +585,9 @@ pub fn translate_explained<M: GuestMemory + ?Sized>(
     regs: &PagingRegs,
     va: GuestVirtAddr,
 ) -> (Vec<LevelEntry>, Result<Translation, WalkError>) {
-    let mut levels = Vec::with_capacity(LONG_UPPER.len() + 1);
-    let result = walk(mem, regs, va, |entry| levels.push(entry)).map(|walk| Translation {
-        gpa: walk.gpa,
-        page_size: walk.page_size,
-        writable: walk.writable,
-        user: walk.user,
-        executable: walk.executable,
-        levels: levels.clone(),
-    });
+    let mut levels = Vec::with_capacity(LONG.len());
+    let result =
+        walk(mem, regs, va, |entry| levels.push(entry)).map(|w| w.into_translation(levels.clone()));
     (levels, result)
 }
 
@@ -654,10 +671,6 @@ mod tests {
     const MEM_SIZE: usize = 64 << 20;
     /// P | R/W | U/S: the most permissive intermediate entry.
     const PRW_US: u64 = PTE_PRESENT | PTE_WRITABLE | PTE_USER;
-    /// CR0.PE, set alongside PG as a real guest would.
-    const CR0_PE: u64 = 1;
-    /// CR4.PCIDE (SDM 2.5): CR3 bits 11:0 become a PCID.
-    const CR4_PCIDE: u64 = 1 << 17;
 
     fn ram() -> GuestMemoryMmap<()> {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("guest RAM")
@@ -675,28 +688,28 @@ mod tests {
 
     fn regs32(cr3: u64, pse: bool) -> PagingRegs {
         PagingRegs {
-            cr0: CR0_PG | CR0_PE,
+            cr0: Cr0::PG.bits() | Cr0::PE.bits(),
             cr3,
-            cr4: if pse { CR4_PSE } else { 0 },
+            cr4: if pse { Cr4::PSE.bits() } else { 0 },
             efer: 0,
         }
     }
 
     fn regs_pae(cr3: u64, nxe: bool) -> PagingRegs {
         PagingRegs {
-            cr0: CR0_PG | CR0_PE,
+            cr0: Cr0::PG.bits() | Cr0::PE.bits(),
             cr3,
-            cr4: CR4_PAE,
-            efer: if nxe { EFER_NXE } else { 0 },
+            cr4: Cr4::PAE.bits(),
+            efer: if nxe { Efer::NXE.bits() } else { 0 },
         }
     }
 
     fn regs_long(cr3: u64, nxe: bool, la57: bool) -> PagingRegs {
         PagingRegs {
-            cr0: CR0_PG | CR0_PE,
+            cr0: Cr0::PG.bits() | Cr0::PE.bits(),
             cr3,
-            cr4: CR4_PAE | if la57 { CR4_LA57 } else { 0 },
-            efer: EFER_LME | EFER_LMA | if nxe { EFER_NXE } else { 0 },
+            cr4: Cr4::PAE.bits() | if la57 { Cr4::LA57.bits() } else { 0 },
+            efer: Efer::LME.bits() | Efer::LMA.bits() | if nxe { Efer::NXE.bits() } else { 0 },
         }
     }
 
@@ -780,7 +793,7 @@ mod tests {
 
     #[test]
     fn mode_from_registers() {
-        let pg = CR0_PG | CR0_PE;
+        let pg = Cr0::PG.bits() | Cr0::PE.bits();
         let m = |cr0, cr4, efer| {
             PagingRegs {
                 cr0,
@@ -791,20 +804,33 @@ mod tests {
             .mode()
         };
         assert_eq!(m(0, 0, 0), PagingMode::Disabled);
-        assert_eq!(m(CR0_PE, CR4_PAE, EFER_LME), PagingMode::Disabled);
-        assert_eq!(m(pg, 0, 0), PagingMode::Bits32);
-        assert_eq!(m(pg, CR4_PSE, 0), PagingMode::Bits32);
-        assert_eq!(m(pg, CR4_PAE, 0), PagingMode::Pae);
-        assert_eq!(m(pg, CR4_PAE, EFER_NXE), PagingMode::Pae);
-        assert_eq!(m(pg, CR4_PAE, EFER_LME | EFER_LMA), PagingMode::Level4);
-        assert_eq!(m(pg, CR4_PAE, EFER_LME), PagingMode::Level4);
-        assert_eq!(m(pg, CR4_PAE, EFER_LMA), PagingMode::Level4);
         assert_eq!(
-            m(pg, CR4_PAE | CR4_LA57, EFER_LME | EFER_LMA),
+            m(Cr0::PE.bits(), Cr4::PAE.bits(), Efer::LME.bits()),
+            PagingMode::Disabled
+        );
+        assert_eq!(m(pg, 0, 0), PagingMode::Bits32);
+        assert_eq!(m(pg, Cr4::PSE.bits(), 0), PagingMode::Bits32);
+        assert_eq!(m(pg, Cr4::PAE.bits(), 0), PagingMode::Pae);
+        assert_eq!(m(pg, Cr4::PAE.bits(), Efer::NXE.bits()), PagingMode::Pae);
+        assert_eq!(
+            m(pg, Cr4::PAE.bits(), Efer::LME.bits() | Efer::LMA.bits()),
+            PagingMode::Level4
+        );
+        assert_eq!(m(pg, Cr4::PAE.bits(), Efer::LME.bits()), PagingMode::Level4);
+        assert_eq!(m(pg, Cr4::PAE.bits(), Efer::LMA.bits()), PagingMode::Level4);
+        assert_eq!(
+            m(
+                pg,
+                Cr4::PAE.bits() | Cr4::LA57.bits(),
+                Efer::LME.bits() | Efer::LMA.bits()
+            ),
             PagingMode::Level5
         );
         // LA57 means nothing outside IA-32e mode.
-        assert_eq!(m(pg, CR4_PAE | CR4_LA57, 0), PagingMode::Pae);
+        assert_eq!(
+            m(pg, Cr4::PAE.bits() | Cr4::LA57.bits(), 0),
+            PagingMode::Pae
+        );
     }
 
     #[test]
@@ -813,7 +839,7 @@ mod tests {
         let regs = PagingRegs::default();
         let t = tr(&mem, &regs, 0x0123_4567);
         assert_eq!(t.gpa, GuestAddress(0x0123_4567));
-        assert_eq!(t.page_size, PAGE_4K);
+        assert_eq!(t.page_size, PAGE_SIZE);
         assert!(t.levels.is_empty());
         assert!(t.writable && t.user && t.executable);
         assert_eq!(
@@ -843,7 +869,7 @@ mod tests {
         for pse in [false, true] {
             let t = tr(&mem, &regs32(0x1018, pse), 0x00c0_5abc);
             assert_eq!(t.gpa, GuestAddress(0x0030_0abc));
-            assert_eq!(t.page_size, PAGE_4K);
+            assert_eq!(t.page_size, PAGE_SIZE);
             assert_eq!(
                 path(&t),
                 [("PD", 0x1000, 3, 0x100c), ("PT", 0x2000, 5, 0x2014)]
@@ -864,7 +890,7 @@ mod tests {
         );
         let t = tr(&mem, &regs32(0x1000, true), va);
         assert_eq!(t.gpa, GuestAddress(0x0192_3456));
-        assert_eq!(t.page_size, PAGE_4M);
+        assert_eq!(t.page_size, PAGE_SIZE_4M);
         assert_eq!(path(&t), [("PD", 0x1000, 0x20, 0x1080)]);
 
         // Without CR4.PSE the PS bit is ignored and the PDE points to a page table
@@ -872,7 +898,7 @@ mod tests {
         put32(&mem, 0x0180_0000 + 0x123 * 4, 0x0005_0000 | PRW_US as u32);
         let t = tr(&mem, &regs32(0x1000, false), va);
         assert_eq!(t.gpa, GuestAddress(0x0005_0456));
-        assert_eq!(t.page_size, PAGE_4K);
+        assert_eq!(t.page_size, PAGE_SIZE);
         assert_eq!(
             path(&t),
             [
@@ -891,7 +917,7 @@ mod tests {
         put32(&mem, 0x1000 + 0x20 * 4, pde as u32);
         let t = tr(&mem, &regs, 0x0812_3456);
         assert_eq!(t.gpa, GuestAddress(0x12_0192_3456));
-        assert_eq!(t.page_size, PAGE_4M);
+        assert_eq!(t.page_size, PAGE_SIZE_4M);
         // That page is far outside guest RAM, so nothing can be read from it.
         let mut buf = [0u8; 4];
         assert_eq!(
@@ -967,7 +993,7 @@ mod tests {
         let regs = regs_pae(0x1020, false);
         let t = tr(&mem, &regs, 0x8060_5abc);
         assert_eq!(t.gpa, GuestAddress(0x0030_0abc));
-        assert_eq!(t.page_size, PAGE_4K);
+        assert_eq!(t.page_size, PAGE_SIZE);
         assert_eq!(
             path(&t),
             [
@@ -1089,10 +1115,10 @@ mod tests {
         let mem = ram();
         level4_setup(&mem);
         let mut regs = regs_long(0x10000 | 0xabc, true, false);
-        regs.cr4 |= CR4_PCIDE;
+        regs.cr4 |= Cr4::PCIDE.bits();
         let t = tr(&mem, &regs, L4_VA);
         assert_eq!(t.gpa, GuestAddress(0x0030_0567));
-        assert_eq!(t.page_size, PAGE_4K);
+        assert_eq!(t.page_size, PAGE_SIZE);
         assert_eq!(
             path(&t),
             [
@@ -1104,7 +1130,7 @@ mod tests {
         );
         assert!(t.writable && t.user && t.executable);
         // EFER.LME alone (LMA not yet reflected) still selects 4-level paging.
-        regs.efer = EFER_LME;
+        regs.efer = Efer::LME.bits();
         assert_eq!(tr(&mem, &regs, L4_VA).gpa, GuestAddress(0x0030_0567));
     }
 
@@ -1200,7 +1226,7 @@ mod tests {
     fn higher_half_kernel_mapping() {
         let mem = ram();
         let mut b = Builder::new(&mem, false);
-        b.map(0xffff_ffff_8000_1000, 0x0050_0000, PAGE_4K, PTE_WRITABLE);
+        b.map(0xffff_ffff_8000_1000, 0x0050_0000, PAGE_SIZE, PTE_WRITABLE);
         let t = tr(&mem, &b.regs(false), 0xffff_ffff_8000_1234);
         assert_eq!(t.gpa, GuestAddress(0x0050_0234));
         let idx: Vec<_> = t.levels.iter().map(|l| l.index).collect();
@@ -1351,12 +1377,12 @@ mod tests {
     /// in the page physically following the first.
     fn split_pages(mem: &GuestMemoryMmap<()>) -> PagingRegs {
         let mut b = Builder::new(mem, false);
-        b.map(0x40_0000, 0x30_0000, PAGE_4K, PTE_WRITABLE);
-        b.map(0x40_1000, 0x10_0000, PAGE_4K, PTE_WRITABLE);
-        b.map(0x50_0000, 0x20_0000, PAGE_4K, PTE_WRITABLE);
+        b.map(0x40_0000, 0x30_0000, PAGE_SIZE, PTE_WRITABLE);
+        b.map(0x40_1000, 0x10_0000, PAGE_SIZE, PTE_WRITABLE);
+        b.map(0x50_0000, 0x20_0000, PAGE_SIZE, PTE_WRITABLE);
         // 0x50_1000 stays unmapped; 0x60_1000 maps outside RAM.
-        b.map(0x60_0000, 0x21_0000, PAGE_4K, PTE_WRITABLE);
-        b.map(0x60_1000, 0x8000_0000, PAGE_4K, PTE_WRITABLE);
+        b.map(0x60_0000, 0x21_0000, PAGE_SIZE, PTE_WRITABLE);
+        b.map(0x60_1000, 0x8000_0000, PAGE_SIZE, PTE_WRITABLE);
         mem.write_slice(&[1, 2, 3, 4, 5, 6, 7, 8], GuestAddress(0x30_0ff8))
             .expect("write");
         mem.write_slice(&[9, 10, 11, 12, 13, 14, 15, 16], GuestAddress(0x10_0000))
@@ -1456,8 +1482,8 @@ mod tests {
     fn read_virt_at_top_of_address_space_does_not_wrap() {
         let mem = ram();
         let mut b = Builder::new(&mem, false);
-        b.map(0xffff_ffff_ffff_f000, 0x0050_0000, PAGE_4K, 0);
-        b.map(0, 0x0060_0000, PAGE_4K, 0);
+        b.map(0xffff_ffff_ffff_f000, 0x0050_0000, PAGE_SIZE, 0);
+        b.map(0, 0x0060_0000, PAGE_SIZE, 0);
         mem.write_slice(b"top!", GuestAddress(0x0050_0ffc))
             .expect("write");
         let mut buf = [0u8; 16];
@@ -1480,7 +1506,7 @@ mod tests {
         let mem = ram();
         let mut b = Builder::new(&mem, true);
         let va = 0xff00_1234_5678_9000;
-        b.map(va, 0x0070_0000, PAGE_4K, 0);
+        b.map(va, 0x0070_0000, PAGE_SIZE, 0);
         mem.write_slice(b"la57", GuestAddress(0x0070_0010))
             .expect("write");
         let mut buf = [0u8; 4];

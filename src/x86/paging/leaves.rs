@@ -3,65 +3,20 @@
 //! `info mem` merges them into ranges, `info tlb` lists them page by page and `dump` turns
 //! them into core-file segments.
 //!
-//! [`crate::paging`] answers "where does this one address go"; this module answers "what is
-//! mapped at all". It follows the same rules (the same reserved bits, the same AND of
-//! access rights over the levels); the tests check the two agree.
+//! [`super::translate`] answers "where does this one address go"; this module answers
+//! "what is mapped at all". Both walk the same level table with the same entry rules
+//! ([`super::Rules::check`]); the tests check that they agree.
 
-use crate::paging::{
-    ADDR_MASK_32, ADDR_MASK_52, CR3_PAE_PDPT_MASK, CR4_PSE, EFER_NXE, PDE_4M_ADDR_HIGH_MASK,
-    PDE_4M_ADDR_HIGH_SHIFT, PDE_4M_ADDR_LOW, PTE_PRESENT, PTE_PS, PTE_USER, PTE_WRITABLE, PTE_XD,
-    RSVD_1G, RSVD_2M, RSVD_4M, RSVD_PAE_HIGH, RSVD_PAE_PDPTE,
-};
-use crate::paging::{PagingMode, PagingRegs};
+pub use super::Perms;
+use super::{EntryKind, Level, PagingRegs, Rules, sign_extend};
+use crate::x86::{PAGE_SIZE, PTE_ACCESSED, PTE_DIRTY, PTE_GLOBAL, PTE_PCD, PTE_PWT};
 use std::ops::ControlFlow;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryRegion};
-
-/// Entry bit 3, PWT: page-level write-through (SDM 4.9).
-const PTE_PWT: u64 = 1 << 3;
-/// Entry bit 4, PCD: page-level cache disable (SDM 4.9).
-const PTE_PCD: u64 = 1 << 4;
-/// Entry bit 5, A: accessed (SDM 4.8).
-const PTE_ACCESSED: u64 = 1 << 5;
-/// Entry bit 6, D: dirty, in entries that map a page (SDM 4.8).
-const PTE_DIRTY: u64 = 1 << 6;
-/// Entry bit 8, G: global translation, in entries that map a page (SDM 4.10.2.4).
-const PTE_GLOBAL: u64 = 1 << 8;
 
 /// How many page-table entries one enumeration reads at most. A guest can make its tables
 /// point at themselves and so describe billions of mappings; this bounds the time a monitor
 /// command takes (about 0.1 s) while covering any sane set of tables many times over.
 pub const DEFAULT_ENTRY_BUDGET: u64 = 1 << 24;
-
-/// Effective access rights of a mapping: the AND of R/W and U/S over every level, and no
-/// XD anywhere while EFER.NXE is set (SDM 4.6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Perms {
-    /// Writable (CR0.WP not considered).
-    pub writable: bool,
-    /// User-mode accessible.
-    pub user: bool,
-    /// Instruction fetches allowed.
-    pub executable: bool,
-}
-
-impl Perms {
-    /// All rights, as with paging disabled.
-    pub const ALL: Perms = Perms {
-        writable: true,
-        user: true,
-        executable: true,
-    };
-
-    /// QEMU's `info mem` form, extended with x: `urwx`, `-rw-` …
-    pub fn letters(&self) -> String {
-        format!(
-            "{}r{}{}",
-            if self.user { 'u' } else { '-' },
-            if self.writable { 'w' } else { '-' },
-            if self.executable { 'x' } else { '-' }
-        )
-    }
-}
 
 /// One page the guest maps: a leaf entry of its page tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,8 +41,8 @@ impl Leaf {
         let e = self.entry;
         [
             f(!self.perms.executable, 'X'),
-            f(e & PTE_GLOBAL != 0 && self.size >= 4096, 'G'),
-            f(self.size > 4096, 'P'),
+            f(e & PTE_GLOBAL != 0 && self.size >= PAGE_SIZE, 'G'),
+            f(self.size > PAGE_SIZE, 'P'),
             f(e & PTE_DIRTY != 0, 'D'),
             f(e & PTE_ACCESSED != 0, 'A'),
             f(e & PTE_PCD != 0, 'C'),
@@ -115,65 +70,11 @@ pub struct WalkSummary {
     pub tables_outside_ram: u64,
 }
 
-/// One level of a paging-structure hierarchy.
-#[derive(Clone, Copy)]
-struct Level {
-    /// Lowest virtual-address bit this level translates; a page here spans 1 << shift.
-    shift: u32,
-    /// Entries in the table.
-    entries: u64,
-    /// Bits reserved in every present entry (XD without NXE is added apart).
-    reserved: u64,
-    /// Some(reserved bits of the large-page form, needs CR4.PSE) when PS may map a page.
-    large: Option<(u64, bool)>,
-    /// Whether R/W, U/S and XD here restrict access (not in PAE PDPTEs, SDM 4.4.1).
-    perms: bool,
-}
-
-const fn level(shift: u32, entries: u64, reserved: u64, large: Option<(u64, bool)>) -> Level {
-    Level {
-        shift,
-        entries,
-        reserved,
-        large,
-        perms: true,
-    }
-}
-
-/// 32-bit paging: PD, PT (SDM 4.3).
-const BITS32: [Level; 2] = [
-    level(22, 1024, 0, Some((RSVD_4M, true))),
-    level(12, 1024, 0, None),
-];
-/// PAE paging: the 4-entry PDPT, PD, PT (SDM 4.4).
-const PAE: [Level; 3] = [
-    Level {
-        shift: 30,
-        entries: 4,
-        reserved: RSVD_PAE_PDPTE,
-        large: None,
-        perms: false,
-    },
-    level(21, 512, RSVD_PAE_HIGH, Some((RSVD_2M, false))),
-    level(12, 512, RSVD_PAE_HIGH, None),
-];
-/// 5-level paging; 4-level paging is the same without the PML5 (SDM 4.5). PS is reserved
-/// in PML5Es and PML4Es.
-const LONG: [Level; 5] = [
-    level(48, 512, PTE_PS, None),
-    level(39, 512, PTE_PS, None),
-    level(30, 512, 0, Some((RSVD_1G, false))),
-    level(21, 512, 0, Some((RSVD_2M, false))),
-    level(12, 512, 0, None),
-];
-
 struct Walker<'a, M: ?Sized, F> {
     mem: &'a M,
-    wide: bool,
-    nxe: bool,
-    pse: bool,
-    /// Linear-address width for sign extension (0: none, 32-bit linear addresses).
-    va_bits: u32,
+    rules: Rules,
+    /// Linear-address width for sign extension (None: 32-bit linear addresses).
+    va_bits: Option<u32>,
     from: u64,
     budget: u64,
     visit: F,
@@ -182,20 +83,15 @@ struct Walker<'a, M: ?Sized, F> {
 
 impl<M: GuestMemory + ?Sized, F: FnMut(&Leaf) -> ControlFlow<()>> Walker<'_, M, F> {
     fn canonical(&self, va: u64) -> u64 {
-        if self.va_bits == 0 {
-            va
-        } else {
-            let unused = 64 - self.va_bits;
-            (((va << unused) as i64) >> unused) as u64
-        }
+        self.va_bits.map_or(va, |bits| sign_extend(va, bits))
     }
 
     /// Reads one whole table: `entries` entries at `gpa`.
     fn read_table(&self, gpa: u64, entries: u64) -> Option<Vec<u64>> {
-        let size = if self.wide { 8 } else { 4 };
+        let size = self.rules.entry_size();
         let mut raw = vec![0u8; (entries * size) as usize];
         self.mem.read_slice(&mut raw, GuestAddress(gpa)).ok()?;
-        Some(if self.wide {
+        Some(if self.rules.wide {
             raw.chunks_exact(8)
                 .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
                 .collect()
@@ -226,56 +122,24 @@ impl<M: GuestMemory + ?Sized, F: FnMut(&Leaf) -> ControlFlow<()>> Walker<'_, M, 
                 return ControlFlow::Break(());
             }
             self.summary.entries_read += 1;
-            if entry & PTE_PRESENT == 0 {
-                continue;
-            }
-            let large = lvl
-                .large
-                .filter(|&(_, needs_pse)| entry & PTE_PS != 0 && (self.pse || !needs_pse));
-            let mut reserved = lvl.reserved | large.map_or(0, |(r, _)| r);
-            if self.wide && !self.nxe {
-                reserved |= PTE_XD;
-            }
-            if entry & reserved != 0 {
-                self.summary.reserved += 1;
-                continue;
-            }
             let mut p = perms;
-            if lvl.perms {
-                p.writable &= entry & PTE_WRITABLE != 0;
-                p.user &= entry & PTE_USER != 0;
-                if self.nxe && entry & PTE_XD != 0 {
-                    p.executable = false;
-                }
-            }
-            if large.is_some() || below.is_empty() {
-                let pa = if self.wide {
-                    entry & ADDR_MASK_52 & !(span - 1)
-                } else if large.is_some() {
-                    (entry & PDE_4M_ADDR_LOW)
-                        | (((entry >> PDE_4M_ADDR_HIGH_SHIFT) & PDE_4M_ADDR_HIGH_MASK) << 32)
-                } else {
-                    entry & ADDR_MASK_32
-                };
-                let leaf = Leaf {
-                    va,
-                    pa,
-                    size: span,
-                    perms: p,
-                    entry,
-                };
-                if (self.visit)(&leaf).is_break() {
-                    self.summary.stopped = true;
-                    return ControlFlow::Break(());
-                }
-            } else {
-                let next = entry
-                    & if self.wide {
-                        ADDR_MASK_52
-                    } else {
-                        ADDR_MASK_32
+            match self.rules.check(lvl, entry, &mut p) {
+                EntryKind::NotPresent => {}
+                EntryKind::Reserved(_) => self.summary.reserved += 1,
+                EntryKind::Table(next) => self.table(below, next, va, p)?,
+                EntryKind::Page { base, size } => {
+                    let leaf = Leaf {
+                        va,
+                        pa: base,
+                        size,
+                        perms: p,
+                        entry,
                     };
-                self.table(below, next, va, p)?;
+                    if (self.visit)(&leaf).is_break() {
+                        self.summary.stopped = true;
+                        return ControlFlow::Break(());
+                    }
+                }
             }
         }
         ControlFlow::Continue(())
@@ -292,25 +156,19 @@ pub fn for_each_leaf<M: GuestMemory + ?Sized>(
     budget: u64,
     visit: impl FnMut(&Leaf) -> ControlFlow<()>,
 ) -> WalkSummary {
-    let (levels, root, wide, va_bits): (&[Level], u64, bool, u32) = match regs.mode() {
-        PagingMode::Disabled => return WalkSummary::default(),
-        PagingMode::Bits32 => (&BITS32, regs.cr3 & ADDR_MASK_32, false, 0),
-        PagingMode::Pae => (&PAE, regs.cr3 & CR3_PAE_PDPT_MASK, true, 0),
-        PagingMode::Level4 => (&LONG[1..], regs.cr3 & ADDR_MASK_52, true, 48),
-        PagingMode::Level5 => (&LONG, regs.cr3 & ADDR_MASK_52, true, 57),
+    let Some(h) = regs.hierarchy() else {
+        return WalkSummary::default();
     };
     let mut w = Walker {
         mem,
-        wide,
-        nxe: regs.efer & EFER_NXE != 0,
-        pse: regs.cr4 & CR4_PSE != 0,
-        va_bits,
+        rules: h.rules,
+        va_bits: h.va_bits,
         from,
         budget,
         visit,
         summary: WalkSummary::default(),
     };
-    let _ = w.table(levels, root, 0, Perms::ALL);
+    let _ = w.table(h.levels, h.root, 0, Perms::ALL);
     w.summary
 }
 
@@ -466,15 +324,16 @@ pub fn size_name(bytes: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paging::{GuestVirtAddr, translate};
+    use crate::x86::paging::{GuestVirtAddr, translate};
+    use crate::x86::{Cr0, Cr4, Efer, PTE_PRESENT, PTE_PS, PTE_USER, PTE_WRITABLE, PTE_XD};
     use vm_memory::GuestMemoryMmap;
 
     const MEM_SIZE: usize = 32 << 20;
     const PRW: u64 = PTE_PRESENT | PTE_WRITABLE;
     const PRW_US: u64 = PRW | PTE_USER;
-    const CR0_PG_PE: u64 = (1 << 31) | 1;
-    const CR4_PAE: u64 = 1 << 5;
-    const EFER_LME_LMA: u64 = (1 << 8) | (1 << 10);
+    /// CR0.PG with CR0.PE, as a real guest sets them.
+    const CR0_PG_PE: u64 = Cr0::PG.bits() | Cr0::PE.bits();
+    const EFER_LME_LMA: u64 = Efer::LME.bits() | Efer::LMA.bits();
 
     fn ram() -> GuestMemoryMmap<()> {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("guest RAM")
@@ -492,8 +351,8 @@ mod tests {
         PagingRegs {
             cr0: CR0_PG_PE,
             cr3,
-            cr4: CR4_PAE,
-            efer: EFER_LME_LMA | if nxe { EFER_NXE } else { 0 },
+            cr4: Cr4::PAE.bits(),
+            efer: EFER_LME_LMA | if nxe { Efer::NXE.bits() } else { 0 },
         }
     }
 
@@ -676,7 +535,7 @@ mod tests {
         let regs = PagingRegs {
             cr0: CR0_PG_PE,
             cr3: 0x1000,
-            cr4: CR4_PSE,
+            cr4: Cr4::PSE.bits(),
             efer: 0,
         };
         // PD[0] → PT with pages 0 and 1; PD[0x300] = 4 MiB page at 0xc0000000 → 0x800000.
@@ -710,8 +569,8 @@ mod tests {
         let regs = PagingRegs {
             cr0: CR0_PG_PE,
             cr3: 0x1020,
-            cr4: CR4_PAE,
-            efer: EFER_NXE,
+            cr4: Cr4::PAE.bits(),
+            efer: Efer::NXE.bits(),
         };
         put64(&mem, 0x1020 + 3 * 8, 0x3000 | PTE_PRESENT);
         put64(&mem, 0x3000, 0x0060_0000 | PRW | PTE_PS);
