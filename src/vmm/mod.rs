@@ -4,7 +4,7 @@
 pub mod debug;
 pub mod devices;
 pub mod vcpu;
-pub mod watch;
+pub use debug::watch;
 
 use crate::caps::KvmCaps;
 use crate::loader::{self, BootInfo};

@@ -33,7 +33,7 @@ pub enum VcpuStop {
     /// byte the access touched. The access has completed.
     Watch {
         /// What the watchpoint catches.
-        kind: super::watch::WatchKind,
+        kind: super::debug::watch::WatchKind,
         /// Linear address hit.
         addr: u64,
     },
