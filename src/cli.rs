@@ -4,8 +4,8 @@ use crate::caps::{self, KvmCaps};
 use crate::config::{self, GdbAddr, SerialSink};
 use crate::gdb::{self, Listener, Outcome};
 use crate::guests;
-use crate::vmm::Vm;
-use crate::vmm::vcpu::VcpuStop;
+use crate::vmm::stop::VcpuStop;
+use crate::vmm::{MachineConfig, Vm};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -109,7 +109,11 @@ pub fn run(args: Args) -> Result<u8, CliError> {
     if !kvm_caps.set_guest_debug {
         return Err(caps::CapsError::NoGuestDebug.into());
     }
-    let mut vm = Vm::new(kvm, args.memory, &image, "", serial)?;
+    let machine = MachineConfig {
+        memory_size: args.memory,
+        vcpus: 1,
+    };
+    let mut vm = Vm::new(kvm, machine, &image, "", serial)?;
 
     let outcome = if args.gdb == GdbAddr::None {
         eprintln!("kvmgdb: running {} with no gdb stub", symbols.display());

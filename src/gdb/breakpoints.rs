@@ -3,7 +3,7 @@
 
 use super::regs::GuestArch;
 use super::target::KvmTarget;
-use crate::vmm::watch::WatchKind;
+use crate::vmm::debug::watch::WatchKind;
 use gdbstub::target::TargetResult;
 use gdbstub::target::ext::breakpoints::{
     Breakpoints, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint,

@@ -16,7 +16,7 @@ pub mod target_xml;
 
 use crate::config::GdbAddr;
 use crate::vmm::Vm;
-use crate::vmm::vcpu::VcpuStop;
+use crate::vmm::stop::VcpuStop;
 use arch::{I386Full, X86_64Full};
 use conn::{BufferedConn, Stream};
 use gdbstub::common::Signal;

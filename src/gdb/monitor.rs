@@ -12,7 +12,7 @@ use crate::inspect::descriptors::{self, TableMode};
 use crate::inspect::mappings::{self, DEFAULT_ENTRY_BUDGET, Leaf, RangeMerger, WalkSummary};
 use crate::inspect::registers::{self, RegisterView};
 use crate::paging::{self, GuestVirtAddr, LevelEntry, PagingMode, PagingRegs};
-use crate::vmm::vcpu::VcpuStop;
+use crate::vmm::stop::VcpuStop;
 use crate::vmm::{Vm, VmError};
 use gdbstub::outputln;
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd};
@@ -219,7 +219,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
     fn paging(&self) -> Result<PagingRegs, MonitorError> {
         // state() fails while the vCPU runs; paging_regs() alone would be stale then.
         self.vm.state(MONITOR_VCPU)?;
-        Ok(self.vm.paging_regs(MONITOR_VCPU))
+        Ok(self.vm.paging_regs(MONITOR_VCPU)?)
     }
 
     fn cpu_ids(&self, arg: Option<&str>) -> Result<Vec<usize>, MonitorError> {
@@ -501,7 +501,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
         L: IntoIterator<Item = String>,
     {
         let s = self.vm.state(MONITOR_VCPU)?;
-        let regs = self.vm.paging_regs(MONITOR_VCPU);
+        let regs = self.vm.paging_regs(MONITOR_VCPU)?;
         let mode = TableMode::from_regs(s.sregs.cr0, s.sregs.efer);
         let dt = which(&s.sregs);
         let table = self.read_table(&regs, dt.base, dt.limit);
@@ -620,7 +620,7 @@ impl<A: GuestArch> KvmTarget<'_, A> {
                 signal: core_signal(self.vm.frozen(id).or(self.vm.last_stop(id))),
             });
         }
-        let regs = self.vm.paging_regs(MONITOR_VCPU);
+        let regs = self.vm.paging_regs(MONITOR_VCPU)?;
         let mem = self.vm.memory();
         let ram = mappings::ram_regions(mem);
         let class = if self.vm.boot_info().image_is_32bit {

@@ -7,7 +7,7 @@
 //! IA32_KERNEL_GS_BASE (one KVM_GET_MSRS, cached per stop by the target).
 
 use super::arch::{I386Full, Layout, Reg, RegNum, Regs, X86_64Full};
-use crate::vmm::vcpu::CpuSnapshot;
+use crate::vmm::stop::CpuSnapshot;
 use gdbstub::arch::Arch;
 use kvm_bindings::kvm_xsave;
 

@@ -3,9 +3,9 @@
 use super::arch::Reg;
 use super::regs::{GuestArch, snapshot_value};
 use super::target::tid_of;
-use crate::vmm::vcpu::CpuSnapshot;
-use crate::vmm::vcpu::{VcpuEvent, VcpuStop};
-use crate::vmm::watch::WatchKind;
+use crate::vmm::debug::watch::WatchKind;
+use crate::vmm::stop::CpuSnapshot;
+use crate::vmm::stop::{VcpuEvent, VcpuStop};
 use gdbstub::common::Signal;
 use gdbstub::stub::MultiThreadStopReason;
 use gdbstub::target::ext::breakpoints::WatchKind as GdbWatchKind;
@@ -54,8 +54,7 @@ pub fn to_gdb<A: GuestArch>(ev: &VcpuEvent) -> MultiThreadStopReason<A::Usize> {
         },
         // A T packet (not S05): it names the thread and carries the expedited registers.
         VcpuStop::Step => signal(Signal::SIGTRAP),
-        // NeedsRam is resolved inside the VMM; should one leak, it is an interruption.
-        VcpuStop::Kicked | VcpuStop::NeedsRam => signal(Signal::SIGINT),
+        VcpuStop::Kicked => signal(Signal::SIGINT),
         VcpuStop::GuestBreakpoint => signal(Signal::SIGTRAP),
         VcpuStop::Halted => signal(Signal::SIGSTOP),
         VcpuStop::Shutdown => signal(Signal::SIGSEGV),

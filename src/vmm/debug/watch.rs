@@ -1,18 +1,14 @@
 //! Watchpoints of any length and number, built on memory slots instead of debug registers.
 //!
 //! Debug-register data breakpoints are four 1/2/4/8-byte slots, and on PVM they never fire
-//! at all (KVM-FACTS.md). Instead, a page holding a write watch is put in a read-only
+//! at all (docs/kvm-quirks.md, "data watchpoints"). Instead, a page holding a write watch is put in a read-only
 //! memory slot (KVM_MEM_READONLY: writes exit to us as MMIO, reads run at full speed), and a
 //! page holding a read or access watch gets no slot at all (every access exits). The vCPU
 //! thread completes each such access on guest RAM itself and reports a hit only when the
 //! access overlaps a watched range, so the page granularity never shows.
 
-use kvm_bindings::{KVM_MEM_READONLY, kvm_userspace_memory_region};
-use std::collections::BTreeMap;
-use vm_memory::GuestAddress;
-
-/// The page size memory slots are carved at.
-pub const PAGE: u64 = 4096;
+use crate::memory::GuestMem;
+use vm_memory::{Bytes, GuestAddress};
 
 /// What a watchpoint catches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,92 +59,15 @@ impl Watchpoint {
     }
 }
 
-/// How a guest page must be mapped for the watchpoints on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PageMode {
-    /// Read-only slot: writes exit.
-    ReadOnly,
-    /// No slot: every access exits.
-    Unmapped,
-}
-
-/// The page modes the watchpoints need. Without KVM_CAP_READONLY_MEM, write watches fall
-/// back to unmapped pages.
-pub fn page_modes(watches: &[Watchpoint], readonly_mem: bool) -> BTreeMap<u64, PageMode> {
-    let mut modes = BTreeMap::new();
-    for w in watches {
-        let mode = if w.kind == WatchKind::Write && readonly_mem {
-            PageMode::ReadOnly
-        } else {
-            PageMode::Unmapped
-        };
-        for &(gpa, len, _) in &w.pieces {
-            let mut page = gpa.0 & !(PAGE - 1);
-            while page < gpa.0 + len {
-                let m = modes.entry(page).or_insert(mode);
-                *m = (*m).max(mode);
-                page += PAGE;
-            }
-        }
+/// The current contents of a watchpoint's range (unreadable bytes read as zero).
+pub fn watched_bytes(mem: &GuestMem, w: &Watchpoint) -> Vec<u8> {
+    let mut out = Vec::with_capacity(w.len as usize);
+    for &(gpa, len, _) in &w.pieces {
+        let mut buf = vec![0u8; len as usize];
+        let _ = mem.read_slice(&mut buf, gpa);
+        out.extend_from_slice(&buf);
     }
-    modes
-}
-
-/// One RAM region: guest-physical start, length, host address.
-#[derive(Clone, Copy, Debug)]
-pub struct RamRegion {
-    /// Guest-physical start.
-    pub gpa: u64,
-    /// Length in bytes.
-    pub len: u64,
-    /// Host virtual address of the start.
-    pub host: u64,
-}
-
-/// The memory slots for `regions` with `modes` carved out, numbered from 0.
-pub fn slot_layout(
-    regions: &[RamRegion],
-    modes: &BTreeMap<u64, PageMode>,
-) -> Vec<kvm_userspace_memory_region> {
-    let mut slots = Vec::new();
-    let mut push = |gpa: u64, len: u64, region: &RamRegion, flags: u32| {
-        if len > 0 {
-            slots.push(kvm_userspace_memory_region {
-                slot: 0,
-                flags,
-                guest_phys_addr: gpa,
-                memory_size: len,
-                userspace_addr: region.host + (gpa - region.gpa),
-            });
-        }
-    };
-    for r in regions {
-        let end = r.gpa + r.len;
-        let mut cursor = r.gpa;
-        let mut iter = modes.range(r.gpa..end).peekable();
-        while let Some((&page, &mode)) = iter.next() {
-            push(cursor, page - cursor, r, 0);
-            // Merge a run of consecutive pages with the same mode.
-            let mut run_end = page + PAGE;
-            while let Some(&(&next, &m)) = iter.peek() {
-                if next == run_end && m == mode {
-                    run_end += PAGE;
-                    iter.next();
-                } else {
-                    break;
-                }
-            }
-            if mode == PageMode::ReadOnly {
-                push(page, run_end - page, r, KVM_MEM_READONLY);
-            }
-            cursor = run_end;
-        }
-        push(cursor, end - cursor, r, 0);
-    }
-    for (i, s) in slots.iter_mut().enumerate() {
-        s.slot = i as u32;
-    }
-    slots
+    out
 }
 
 #[cfg(test)]
@@ -175,41 +94,5 @@ mod tests {
         let r = wp(0x1010, 8, WatchKind::Read);
         assert_eq!(r.hit(0x1010, 4, false), Some(0xffff_1010));
         assert_eq!(r.hit(0x1010, 4, true), None);
-    }
-
-    #[test]
-    fn layout_carves_pages() {
-        let regions = [RamRegion {
-            gpa: 0,
-            len: 0x10_000,
-            host: 0x7000_0000,
-        }];
-        let watches = [
-            wp(0x3ff0, 0x20, WatchKind::Write), // straddles pages 3 and 4
-            wp(0x8000, 4, WatchKind::Access),
-            wp(0x8010, 4, WatchKind::Write), // same page: unmapped wins
-        ];
-        let modes = page_modes(&watches, true);
-        assert_eq!(modes.get(&0x3000), Some(&PageMode::ReadOnly));
-        assert_eq!(modes.get(&0x4000), Some(&PageMode::ReadOnly));
-        assert_eq!(modes.get(&0x8000), Some(&PageMode::Unmapped));
-        let slots = slot_layout(&regions, &modes);
-        let got: Vec<(u64, u64, u32)> = slots
-            .iter()
-            .map(|s| (s.guest_phys_addr, s.memory_size, s.flags))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (0, 0x3000, 0),
-                (0x3000, 0x2000, KVM_MEM_READONLY),
-                (0x5000, 0x3000, 0),
-                (0x9000, 0x7000, 0),
-            ]
-        );
-        assert_eq!(slots[3].userspace_addr, 0x7000_9000);
-        assert_eq!(slots[3].slot, 3);
-        let none = slot_layout(&regions, &BTreeMap::new());
-        assert_eq!(none.len(), 1);
     }
 }
