@@ -171,3 +171,49 @@ impl DebugTable {
         self.generation.load(Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::Bytes;
+
+    fn table_with_int3_at(machine: MachineFacts, mem: &crate::memory::GuestMem) -> DebugTable {
+        let table = DebugTable::new(machine);
+        mem.write_obj(INT3, GuestAddress(0x1000)).unwrap();
+        table.update(|b| {
+            b.sw.insert(
+                0x1000,
+                SwBreakpoint {
+                    gpa: GuestAddress(0x1000),
+                    orig: 0x90,
+                    insn: INT3,
+                },
+            );
+        });
+        table
+    }
+
+    #[test]
+    fn a_failing_int3_replants_hlt_without_an_irqchip() {
+        let mem = crate::memory::create_guest_memory(1 << 20).unwrap();
+        let table = table_with_int3_at(MachineFacts::default(), &mem);
+        table.learn_int3_fails(&mem);
+        assert!(table.quirks().int3_is_emulation_failure);
+        assert_eq!(table.sw_insn(), HLT);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x1000)).unwrap(), HLT);
+        assert_eq!(table.with(|b| b.sw[&0x1000].insn), HLT);
+    }
+
+    #[test]
+    fn with_an_irqchip_a_failing_int3_stays_int3() {
+        let mem = crate::memory::create_guest_memory(1 << 20).unwrap();
+        let machine = MachineFacts {
+            in_kernel_irqchip: true,
+        };
+        let table = table_with_int3_at(machine, &mem);
+        table.learn_int3_fails(&mem);
+        assert!(table.quirks().int3_is_emulation_failure);
+        assert_eq!(table.sw_insn(), INT3);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x1000)).unwrap(), INT3);
+    }
+}
