@@ -6,8 +6,8 @@ use crate::config::{self, GdbAddr, SerialSink};
 use crate::gdb::{self, conn::Listener};
 use crate::guests;
 use crate::runner::{self, Outcome};
-use crate::vmm::Vm;
-use crate::vmm::vcpu::VcpuStop;
+use crate::vmm::stop::VcpuStop;
+use crate::vmm::{MachineConfig, Vm};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -118,7 +118,11 @@ pub fn run(args: Args) -> Result<u8, CliError> {
         return Err(caps::CapsError::NoGuestDebug.into());
     }
     let plan = boot::plan(&image, "", args.memory)?;
-    let mut vm = Vm::new(kvm, args.memory, plan, serial)?;
+    let machine = MachineConfig {
+        memory_size: args.memory,
+        vcpus: 1,
+    };
+    let mut vm = Vm::new(kvm, machine, plan, serial)?;
 
     let outcome = if args.gdb == GdbAddr::None {
         eprintln!("kvmgdb: running {} with no gdb stub", symbols.display());

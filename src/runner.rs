@@ -3,7 +3,7 @@
 //! back here between sessions; `--gdb none` runs it here from the start.
 
 use crate::vmm::Vm;
-use crate::vmm::vcpu::VcpuStop;
+use crate::vmm::stop::VcpuStop;
 use std::os::fd::RawFd;
 
 /// Errors of running the machine unattended.

@@ -5,7 +5,7 @@
 use super::regs::layout::Layout;
 use super::target::KvmTarget;
 use crate::vmm::VmError;
-use crate::vmm::watch::WatchKind;
+use crate::vmm::debug::watch::WatchKind;
 use gdbstub::target::ext::breakpoints::{
     Breakpoints, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint,
     SwBreakpointOps, WatchKind as GdbWatchKind,

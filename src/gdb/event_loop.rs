@@ -11,7 +11,7 @@ use super::target::{KvmTarget, PACKET_BUFFER};
 use super::threads;
 use crate::runner::poll_readable;
 use crate::vmm::Vm;
-use crate::vmm::vcpu::VcpuStop;
+use crate::vmm::stop::VcpuStop;
 use gdbstub::common::Signal;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};

@@ -4,8 +4,8 @@
 use super::regs::kvm_map::snapshot_value;
 use super::regs::layout::{Layout, Reg};
 use super::threads::tid_of;
-use crate::vmm::vcpu::CpuSnapshot;
-use crate::vmm::vcpu::{VcpuEvent, VcpuStop};
+use crate::vmm::stop::CpuSnapshot;
+use crate::vmm::stop::{VcpuEvent, VcpuStop};
 use gdbstub::common::Signal;
 use gdbstub::stub::MultiThreadStopReason;
 
@@ -29,8 +29,7 @@ pub fn signal(stop: &VcpuStop) -> Signal {
         | VcpuStop::Watch { .. }
         | VcpuStop::Step
         | VcpuStop::GuestBreakpoint => Signal::SIGTRAP,
-        // NeedsRam is resolved inside the VMM; should one leak, it is an interruption.
-        VcpuStop::Kicked | VcpuStop::NeedsRam => Signal::SIGINT,
+        VcpuStop::Kicked => Signal::SIGINT,
         VcpuStop::Halted => Signal::SIGSTOP,
         VcpuStop::Shutdown => Signal::SIGSEGV,
         VcpuStop::InternalError { .. } | VcpuStop::UnhandledExit(_) => Signal::SIGILL,

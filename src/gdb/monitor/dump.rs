@@ -25,7 +25,7 @@ impl<A: Layout> KvmTarget<'_, A> {
                 signal: stop::core_signal(self.vm.frozen(id).or(self.vm.last_stop(id))),
             });
         }
-        let regs = self.vm.paging_regs(self.selection.vcpu());
+        let regs = self.vm.paging_regs(self.selection.vcpu())?;
         let mem = self.vm.memory();
         let ram = mappings::ram_regions(mem);
         let class = if self.vm.boot_info().image_is_32bit {

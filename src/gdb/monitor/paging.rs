@@ -60,7 +60,7 @@ impl<A: Layout> KvmTarget<'_, A> {
         let id = self.selection.vcpu();
         // state() fails while the vCPU runs; paging_regs() alone would be stale then.
         self.vm.state(id)?;
-        Ok((id, self.vm.paging_regs(id)))
+        Ok((id, self.vm.paging_regs(id)?))
     }
 
     pub(super) fn walk_notes(c: &mut Console<'_, '_>, s: &WalkSummary) {

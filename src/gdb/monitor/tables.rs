@@ -39,7 +39,7 @@ impl<A: Layout> KvmTarget<'_, A> {
     {
         let id = self.selection.vcpu();
         let s = self.vm.state(id)?;
-        let regs = self.vm.paging_regs(id);
+        let regs = self.vm.paging_regs(id)?;
         let mode = TableMode::from_regs(s.sregs.cr0, s.sregs.efer);
         let dt = which(&s.sregs);
         let table = self.read_table(&regs, dt.base, dt.limit);

@@ -7,7 +7,7 @@
 //! IA32_KERNEL_GS_BASE (one KVM_GET_MSRS, cached per stop by the target).
 
 use super::layout::Reg;
-use crate::vmm::vcpu::CpuSnapshot;
+use crate::vmm::stop::CpuSnapshot;
 use crate::x86::xsave::{self as xs, XsaveBytes, abridged_tag, full_tag_word, xstate_bv};
 use kvm_bindings::kvm_xsave;
 

@@ -2,9 +2,10 @@
 //! controller edits it; each vCPU thread applies it to itself (KVM_SET_GUEST_DEBUG) before
 //! KVM_RUN when its generation changed, so no vCPU ioctl is ever issued from a foreign thread.
 
+use super::super::quirks::{self, MachineFacts, Quirks};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use vm_memory::GuestAddress;
 
 /// The x86 `int3` instruction (SDM Vol. 2A, INT n/INTO/INT3).
@@ -69,9 +70,9 @@ impl Breakpoints {
     /// True if a watchpoint covers part of the guest-physical page at `page`.
     pub fn watch_touches_page(&self, page: u64) -> bool {
         self.watch.iter().any(|w| {
-            w.pieces
-                .iter()
-                .any(|&(gpa, len, _)| gpa.0 < page + super::watch::PAGE && page < gpa.0 + len)
+            w.pieces.iter().any(|&(gpa, len, _)| {
+                gpa.0 < page + crate::vmm::memslots::PAGE && page < gpa.0 + len
+            })
         })
     }
 
@@ -88,22 +89,24 @@ pub struct DebugTable {
     bps: Mutex<Breakpoints>,
     /// Whether single steps keep interrupts blocked (QEMU's `sstep` NOIRQ bit).
     step_masks_irq: AtomicBool,
-    /// The byte software breakpoints plant (see [`DebugTable::use_hlt_breakpoints`]).
-    sw_insn: AtomicU8,
+    /// What this KVM showed at run time (see [`DebugTable::learn_int3_fails`]).
+    learned: Mutex<Quirks>,
+    /// What the machine set up, which the quirk decisions depend on.
+    machine: MachineFacts,
 }
 
-impl Default for DebugTable {
-    fn default() -> Self {
+impl DebugTable {
+    /// An empty table for a machine set up as `machine` says.
+    pub fn new(machine: MachineFacts) -> DebugTable {
         DebugTable {
             generation: AtomicU64::new(0),
             bps: Mutex::new(Breakpoints::default()),
             step_masks_irq: AtomicBool::new(true),
-            sw_insn: AtomicU8::new(INT3),
+            learned: Mutex::new(Quirks::default()),
+            machine,
         }
     }
-}
 
-impl DebugTable {
     /// Changes the table; every vCPU re-applies it before its next run.
     pub fn update<R>(&self, f: impl FnOnce(&mut Breakpoints) -> R) -> R {
         let mut bps = self.bps.lock().unwrap_or_else(|e| e.into_inner());
@@ -130,26 +133,35 @@ impl DebugTable {
         self.step_masks_irq.load(Ordering::Acquire)
     }
 
-    /// The byte new software breakpoints plant.
+    /// The byte new software breakpoints plant ([`quirks::breakpoint_insn`]).
     pub fn sw_insn(&self) -> u8 {
-        self.sw_insn.load(Ordering::Acquire)
+        quirks::breakpoint_insn(self.quirks(), self.machine)
     }
 
-    /// Switches software breakpoints to `hlt`, replanting those in `mem`. Called when an
-    /// `int3` of ours came back as an emulation failure (PVM, KVM-FACTS.md): there every hit
-    /// costs a kernel log line (~1 ms while the log is not rate-limited), and KVM never
-    /// reports the int3 as a debug exit, whereas `hlt` gives a clean KVM_EXIT_HLT. This
-    /// needs the `hlt` to reach us, which holds while kvmgdb creates no in-kernel irqchip.
+    /// What was learned about this KVM so far.
+    pub fn quirks(&self) -> Quirks {
+        *self.learned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that an `int3` of ours came back as an emulation failure (PVM,
+    /// docs/kvm-quirks.md, "int3 at CPL0"), and replants the breakpoints in `mem` with the
+    /// byte [`quirks::breakpoint_insn`] now chooses: `hlt` where it reaches the VMM. Every
+    /// such int3 hit costs a kernel log line (~1 ms while the log is not rate-limited), and
+    /// KVM never reports it as a debug exit, whereas `hlt` gives a clean KVM_EXIT_HLT.
     /// Hardware KVM reports int3 as KVM_EXIT_DEBUG and never gets here.
-    pub fn use_hlt_breakpoints(&self, mem: &crate::memory::GuestMem) {
+    pub fn learn_int3_fails(&self, mem: &crate::memory::GuestMem) {
         use vm_memory::Bytes;
-        self.sw_insn.store(HLT, Ordering::Release);
+        self.learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .int3_is_emulation_failure = true;
+        let insn = self.sw_insn();
         self.update(|b| {
             for bp in b.sw.values_mut() {
-                if mem.read_obj::<u8>(bp.gpa).ok() == Some(bp.insn) {
-                    let _ = mem.write_obj(HLT, bp.gpa);
+                if bp.insn != insn && mem.read_obj::<u8>(bp.gpa).ok() == Some(bp.insn) {
+                    let _ = mem.write_obj(insn, bp.gpa);
                 }
-                bp.insn = HLT;
+                bp.insn = insn;
             }
         });
     }
@@ -157,5 +169,51 @@ impl DebugTable {
     /// The current generation.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::Bytes;
+
+    fn table_with_int3_at(machine: MachineFacts, mem: &crate::memory::GuestMem) -> DebugTable {
+        let table = DebugTable::new(machine);
+        mem.write_obj(INT3, GuestAddress(0x1000)).unwrap();
+        table.update(|b| {
+            b.sw.insert(
+                0x1000,
+                SwBreakpoint {
+                    gpa: GuestAddress(0x1000),
+                    orig: 0x90,
+                    insn: INT3,
+                },
+            );
+        });
+        table
+    }
+
+    #[test]
+    fn a_failing_int3_replants_hlt_without_an_irqchip() {
+        let mem = crate::memory::create_guest_memory(1 << 20).unwrap();
+        let table = table_with_int3_at(MachineFacts::default(), &mem);
+        table.learn_int3_fails(&mem);
+        assert!(table.quirks().int3_is_emulation_failure);
+        assert_eq!(table.sw_insn(), HLT);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x1000)).unwrap(), HLT);
+        assert_eq!(table.with(|b| b.sw[&0x1000].insn), HLT);
+    }
+
+    #[test]
+    fn with_an_irqchip_a_failing_int3_stays_int3() {
+        let mem = crate::memory::create_guest_memory(1 << 20).unwrap();
+        let machine = MachineFacts {
+            in_kernel_irqchip: true,
+        };
+        let table = table_with_int3_at(machine, &mem);
+        table.learn_int3_fails(&mem);
+        assert!(table.quirks().int3_is_emulation_failure);
+        assert_eq!(table.sw_insn(), INT3);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x1000)).unwrap(), INT3);
     }
 }

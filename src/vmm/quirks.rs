@@ -1,0 +1,272 @@
+//! Every place where this machine's KVM behaves differently from hardware KVM, as named,
+//! pure decisions. The development and CI machines run PVM (`kvm_pvm`), a software KVM
+//! without VMX that emulates all CPL0 code; users mostly run hardware KVM, where the
+//! documented KVM API holds. The standard path stays the one for hardware KVM: each
+//! decision here spots a PVM signature when it shows up and picks the fallback that works.
+//!
+//! Each function states its precondition and checks it, so a caller that breaks one gets
+//! the standard behaviour rather than a silent misreport. The facts behind them, with how
+//! each was measured, are in `docs/kvm-quirks.md`.
+
+use super::debug::table::{HLT, INT3};
+use super::stop::VcpuStop;
+use kvm_bindings::KVM_INTERNAL_ERROR_EMULATION;
+use std::time::Duration;
+
+/// The length of `int3` (0xCC) and of `hlt` (0xF4): one byte each (SDM Vol. 2A).
+const ONE_BYTE_INSN: u64 = 1;
+
+/// What the VM set up that the decisions depend on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineFacts {
+    /// Whether the VM created an in-kernel interrupt controller (KVM_CREATE_IRQCHIP). With
+    /// one, `hlt` blocks inside KVM until an interrupt instead of exiting to the VMM
+    /// (docs/kvm-quirks.md, "hlt"). kvmgdb creates none today.
+    pub in_kernel_irqchip: bool,
+}
+
+/// What was learned about this KVM at run time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quirks {
+    /// An `int3` of ours came back as an emulation failure instead of KVM_EXIT_DEBUG
+    /// (docs/kvm-quirks.md, "int3 at CPL0").
+    pub int3_is_emulation_failure: bool,
+}
+
+/// The byte software breakpoints plant: `int3`, as on hardware KVM, until an int3 of ours
+/// came back as an emulation failure; then `hlt`, whose KVM_EXIT_HLT is clean and costs no
+/// kernel log line (docs/kvm-quirks.md, "int3 at CPL0").
+///
+/// Precondition of `hlt`: it must exit to the VMM, which holds only without an in-kernel
+/// irqchip. With one, this stays with `int3`, whose emulation-failure signature still
+/// reports every hit (measured with irqchip and PIT running).
+pub fn breakpoint_insn(learned: Quirks, machine: MachineFacts) -> u8 {
+    if learned.int3_is_emulation_failure && !machine.in_kernel_irqchip {
+        HLT
+    } else {
+        INT3
+    }
+}
+
+/// A KVM_EXIT_INTERNAL_ERROR, as the vCPU thread saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InternalErrorExit {
+    /// `kvm_run.internal.suberror`.
+    pub suberror: u32,
+    /// The byte now in RAM under our software breakpoint at RIP, if we have one there.
+    pub planted_byte: Option<u8>,
+    /// The code byte at RIP read through the guest's page tables, if it is readable.
+    pub code_byte: Option<u8>,
+    /// Whether watchpoints have taken pages out of guest RAM's memory slots.
+    pub watches: bool,
+}
+
+/// What an internal error means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InternalErrorCause {
+    /// PVM's emulator gave up on an `int3` we planted: it is our breakpoint, RIP is at it
+    /// and the vCPU is intact.
+    OurBreakpoint,
+    /// The guest's own `int3`, which the guest's handler should get
+    /// ([`guest_int3_rip_advance`] says how).
+    GuestInt3,
+    /// An instruction KVM cannot run against a page a watchpoint took out of the memory
+    /// slots (fetching code from it, or an access its emulator cannot do as MMIO, such as
+    /// `lidt`): run it again with guest RAM mapped.
+    NeedsRam,
+    /// A real internal error: the vCPU stops for good.
+    Genuine,
+}
+
+/// Classifies a KVM_EXIT_INTERNAL_ERROR (docs/kvm-quirks.md, "int3 at CPL0").
+///
+/// Precondition: the suberror is KVM_INTERNAL_ERROR_EMULATION; any other suberror is
+/// [`InternalErrorCause::Genuine`]. `GuestInt3` needs the byte at RIP to be `0xCC`, so RIP
+/// is known to be at a one-byte int3.
+pub fn classify_internal_error(exit: &InternalErrorExit) -> InternalErrorCause {
+    if exit.suberror != KVM_INTERNAL_ERROR_EMULATION {
+        return InternalErrorCause::Genuine;
+    }
+    if exit.planted_byte == Some(INT3) {
+        return InternalErrorCause::OurBreakpoint;
+    }
+    if exit.code_byte == Some(INT3) {
+        return InternalErrorCause::GuestInt3;
+    }
+    unexplained_emulation_failure(exit.watches)
+}
+
+/// What an emulation failure that is no breakpoint means (also when delivering the
+/// guest's own int3 failed): with watched pages out of the slots it may be KVM lacking
+/// the RAM, otherwise it is genuine.
+pub fn unexplained_emulation_failure(watches: bool) -> InternalErrorCause {
+    if watches {
+        InternalErrorCause::NeedsRam
+    } else {
+        InternalErrorCause::Genuine
+    }
+}
+
+/// How the guest's own `int3` reached the VMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int3Report {
+    /// KVM_EXIT_DEBUG with exception 3 (hardware KVM with KVM_GUESTDBG_USE_SW_BP).
+    DebugExit,
+    /// An emulation failure with RIP at the int3 ([`InternalErrorCause::GuestInt3`]).
+    EmulationFailure,
+}
+
+/// How far RIP must move before KVM_GUESTDBG_INJECT_BP so the guest's #BP frame points past
+/// the int3, as the CPU's own #BP does (SDM Vol. 3, 6.5: int3 is a trap). Hardware KVM
+/// injects #BP as a software exception with the exit's instruction length: 0. PVM injects it
+/// with RIP as it is, and RIP is at the int3: its length, one byte (docs/kvm-quirks.md,
+/// "INJECT_BP").
+pub fn guest_int3_rip_advance(report: Int3Report) -> u64 {
+    match report {
+        Int3Report::DebugExit => 0,
+        Int3Report::EmulationFailure => ONE_BYTE_INSN,
+    }
+}
+
+/// For a KVM_EXIT_HLT (RIP is then past the hlt, `linear_rip` its linear address): the
+/// address of our `hlt` breakpoint it hit, or None for an ordinary `hlt`.
+///
+/// Preconditions, checked: the breakpoint at the `hlt`'s address planted `hlt`
+/// (`planted_insn`), and the byte in RAM is still that `hlt` (`byte_in_ram`): a guest that
+/// wrote over it executed its own instruction.
+pub fn hlt_breakpoint(
+    linear_rip: u64,
+    planted_insn: impl FnOnce(u64) -> Option<u8>,
+    byte_in_ram: impl FnOnce(u64) -> Option<u8>,
+) -> Option<u64> {
+    let pc = linear_rip.wrapping_sub(ONE_BYTE_INSN);
+    (planted_insn(pc) == Some(HLT) && byte_in_ram(pc) == Some(HLT)).then_some(pc)
+}
+
+/// Whether an I/O or MMIO exit during a single step must be finished by the VMM: KVM_RUN
+/// with immediate_exit, then report the step. On PVM, stepping `out` or an MMIO write
+/// exits with RIP already past the instruction and no #DB follows; a plain re-entry would
+/// run one more instruction (docs/kvm-quirks.md, "stepping over I/O"). On hardware KVM the
+/// same re-entry reports the pending #DB, so the instruction runs exactly once either way.
+///
+/// Precondition, checked: the exit was an I/O or MMIO exit the VMM has handled.
+pub fn finish_step_after_io(step: bool, exit_was_io: bool) -> bool {
+    step && exit_was_io
+}
+
+/// Whether resuming at `pc` must first step with the breakpoint there masked: RF is not
+/// honoured (a resume from a debug-register breakpoint re-hits it, and a step with it armed
+/// too), so it is disarmed or unplanted for one step and re-armed after
+/// (docs/kvm-quirks.md, "RF"). Hardware KVM honours RF for debug registers, but the int3
+/// under a software breakpoint must be lifted there as well, so both take this path.
+pub fn step_masked_first(breakpoint_at_pc: bool) -> bool {
+    breakpoint_at_pc
+}
+
+/// After the masked step of [`step_masked_first`]: whether to go on running (`continue`
+/// asked for and the step ended normally) rather than report `stop`.
+pub fn continue_after_masked_step(step: bool, stop: VcpuStop) -> bool {
+    !step && stop == VcpuStop::Step
+}
+
+/// How long `stop_all` waits for kicked vCPUs without sleeping: a kick lands in 80–120 µs
+/// on PVM (docs/kvm-quirks.md, "kick latency"); spinning that long saves a wake-up on the
+/// stop path, and past it the controller sleeps.
+pub const KICK_SPIN: Duration = Duration::from_micros(300);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_IRQCHIP: MachineFacts = MachineFacts {
+        in_kernel_irqchip: false,
+    };
+    const IRQCHIP: MachineFacts = MachineFacts {
+        in_kernel_irqchip: true,
+    };
+    const PVM: Quirks = Quirks {
+        int3_is_emulation_failure: true,
+    };
+
+    #[test]
+    fn int3_is_planted_until_kvm_shows_it_fails() {
+        assert_eq!(breakpoint_insn(Quirks::default(), NO_IRQCHIP), INT3);
+        assert_eq!(breakpoint_insn(Quirks::default(), IRQCHIP), INT3);
+        assert_eq!(breakpoint_insn(PVM, NO_IRQCHIP), HLT);
+    }
+
+    #[test]
+    fn hlt_is_never_planted_with_an_in_kernel_irqchip() {
+        // The irqchip absorbs hlt: the breakpoint would never report. int3 still does.
+        assert_eq!(breakpoint_insn(PVM, IRQCHIP), INT3);
+    }
+
+    fn exit(planted: Option<u8>, code: Option<u8>, watches: bool) -> InternalErrorExit {
+        InternalErrorExit {
+            suberror: KVM_INTERNAL_ERROR_EMULATION,
+            planted_byte: planted,
+            code_byte: code,
+            watches,
+        }
+    }
+
+    #[test]
+    fn internal_errors_are_classified_by_the_byte_at_rip() {
+        use InternalErrorCause::*;
+        assert_eq!(
+            classify_internal_error(&exit(Some(INT3), Some(INT3), false)),
+            OurBreakpoint
+        );
+        // Our breakpoint overwritten by the guest with its own int3 is still an int3 of
+        // some kind; one overwritten with something else is not ours.
+        assert_eq!(
+            classify_internal_error(&exit(Some(0x90), Some(INT3), false)),
+            GuestInt3
+        );
+        assert_eq!(
+            classify_internal_error(&exit(None, Some(INT3), true)),
+            GuestInt3
+        );
+        assert_eq!(
+            classify_internal_error(&exit(None, Some(0x0f), true)),
+            NeedsRam
+        );
+        assert_eq!(classify_internal_error(&exit(None, None, false)), Genuine);
+        let other = InternalErrorExit {
+            suberror: 2,
+            ..exit(Some(INT3), Some(INT3), true)
+        };
+        assert_eq!(classify_internal_error(&other), Genuine);
+    }
+
+    #[test]
+    fn the_guests_int3_is_advanced_only_when_it_failed_to_emulate() {
+        assert_eq!(guest_int3_rip_advance(Int3Report::DebugExit), 0);
+        assert_eq!(guest_int3_rip_advance(Int3Report::EmulationFailure), 1);
+    }
+
+    #[test]
+    fn a_hlt_breakpoint_needs_our_hlt_still_in_ram() {
+        let ours = |pc: u64| (pc == 0x1000).then_some(HLT);
+        assert_eq!(hlt_breakpoint(0x1001, ours, |_| Some(HLT)), Some(0x1000));
+        assert_eq!(hlt_breakpoint(0x1001, ours, |_| Some(0x90)), None);
+        assert_eq!(hlt_breakpoint(0x2001, ours, |_| Some(HLT)), None);
+        assert_eq!(hlt_breakpoint(0x1001, |_| Some(INT3), |_| Some(HLT)), None);
+    }
+
+    #[test]
+    fn only_steps_over_io_are_finished_by_the_vmm() {
+        assert!(finish_step_after_io(true, true));
+        assert!(!finish_step_after_io(false, true));
+        assert!(!finish_step_after_io(true, false));
+    }
+
+    #[test]
+    fn a_continue_from_a_breakpoint_goes_on_after_the_masked_step() {
+        assert!(step_masked_first(true));
+        assert!(!step_masked_first(false));
+        assert!(continue_after_masked_step(false, VcpuStop::Step));
+        assert!(!continue_after_masked_step(true, VcpuStop::Step));
+        assert!(!continue_after_masked_step(false, VcpuStop::Kicked));
+    }
+}

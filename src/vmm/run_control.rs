@@ -1,0 +1,336 @@
+//! Run control: resuming vCPUs, kicking them, stopping them all, the queue of stops not yet
+//! reported, and the stop-the-world memory-slot swap that runs one instruction KVM could not
+//! run against a watched page.
+
+use super::VmError;
+use super::debug::Debugger;
+use super::debug::watch::{self, WatchKind};
+use super::memslots::MemSlots;
+use super::quirks::KICK_SPIN;
+use super::stop::{VcpuEvent, VcpuStop};
+use super::vcpu::handle::VcpuHandle;
+use super::vcpu::{Exit, ThreadEvent};
+use crate::memory::GuestMem;
+use kvm_bindings::KVM_INTERNAL_ERROR_EMULATION;
+use kvm_ioctls::VmFd;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+use vmm_sys_util::eventfd::EventFd;
+
+/// What the memory-slot swap needs besides the vCPUs.
+pub struct RamSwap<'a> {
+    /// The VM whose slots change.
+    pub vm: &'a VmFd,
+    /// Guest RAM's slots.
+    pub slots: &'a mut MemSlots,
+    /// The debug state: watchpoints, and software breakpoints held in debug registers.
+    pub debug: &'a Debugger,
+    /// Guest RAM, to compare watched bytes.
+    pub mem: &'a GuestMem,
+}
+
+/// The vCPUs and their stops.
+pub struct RunControl {
+    vcpus: Vec<VcpuHandle>,
+    events: Receiver<ThreadEvent>,
+    /// Stops received or made up but not yet reported: a frozen vCPU asked to run, stops
+    /// that arrived while spinning, and other vCPUs' stops during a memory-slot swap.
+    pending: VecDeque<ThreadEvent>,
+    notify: Arc<EventFd>,
+}
+
+/// The error stop an instruction gets when KVM cannot run it even with all RAM mapped.
+const EMULATION_FAILURE: VcpuStop = VcpuStop::InternalError {
+    suberror: KVM_INTERNAL_ERROR_EMULATION,
+};
+
+impl RunControl {
+    /// Run control over `vcpus`, whose stops arrive on `events` and are signalled on
+    /// `notify`.
+    pub fn new(
+        vcpus: Vec<VcpuHandle>,
+        events: Receiver<ThreadEvent>,
+        notify: Arc<EventFd>,
+    ) -> RunControl {
+        RunControl {
+            vcpus,
+            events,
+            pending: VecDeque::new(),
+            notify,
+        }
+    }
+
+    /// vCPU `id`.
+    pub fn vcpu(&self, id: usize) -> Result<&VcpuHandle, VmError> {
+        self.vcpus.get(id).ok_or(VmError::NoVcpu(id))
+    }
+
+    /// vCPU `id`, to change.
+    pub fn vcpu_mut(&mut self, id: usize) -> Result<&mut VcpuHandle, VmError> {
+        self.vcpus.get_mut(id).ok_or(VmError::NoVcpu(id))
+    }
+
+    /// All vCPUs.
+    pub fn vcpus(&self) -> &[VcpuHandle] {
+        &self.vcpus
+    }
+
+    /// All vCPUs, to change.
+    pub fn vcpus_mut(&mut self) -> &mut [VcpuHandle] {
+        &mut self.vcpus
+    }
+
+    /// The eventfd that becomes readable when a stop is ready.
+    pub fn notify(&self) -> &EventFd {
+        &self.notify
+    }
+
+    /// True if any vCPU is running.
+    pub fn any_running(&self) -> bool {
+        self.vcpus.iter().any(|v| v.running)
+    }
+
+    /// Resumes the vCPUs: each `(id, step)` pair runs vCPU `id`, one instruction if `step`.
+    pub fn resume(&mut self, actions: &[(usize, bool)]) -> Result<(), VmError> {
+        for &(id, step) in actions {
+            let v = self.vcpus.get_mut(id).ok_or(VmError::NoVcpu(id))?;
+            if v.running {
+                continue;
+            }
+            if let Some(stop) = v.frozen {
+                // A frozen vCPU does not run again; report the same stop so the debugger
+                // shows it instead of waiting forever.
+                self.pending.push_back(ThreadEvent {
+                    id,
+                    exit: Exit::Stop(stop),
+                    state: v.state,
+                });
+                v.running = true;
+                let _ = self.notify.write(1);
+                continue;
+            }
+            v.start(step, true)?;
+        }
+        Ok(())
+    }
+
+    /// Waits up to `max` for a vCPU stop by polling the queue, without sleeping. A single
+    /// step comes back within microseconds; sleeping in poll(2) and being woken would add a
+    /// context switch (tens of µs here) to every step, the hot path of a debugger.
+    pub fn spin_for_event(&mut self, max: Duration) -> bool {
+        if !self.pending.is_empty() {
+            return true;
+        }
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(ev) = self.events.try_recv() {
+                self.pending.push_back(ev);
+                return true;
+            }
+            if start.elapsed() >= max {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Takes the next vCPU stop if one is ready, without blocking. An instruction KVM could
+    /// not run against a watched page is run here with guest RAM mapped (`ram`).
+    pub fn poll_event(&mut self, ram: &mut RamSwap<'_>) -> Option<VcpuEvent> {
+        let _ = self.notify.read();
+        loop {
+            let ev = self
+                .pending
+                .pop_front()
+                .or_else(|| self.events.try_recv().ok())?;
+            let id = ev.id;
+            let mut ev = match ev.exit {
+                Exit::Stop(stop) => VcpuEvent {
+                    id,
+                    stop,
+                    state: ev.state,
+                },
+                Exit::NeedsRam => {
+                    if let Some(v) = self.vcpus.get_mut(id) {
+                        v.running = false;
+                        v.state = ev.state;
+                    }
+                    match self.step_with_ram_mapped(id, ram) {
+                        // The vCPU was continuing: let it go on; a later event reports it.
+                        Ok(next) if next.stop == VcpuStop::Step && !self.vcpus[id].stepping => {
+                            if let Err(e) = self.resume(&[(id, false)]) {
+                                log::error!("cannot resume vCPU {id}: {e}");
+                            }
+                            continue;
+                        }
+                        Ok(next) => next,
+                        Err(e) => {
+                            log::error!("cannot step through a watched page: {e}");
+                            VcpuEvent {
+                                id,
+                                stop: EMULATION_FAILURE,
+                                state: ev.state,
+                            }
+                        }
+                    }
+                }
+            };
+            self.note_stop(&mut ev, ram.debug);
+            return Some(ev);
+        }
+    }
+
+    /// Runs one instruction of vCPU `id` with all of guest RAM back in its memory slots,
+    /// for an instruction KVM could not run against a watched page. Every vCPU is stopped
+    /// meanwhile (the one vCPU today; with more, run control must stop the others first).
+    /// Reads that instruction makes of watched bytes are not seen; writes are, by comparing
+    /// the watched bytes.
+    fn step_with_ram_mapped(
+        &mut self,
+        id: usize,
+        ram: &mut RamSwap<'_>,
+    ) -> Result<VcpuEvent, VmError> {
+        let watches = ram.debug.watches();
+        let before: Vec<Vec<u8>> = watches
+            .iter()
+            .map(|w| watch::watched_bytes(ram.mem, w))
+            .collect();
+        ram.slots.set_all_ram_mapped(true);
+        ram.slots
+            .relayout(ram.vm, &watches)
+            .map_err(VmError::MemSlots)?;
+        // The swap's own step is no run of the debugger's: the vCPU keeps its flags.
+        let stepping = self.vcpus[id].stepping;
+        let result = match self.vcpus[id].start(true, false) {
+            Err(e) => Err(e),
+            Ok(()) => loop {
+                match self.events.recv() {
+                    Ok(ev) if ev.id == id => break Ok(ev),
+                    Ok(ev) => self.pending.push_back(ev),
+                    Err(_) => break Err(VmError::VcpuGone(id)),
+                }
+            },
+        };
+        self.vcpus[id].running = false;
+        self.vcpus[id].stepping = stepping;
+        ram.slots.set_all_ram_mapped(false);
+        ram.slots
+            .relayout(ram.vm, &watches)
+            .map_err(VmError::MemSlots)?;
+        let ev = result?;
+        let mut out = VcpuEvent {
+            id,
+            // Still failing with all RAM mapped: a genuine emulation failure.
+            stop: match ev.exit {
+                Exit::Stop(stop) => stop,
+                Exit::NeedsRam => EMULATION_FAILURE,
+            },
+            state: ev.state,
+        };
+        if out.stop == VcpuStop::Step {
+            for (w, old) in watches.iter().zip(&before) {
+                let new = watch::watched_bytes(ram.mem, w);
+                if w.kind != WatchKind::Read {
+                    if let Some(i) = new.iter().zip(old).position(|(a, b)| a != b) {
+                        out.stop = VcpuStop::Watch {
+                            kind: w.kind,
+                            addr: w.addr + i as u64,
+                        };
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a stop in its vCPU's handle, as the debugger will see it.
+    fn note_stop(&mut self, ev: &mut VcpuEvent, debug: &Debugger) {
+        // A software breakpoint that lives in a debug register is still a software
+        // breakpoint to the debugger.
+        if let VcpuStop::HwBreakpoint { addr, .. } = ev.stop {
+            if debug.is_sw_via_debugreg(addr) {
+                ev.stop = VcpuStop::SwBreakpoint(addr);
+            }
+        }
+        if let Some(v) = self.vcpus.get_mut(ev.id) {
+            v.note_stop(ev.stop, ev.state);
+        }
+    }
+
+    /// A stop that arrives while stopping anyway: an instruction that needed RAM is retried
+    /// (and handled) on the next run, so it reads as the kick.
+    fn settle(&mut self, ev: ThreadEvent, debug: &Debugger) -> VcpuEvent {
+        let mut ev = VcpuEvent {
+            id: ev.id,
+            stop: match ev.exit {
+                Exit::Stop(stop) => stop,
+                Exit::NeedsRam => VcpuStop::Kicked,
+            },
+            state: ev.state,
+        };
+        self.note_stop(&mut ev, debug);
+        ev
+    }
+
+    fn kick_running(&self) {
+        for v in &self.vcpus {
+            if v.running {
+                v.kick();
+            }
+        }
+    }
+
+    /// Kicks every running vCPU out of KVM_RUN and waits until all have stopped. Returns the
+    /// stops that arrived, in order (a vCPU may have stopped for its own reason first).
+    pub fn stop_all(&mut self, ram: &mut RamSwap<'_>) -> Vec<VcpuEvent> {
+        // The usual case on the stop path (one vCPU, already stopped): nothing to drain or
+        // kick, and no eventfd reads to waste.
+        if !self.any_running() && self.pending.is_empty() {
+            return Vec::new();
+        }
+        let mut got = Vec::new();
+        while let Some(ev) = self.poll_event(ram) {
+            got.push(ev);
+        }
+        self.kick_running();
+        while self.any_running() {
+            if let Some(ev) = self.pending.pop_front() {
+                got.push(self.settle(ev, ram.debug));
+                continue;
+            }
+            // A kick lands in 80–120 µs on PVM: wait that long without sleeping, so the
+            // stop is not delayed further by a wake-up (quirks::KICK_SPIN).
+            if self.spin_for_event(KICK_SPIN) {
+                continue;
+            }
+            match self.events.recv_timeout(Duration::from_millis(500)) {
+                Ok(ev) => got.push(self.settle(ev, ram.debug)),
+                Err(RecvTimeoutError::Timeout) => {
+                    // A kick can be lost only in theory (the flag is rechecked before every
+                    // KVM_RUN); kick again rather than wait forever.
+                    self.kick_running();
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    for v in &mut self.vcpus {
+                        v.running = false;
+                    }
+                }
+            }
+        }
+        let _ = self.notify.read();
+        got
+    }
+
+    /// Ends every vCPU thread and waits for them.
+    pub fn shutdown(&mut self) {
+        for v in &self.vcpus {
+            v.quit();
+        }
+        for v in &mut self.vcpus {
+            v.join();
+        }
+    }
+}

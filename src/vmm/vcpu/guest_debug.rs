@@ -1,0 +1,232 @@
+//! Building and applying KVM_SET_GUEST_DEBUG for one vCPU: single-step, the execute
+//! breakpoints in DR0–DR3, software breakpoints, and injecting the guest's own #BP.
+
+use super::VcpuThread;
+use crate::vmm::debug::table::Breakpoints;
+use crate::vmm::quirks::{self, Int3Report};
+use kvm_bindings::{
+    KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_INJECT_BP, KVM_GUESTDBG_SINGLESTEP,
+    KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP, kvm_guest_debug,
+};
+
+/// The guest-debug configuration last applied, so an unchanged one costs no ioctl: every
+/// vCPU ioctl costs as much as a VM exit on PVM (docs/kvm-quirks.md, "ioctl cost").
+/// Compared by value, so breakpoint edits that leave KVM's view alone (gdb re-inserting its
+/// software breakpoints on every resume) cost nothing either.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct AppliedDebug {
+    generation: u64,
+    step: bool,
+    mask: Option<u64>,
+    control: u32,
+    debugreg: [u64; 8],
+}
+
+/// How a single step treats interrupts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct StepIrq {
+    /// KVM offers KVM_GUESTDBG_BLOCKIRQ.
+    pub block_irq: bool,
+    /// The debugger wants steps to keep interrupts blocked.
+    pub masks_irq: bool,
+}
+
+/// The KVM_SET_GUEST_DEBUG argument for breakpoints `b`, `step`, and `mask` (a breakpoint
+/// address to leave out while stepping over it).
+pub(super) fn guest_debug(
+    b: &Breakpoints,
+    step: bool,
+    mask: Option<u64>,
+    irq: StepIrq,
+) -> kvm_guest_debug {
+    let mut dbg = kvm_guest_debug::default();
+    let mut control = 0;
+    if !b.sw.is_empty() || b.sw_sticky {
+        control |= KVM_GUESTDBG_USE_SW_BP;
+    }
+    let mut any_hw = false;
+    let mut hw = b.hw;
+    for slot in hw.iter_mut() {
+        if mask.is_some() && *slot == mask {
+            *slot = None;
+        }
+    }
+    for (n, slot) in hw.iter().enumerate() {
+        if let Some(addr) = slot {
+            dbg.arch.debugreg[n] = *addr;
+            any_hw = true;
+        }
+    }
+    if any_hw {
+        control |= KVM_GUESTDBG_USE_HW_BP;
+        let masked = Breakpoints {
+            hw,
+            ..Default::default()
+        };
+        dbg.arch.debugreg[7] = masked.dr7();
+    }
+    if step {
+        control |= KVM_GUESTDBG_SINGLESTEP;
+        if irq.block_irq && irq.masks_irq {
+            control |= KVM_GUESTDBG_BLOCKIRQ;
+        }
+    }
+    if control != 0 {
+        control |= KVM_GUESTDBG_ENABLE;
+    }
+    dbg.control = control;
+    dbg
+}
+
+impl VcpuThread {
+    fn step_irq(&self) -> StepIrq {
+        StepIrq {
+            block_irq: self.block_irq,
+            masks_irq: self.debug.step_masks_irq(),
+        }
+    }
+
+    fn current_guest_debug(&self, step: bool, mask: Option<u64>) -> kvm_guest_debug {
+        let irq = self.step_irq();
+        self.debug.with(|b| guest_debug(b, step, mask, irq))
+    }
+
+    /// Applies the debug table for a run (`step`, `mask` as for [`guest_debug`]) unless
+    /// KVM already has exactly that.
+    pub(super) fn apply_debug(&mut self, step: bool, mask: Option<u64>) {
+        let generation = self.debug.generation();
+        if let Some(a) = self.applied {
+            if a.generation == generation && a.step == step && a.mask == mask {
+                return;
+            }
+        }
+        let dbg = self.current_guest_debug(step, mask);
+        let want = AppliedDebug {
+            generation,
+            step,
+            mask,
+            control: dbg.control,
+            debugreg: dbg.arch.debugreg,
+        };
+        if self
+            .applied
+            .is_some_and(|a| (a.control, a.debugreg) == (want.control, want.debugreg))
+        {
+            self.applied = Some(want);
+            return;
+        }
+        match self.vcpu.set_guest_debug(&dbg) {
+            Ok(()) => self.applied = Some(want),
+            Err(e) => log::warn!("vCPU {}: KVM_SET_GUEST_DEBUG failed: {e}", self.id),
+        }
+    }
+
+    /// Delivers a `#BP` the guest raised itself to the guest's own handler, first moving
+    /// RIP as [`quirks::guest_int3_rip_advance`] says for how the int3 was `reported`.
+    pub(super) fn inject_guest_breakpoint(
+        &mut self,
+        step: bool,
+        mask: Option<u64>,
+        reported: Int3Report,
+    ) -> bool {
+        let advance = quirks::guest_int3_rip_advance(reported);
+        if advance != 0 {
+            // KVM_SET_REGS drops a pending exception, so RIP must be written before the
+            // injection, and by ioctl: a dirty sync_regs set would land after it.
+            let mut regs = match self.snapshot() {
+                Ok(s) => s.regs,
+                Err(e) => {
+                    log::warn!("vCPU {}: cannot read the registers: errno {e}", self.id);
+                    return false;
+                }
+            };
+            regs.rip = regs.rip.wrapping_add(advance);
+            if let Err(e) = self.vcpu.set_regs(&regs) {
+                log::warn!("vCPU {}: KVM_SET_REGS failed: {e}", self.id);
+                return false;
+            }
+            if self.sync_regs {
+                self.vcpu.sync_regs_mut().regs = regs;
+            }
+        }
+        let mut dbg = self.current_guest_debug(step, mask);
+        dbg.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_BP;
+        // The inject bit is an action, not a setting: re-apply the plain table next run.
+        self.applied = None;
+        match self.vcpu.set_guest_debug(&dbg) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("vCPU {}: injecting the guest's #BP failed: {e}", self.id);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::debug::table::SwBreakpoint;
+    use vm_memory::GuestAddress;
+
+    const IRQ: StepIrq = StepIrq {
+        block_irq: true,
+        masks_irq: true,
+    };
+
+    #[test]
+    fn nothing_to_debug_leaves_guest_debug_off() {
+        let dbg = guest_debug(&Breakpoints::default(), false, None, IRQ);
+        assert_eq!(dbg.control, 0);
+    }
+
+    #[test]
+    fn a_step_blocks_interrupts_only_when_kvm_can_and_the_debugger_wants_it() {
+        let b = Breakpoints::default();
+        let on = guest_debug(&b, true, None, IRQ).control;
+        assert_eq!(
+            on,
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_BLOCKIRQ
+        );
+        let off = StepIrq {
+            masks_irq: false,
+            ..IRQ
+        };
+        assert_eq!(
+            guest_debug(&b, true, None, off).control,
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
+        );
+    }
+
+    #[test]
+    fn the_masked_breakpoint_leaves_its_debug_register() {
+        let mut b = Breakpoints::default();
+        b.hw[0] = Some(0x1000);
+        b.hw[2] = Some(0x3000);
+        let dbg = guest_debug(&b, false, None, IRQ);
+        assert_eq!(dbg.control, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP);
+        assert_eq!(dbg.arch.debugreg[..4], [0x1000, 0, 0x3000, 0]);
+        assert_eq!(dbg.arch.debugreg[7], (1 << 10) | 1 | (1 << 4));
+        let masked = guest_debug(&b, true, Some(0x1000), IRQ);
+        assert_eq!(masked.arch.debugreg[..4], [0, 0, 0x3000, 0]);
+        assert_eq!(masked.arch.debugreg[7], (1 << 10) | (1 << 4));
+    }
+
+    #[test]
+    fn software_breakpoints_stay_enabled_once_planted() {
+        let mut b = Breakpoints::default();
+        b.sw.insert(
+            0x2000,
+            SwBreakpoint {
+                gpa: GuestAddress(0x2000),
+                orig: 0x90,
+                insn: 0xcc,
+            },
+        );
+        let with = guest_debug(&b, false, None, IRQ).control;
+        assert_eq!(with, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP);
+        b.sw.clear();
+        b.sw_sticky = true;
+        assert_eq!(guest_debug(&b, false, None, IRQ).control, with);
+    }
+}

@@ -1,0 +1,377 @@
+//! The controller's handle on one vCPU thread: spawning it, its per-stop state cache
+//! (registers, pending register writes, XSAVE), and typed requests. Each request is a
+//! function run on the vCPU's own thread, which sends its typed result back on a reply
+//! channel of its own, so no reply can be mistaken for another's.
+
+use super::kick::{self, KickState};
+use super::{StateChange, ThreadEvent, VcpuRequest, VcpuThread};
+use crate::memory::GuestMem;
+use crate::vmm::VmError;
+use crate::vmm::debug::table::DebugTable;
+use crate::vmm::devices::Devices;
+use crate::vmm::stop::{CpuSnapshot, VcpuStop};
+use crate::x86::paging::PagingRegs;
+use kvm_bindings::{CpuId, kvm_regs, kvm_sregs, kvm_xsave};
+use kvm_ioctls::{VcpuFd, VmFd};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use vmm_sys_util::eventfd::EventFd;
+
+/// MSRs that kvm_sregs also holds (SDM Vol. 4, table 2-2).
+const MSR_APIC_BASE: u32 = 0x1b;
+const MSR_EFER: u32 = 0xc000_0080;
+const MSR_FS_BASE: u32 = 0xc000_0100;
+const MSR_GS_BASE: u32 = 0xc000_0101;
+
+/// What every vCPU thread of a machine shares.
+pub struct VcpuShared<'a> {
+    /// The VM to create vCPUs in.
+    pub vm: &'a VmFd,
+    /// The CPUID table each vCPU gets (KVM_SET_CPUID2).
+    pub cpuid: &'a CpuId,
+    /// Guest RAM.
+    pub mem: &'a Arc<GuestMem>,
+    /// The machine's devices.
+    pub devices: &'a Arc<Mutex<Devices>>,
+    /// The debug-state table.
+    pub debug: &'a Arc<DebugTable>,
+    /// Where stops go.
+    pub events: &'a Sender<ThreadEvent>,
+    /// Written after each stop.
+    pub notify: &'a Arc<EventFd>,
+    /// Whether kvm_run carries regs and sregs.
+    pub sync_regs: bool,
+    /// Whether KVM_GUESTDBG_BLOCKIRQ may be used.
+    pub block_irq: bool,
+}
+
+/// One vCPU as the controller sees it.
+pub struct VcpuHandle {
+    id: usize,
+    thread: Option<JoinHandle<()>>,
+    requests: Sender<VcpuRequest>,
+    kick: Arc<KickState>,
+    /// The registers at the last stop.
+    pub state: CpuSnapshot,
+    /// Register writes not yet handed to the vCPU.
+    pub change: StateChange,
+    xsave: Option<Box<kvm_xsave>>,
+    /// Whether the vCPU is running (a run request is out).
+    pub running: bool,
+    /// Whether the current run is a single step.
+    pub stepping: bool,
+    /// The stop that froze this vCPU (triple fault, halt, …); resuming reports it again.
+    pub frozen: Option<VcpuStop>,
+    /// The last stop reported.
+    pub last_stop: Option<VcpuStop>,
+}
+
+/// What [`VcpuHandle::spawn`] returns besides the handle: the vCPU's entry state.
+pub struct Spawned {
+    /// The handle.
+    pub handle: VcpuHandle,
+    /// The registers the vCPU starts with.
+    pub entry: CpuSnapshot,
+    /// Its XSAVE area at start, if KVM gave one.
+    pub xsave: Option<Box<kvm_xsave>>,
+}
+
+impl VcpuHandle {
+    /// Creates vCPU `id`, puts it in the state `entry` makes of KVM's reset system
+    /// registers, and starts its thread. It does not run until asked to.
+    pub fn spawn(
+        id: usize,
+        shared: &VcpuShared<'_>,
+        entry: &dyn Fn(kvm_sregs) -> CpuSnapshot,
+    ) -> Result<Spawned, VmError> {
+        let fd = shared
+            .vm
+            .create_vcpu(id as u64)
+            .map_err(|e| VmError::Vcpu(id, "KVM_CREATE_VCPU", e))?;
+        fd.set_cpuid2(shared.cpuid)
+            .map_err(|e| VmError::Vcpu(id, "KVM_SET_CPUID2", e))?;
+        let reset = fd
+            .get_sregs()
+            .map_err(|e| VmError::Vcpu(id, "KVM_GET_SREGS", e))?;
+        let state = entry(reset);
+        fd.set_sregs(&state.sregs)
+            .map_err(|e| VmError::Vcpu(id, "KVM_SET_SREGS", e))?;
+        fd.set_regs(&state.regs)
+            .map_err(|e| VmError::Vcpu(id, "KVM_SET_REGS", e))?;
+        let xsave = fd.get_xsave().ok().map(Box::new);
+
+        let (req_tx, req_rx) = mpsc::channel();
+        let kick = Arc::new(KickState::default());
+        let thread = VcpuThread {
+            id,
+            vcpu: fd,
+            mem: shared.mem.clone(),
+            devices: shared.devices.clone(),
+            debug: shared.debug.clone(),
+            kick: kick.clone(),
+            sync_regs: shared.sync_regs,
+            block_irq: shared.block_irq,
+            requests: req_rx,
+            events: shared.events.clone(),
+            notify: shared.notify.clone(),
+            was_idle_hlt: false,
+            applied: None,
+        };
+        let join = std::thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            .spawn(move || thread.run_loop())
+            .map_err(VmError::Thread)?;
+        let handle = VcpuHandle {
+            id,
+            thread: Some(join),
+            requests: req_tx,
+            kick,
+            state,
+            change: StateChange::default(),
+            xsave: None,
+            running: false,
+            stepping: false,
+            frozen: None,
+            last_stop: None,
+        };
+        Ok(Spawned {
+            handle,
+            entry: state,
+            xsave,
+        })
+    }
+
+    /// Hands the vCPU a run (one instruction if `step`), with the register writes made
+    /// since its last stop when `with_changes`.
+    pub fn start(&mut self, step: bool, with_changes: bool) -> Result<(), VmError> {
+        let state = if with_changes {
+            let change = std::mem::take(&mut self.change);
+            (change.regs.is_some() || change.sregs.is_some()).then(|| Box::new(change))
+        } else {
+            None
+        };
+        self.xsave = None;
+        self.requests
+            .send(VcpuRequest::Run { step, state })
+            .map_err(|_| VmError::VcpuGone(self.id))?;
+        self.running = true;
+        self.stepping = step;
+        Ok(())
+    }
+
+    /// Records the stop of the run in progress.
+    pub fn note_stop(&mut self, stop: VcpuStop, state: CpuSnapshot) {
+        self.running = false;
+        self.state = state;
+        self.last_stop = Some(stop);
+        if stop.is_fatal() {
+            self.frozen = Some(stop);
+        }
+    }
+
+    /// Kicks the vCPU out of KVM_RUN.
+    pub fn kick(&self) {
+        kick::kick(&self.kick, self.thread.as_ref());
+    }
+
+    /// Asks the thread to end, kicking it if it runs.
+    pub fn quit(&self) {
+        let _ = self.requests.send(VcpuRequest::Quit);
+        if self.running {
+            self.kick();
+        }
+    }
+
+    /// Waits for the thread to end (after [`VcpuHandle::quit`]).
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn stopped(&self) -> Result<&VcpuHandle, VmError> {
+        if self.running {
+            return Err(VmError::Running(self.id));
+        }
+        Ok(self)
+    }
+
+    /// Runs `f` on the stopped vCPU's thread and returns its result.
+    fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut VcpuFd) -> R + Send + 'static,
+    ) -> Result<R, VmError> {
+        self.stopped()?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        let call = Box::new(move |fd: &mut VcpuFd| {
+            let _ = tx.send(f(fd));
+        });
+        self.requests
+            .send(VcpuRequest::Call(call))
+            .map_err(|_| VmError::VcpuGone(self.id))?;
+        rx.recv().map_err(|_| VmError::VcpuGone(self.id))
+    }
+
+    /// The registers of the stopped vCPU, with the writes not yet handed to it.
+    pub fn snapshot(&self) -> Result<CpuSnapshot, VmError> {
+        self.stopped()?;
+        Ok(CpuSnapshot {
+            regs: self.change.regs.unwrap_or(self.state.regs),
+            sregs: self.change.sregs.unwrap_or(self.state.sregs),
+        })
+    }
+
+    /// The paging registers (its last known state, running or not).
+    pub fn paging_regs(&self) -> PagingRegs {
+        crate::vmm::stop::paging_regs(&self.change.sregs.unwrap_or(self.state.sregs))
+    }
+
+    /// Sets the general-purpose registers (applied when it next runs).
+    pub fn set_regs(&mut self, regs: kvm_regs) -> Result<(), VmError> {
+        self.stopped()?;
+        if regs != self.state.regs || self.change.regs.is_some() {
+            self.change.regs = Some(regs);
+        }
+        Ok(())
+    }
+
+    /// Sets the system registers (applied when it next runs).
+    pub fn set_sregs(&mut self, sregs: kvm_sregs) -> Result<(), VmError> {
+        self.stopped()?;
+        if sregs != self.state.sregs || self.change.sregs.is_some() {
+            self.change.sregs = Some(sregs);
+        }
+        Ok(())
+    }
+
+    /// The FPU/SSE/AVX state, cached until the vCPU runs again.
+    pub fn xsave(&mut self) -> Result<&kvm_xsave, VmError> {
+        self.stopped()?;
+        if self.xsave.is_none() {
+            let id = self.id;
+            let x = self
+                .call(|fd| fd.get_xsave().map(Box::new))?
+                .map_err(|e| ioctl_error(id, "KVM_GET_XSAVE", e))?;
+            self.xsave = Some(x);
+        }
+        self.xsave.as_deref().ok_or(VmError::VcpuGone(self.id))
+    }
+
+    /// Writes the FPU/SSE/AVX state.
+    pub fn set_xsave(&mut self, xsave: &kvm_xsave) -> Result<(), VmError> {
+        self.stopped()?;
+        if self
+            .xsave
+            .as_deref()
+            .is_some_and(|x| x.region == xsave.region)
+        {
+            return Ok(());
+        }
+        let copy = copy_xsave(xsave);
+        self.call(move |fd| {
+            // SAFETY: `copy` is a whole `kvm_xsave` (4 KiB), the size KVM_SET_XSAVE reads.
+            unsafe { fd.set_xsave(&copy) }
+        })?
+        .map_err(|e| ioctl_error(self.id, "KVM_SET_XSAVE", e))?;
+        self.xsave = Some(copy_xsave(xsave));
+        Ok(())
+    }
+
+    /// Reads MSRs; MSRs KVM cannot read are left out of the result.
+    pub fn read_msrs(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>, VmError> {
+        let indices = indices.to_vec();
+        self.call(move |fd| get_msrs(fd, &indices))?
+            .map_err(|e| ioctl_error(self.id, "KVM_GET_MSRS", e))
+    }
+
+    /// Reads MSRs and, in the same hand-off to the thread, the XSAVE area into the cache
+    /// [`VcpuHandle::xsave`] serves from (one thread wake-up instead of two).
+    pub fn read_msrs_and_xsave(&mut self, indices: &[u32]) -> Result<Vec<(u32, u64)>, VmError> {
+        if self.stopped()?.xsave.is_some() {
+            return self.read_msrs(indices);
+        }
+        let indices = indices.to_vec();
+        let (x, m) = self.call(move |fd| {
+            let x = fd.get_xsave().map(Box::new);
+            (x, get_msrs(fd, &indices))
+        })?;
+        if let Ok(x) = x {
+            self.xsave = Some(x);
+        }
+        m.map_err(|e| ioctl_error(self.id, "KVM_GET_MSRS", e))
+    }
+
+    /// Writes one MSR.
+    pub fn write_msr(&mut self, index: u32, value: u64) -> Result<(), VmError> {
+        self.call(move |fd| set_msr(fd, index, value))?
+            .map_err(|e| ioctl_error(self.id, "KVM_SET_MSRS", e))?;
+        // MSRs that kvm_sregs mirrors: keep our copy (and any pending sregs write) in step,
+        // or the next run would put the old value back.
+        for sregs in std::iter::once(&mut self.state.sregs).chain(self.change.sregs.as_mut()) {
+            match index {
+                MSR_EFER => sregs.efer = value,
+                MSR_FS_BASE => sregs.fs.base = value,
+                MSR_GS_BASE => sregs.gs.base = value,
+                MSR_APIC_BASE => sregs.apic_base = value,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The debug registers DR0–DR3, DR6, DR7.
+    pub fn debug_regs(&self) -> Result<kvm_bindings::kvm_debugregs, VmError> {
+        self.call(|fd| fd.get_debug_regs())?
+            .map_err(|e| ioctl_error(self.id, "KVM_GET_DEBUGREGS", e))
+    }
+
+    /// Pending exception, interrupt and NMI state.
+    pub fn vcpu_events(&self) -> Result<kvm_bindings::kvm_vcpu_events, VmError> {
+        self.call(|fd| fd.get_vcpu_events())?
+            .map_err(|e| ioctl_error(self.id, "KVM_GET_VCPU_EVENTS", e))
+    }
+}
+
+fn ioctl_error(id: usize, what: &'static str, e: kvm_ioctls::Error) -> VmError {
+    VmError::VcpuIoctl(id, what, std::io::Error::from_raw_os_error(e.errno()))
+}
+
+/// A copy of an XSAVE area (the bindings type is not `Clone`).
+pub fn copy_xsave(x: &kvm_xsave) -> Box<kvm_xsave> {
+    Box::new(kvm_xsave {
+        region: x.region,
+        ..Default::default()
+    })
+}
+
+fn get_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<(u32, u64)>, kvm_ioctls::Error> {
+    let entries: Vec<kvm_bindings::kvm_msr_entry> = indices
+        .iter()
+        .map(|&index| kvm_bindings::kvm_msr_entry {
+            index,
+            ..Default::default()
+        })
+        .collect();
+    let mut msrs = kvm_bindings::Msrs::from_entries(&entries)
+        .map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
+    // KVM_GET_MSRS stops at the first MSR it cannot read and returns how many it read.
+    let n = fd.get_msrs(&mut msrs)?;
+    Ok(msrs.as_slice()[..n]
+        .iter()
+        .map(|e| (e.index, e.data))
+        .collect())
+}
+
+fn set_msr(fd: &VcpuFd, index: u32, data: u64) -> Result<(), kvm_ioctls::Error> {
+    let msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    }])
+    .map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
+    match fd.set_msrs(&msrs)? {
+        1 => Ok(()),
+        _ => Err(kvm_ioctls::Error::new(libc::EINVAL)),
+    }
+}

@@ -1,0 +1,98 @@
+//! Kicking a vCPU thread out of KVM_RUN: the kick flag, the signal that interrupts KVM_RUN,
+//! and its handler, which sets the thread's `kvm_run.immediate_exit`.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, Once};
+use std::thread::JoinHandle;
+use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
+
+/// State shared between a vCPU thread and whoever kicks it.
+#[derive(Default)]
+pub struct KickState {
+    kicked: AtomicBool,
+    idle: Mutex<()>,
+    wake: Condvar,
+}
+
+impl KickState {
+    /// Marks a kick and wakes an idle vCPU; [`kick`] also signals the thread.
+    pub fn request(&self) {
+        self.kicked.store(true, Ordering::SeqCst);
+        let _guard = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
+    }
+
+    /// Takes a pending kick: true if there was one.
+    pub fn take(&self) -> bool {
+        self.kicked.swap(false, Ordering::SeqCst)
+    }
+
+    /// Blocks the calling (vCPU) thread until a kick arrives, then takes it.
+    pub fn wait(&self) {
+        let mut guard = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while !self.kicked.load(Ordering::SeqCst) {
+            guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(guard);
+        self.take();
+    }
+}
+
+static SIGNAL_HANDLER: Once = Once::new();
+
+/// The signal that kicks a vCPU thread out of KVM_RUN.
+fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+/// Installs the kick signal's handler, once per process.
+pub fn install_handler() {
+    SIGNAL_HANDLER.call_once(|| {
+        if let Err(e) = register_signal_handler(kick_signal(), kick_signal_handler) {
+            log::error!("cannot install the vCPU kick signal handler: {e}");
+        }
+    });
+}
+
+/// Kicks the vCPU thread `thread`: marks the kick in `state`, then signals the thread so a
+/// KVM_RUN in progress returns.
+pub fn kick(state: &KickState, thread: Option<&JoinHandle<()>>) {
+    state.request();
+    if let Some(t) = thread {
+        let _ = t.kill(kick_signal());
+    }
+}
+
+thread_local! {
+    /// This thread's `kvm_run.immediate_exit`, for the kick signal handler.
+    static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Tells the kick signal handler where this thread's `kvm_run.immediate_exit` is; null
+/// when the thread stops running its vCPU. The pointer must stay valid until it is reset
+/// to null.
+pub fn set_immediate_exit(ptr: *mut u8) {
+    IMMEDIATE_EXIT.with(|p| p.set(ptr));
+}
+
+/// The kick signal's handler: make the current or next KVM_RUN return EINTR at once
+/// (KVM API 5. "immediate_exit"), closing the race where the signal lands just before
+/// the thread enters KVM_RUN.
+extern "C" fn kick_signal_handler(
+    _num: libc::c_int,
+    _info: *mut libc::siginfo_t,
+    _ctx: *mut libc::c_void,
+) {
+    // `try_with` and a const-initialised Cell: no allocation and no lock, async-signal-safe.
+    let _ = IMMEDIATE_EXIT.try_with(|p| {
+        let ptr = p.get();
+        if !ptr.is_null() {
+            // SAFETY: a non-null pointer was stored by this thread's `VcpuThread::run_loop`
+            // through `set_immediate_exit` and points into its kvm_run mapping, which
+            // outlives the pointer: it is reset to null before the `VcpuFd` (and the
+            // mapping) is dropped.
+            unsafe { std::ptr::write_volatile(ptr, 1) };
+        }
+    });
+}

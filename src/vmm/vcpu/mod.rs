@@ -1,0 +1,518 @@
+//! One vCPU on its own thread. The thread owns its `VcpuFd`; the controller talks to it
+//! through [`handle::VcpuHandle`], and the thread reports each stop with a register
+//! snapshot. This file is the thread loop and the dispatch of KVM exits.
+
+pub mod guest_debug;
+pub mod handle;
+pub mod kick;
+
+use super::debug::table::DebugTable;
+use super::debug::watch::WatchKind;
+use super::devices::{Devices, IoAction};
+use super::quirks::{self, Int3Report, InternalErrorCause, InternalErrorExit};
+use super::stop::{CpuSnapshot, VcpuStop};
+use crate::memory::GuestMem;
+use guest_debug::AppliedDebug;
+use kick::KickState;
+use kvm_bindings::{kvm_regs, kvm_sregs};
+use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
+
+/// How a run ended, as the vCPU thread tells the controller. Apart from the public stops
+/// there is one internal exit, which never leaves the VMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// A stop to report.
+    Stop(VcpuStop),
+    /// KVM could not run an instruction, and watchpoints have taken pages out of guest
+    /// RAM's memory slots: KVM cannot fetch code from such a page, and its emulator cannot
+    /// do some accesses (`lidt` from MMIO, say) to one. Run control runs the instruction
+    /// again with the pages mapped.
+    NeedsRam,
+}
+
+impl From<VcpuStop> for Exit {
+    fn from(stop: VcpuStop) -> Exit {
+        Exit::Stop(stop)
+    }
+}
+
+/// The end of a run, sent to the controller.
+pub struct ThreadEvent {
+    /// Which vCPU.
+    pub id: usize,
+    /// Why it stopped.
+    pub exit: Exit,
+    /// Its registers at the stop.
+    pub state: CpuSnapshot,
+}
+
+/// Work a function does on the vCPU thread, with the vCPU; it sends its own typed reply.
+pub type VcpuCall = Box<dyn FnOnce(&mut VcpuFd) + Send>;
+
+/// Work for a vCPU thread.
+pub enum VcpuRequest {
+    /// Run until the next stop (one instruction when `step`), after applying `state` if given.
+    Run {
+        /// Single-step instead of continuing.
+        step: bool,
+        /// Registers changed by the debugger since the last stop.
+        state: Option<Box<StateChange>>,
+    },
+    /// Run a function on the vCPU (an ioctl the controller wants), on its own thread.
+    Call(VcpuCall),
+    /// End the thread.
+    Quit,
+}
+
+/// Registers the debugger changed.
+#[derive(Clone, Copy, Default)]
+pub struct StateChange {
+    /// New general-purpose registers.
+    pub regs: Option<kvm_regs>,
+    /// New system registers.
+    pub sregs: Option<kvm_sregs>,
+}
+
+/// Everything a vCPU thread owns.
+pub struct VcpuThread {
+    /// Index of this vCPU.
+    pub id: usize,
+    /// The KVM vCPU.
+    pub vcpu: VcpuFd,
+    /// Guest RAM (for planting breakpoint bytes).
+    pub mem: Arc<GuestMem>,
+    /// The machine's devices.
+    pub devices: Arc<Mutex<Devices>>,
+    /// The shared debug-state table.
+    pub debug: Arc<DebugTable>,
+    /// Kick flag.
+    pub kick: Arc<KickState>,
+    /// Whether kvm_run carries regs and sregs (KVM_CAP_SYNC_REGS).
+    pub sync_regs: bool,
+    /// Whether KVM_GUESTDBG_BLOCKIRQ may be used for steps.
+    pub block_irq: bool,
+    /// Requests in.
+    pub requests: Receiver<VcpuRequest>,
+    /// Stops out.
+    pub events: Sender<ThreadEvent>,
+    /// Written after each event so the controller's poll wakes.
+    pub notify: Arc<EventFd>,
+    /// Set when the last stop interrupted an idle `hlt`, which resuming goes back to.
+    was_idle_hlt: bool,
+    /// The guest-debug configuration last applied.
+    applied: Option<AppliedDebug>,
+}
+
+/// What one KVM_RUN exit asks of the run loop.
+enum Outcome {
+    /// The run ends with this exit.
+    Done(Exit),
+    /// The VMM handled an I/O or MMIO access; a watchpoint may have caught it.
+    Io(Option<(WatchKind, u64)>),
+    /// Nothing to report: enter the guest again.
+    Again,
+}
+
+const RFLAGS_IF: u64 = 1 << 9;
+const DR6_BS: u64 = 1 << 14;
+const DB_VECTOR: u32 = 1;
+const BP_VECTOR: u32 = 3;
+
+impl VcpuThread {
+    /// The thread body: serve requests until `Quit` or the controller goes away.
+    pub fn run_loop(mut self) {
+        kick::set_immediate_exit(&mut self.vcpu.get_kvm_run().immediate_exit);
+        if self.sync_regs {
+            self.vcpu.set_sync_valid_reg(SyncReg::Register);
+            self.vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
+        }
+        let mut halted_idle = false;
+        while let Ok(req) = self.requests.recv() {
+            match req {
+                VcpuRequest::Run { step, state } => {
+                    // New registers from the debugger (a reset, a changed RIP) end an idle halt.
+                    if state.is_some() {
+                        halted_idle = false;
+                    }
+                    let exit = match self.apply_state(state.as_deref()) {
+                        Err(e) => VcpuStop::RunError(e).into(),
+                        Ok(()) if halted_idle && !step => self.idle_until_kick().into(),
+                        Ok(()) => self.run(step),
+                    };
+                    halted_idle = exit == Exit::Stop(VcpuStop::Kicked) && self.was_idle_hlt;
+                    self.was_idle_hlt = false;
+                    let (exit, state) = match self.snapshot() {
+                        Ok(state) => (exit, state),
+                        // No registers to report: the stop is this error, never zeros
+                        // passed off as the guest's state.
+                        Err(e) => (VcpuStop::RunError(e).into(), CpuSnapshot::default()),
+                    };
+                    let event = ThreadEvent {
+                        id: self.id,
+                        exit,
+                        state,
+                    };
+                    if self.events.send(event).is_err() {
+                        break;
+                    }
+                    let _ = self.notify.write(1);
+                }
+                VcpuRequest::Call(f) => f(&mut self.vcpu),
+                VcpuRequest::Quit => break,
+            }
+        }
+        kick::set_immediate_exit(std::ptr::null_mut());
+    }
+
+    fn apply_state(&mut self, change: Option<&StateChange>) -> Result<(), i32> {
+        let Some(change) = change else { return Ok(()) };
+        if let Some(sregs) = change.sregs {
+            // Without an in-kernel local APIC, every KVM_RUN loads CR8 from kvm_run.cr8,
+            // after KVM_SET_SREGS or sync_regs (KVM API 5. "cr8"): a debugger's CR8 write must
+            // go there too or it is lost.
+            self.vcpu.get_kvm_run().cr8 = sregs.cr8;
+        }
+        if self.sync_regs {
+            // kvm_run sync_regs: KVM loads dirty sets on the next KVM_RUN, saving an ioctl.
+            if let Some(regs) = change.regs {
+                self.vcpu.sync_regs_mut().regs = regs;
+                self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+            }
+            if let Some(sregs) = change.sregs {
+                self.vcpu.sync_regs_mut().sregs = sregs;
+                self.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+            }
+            return Ok(());
+        }
+        if let Some(regs) = change.regs {
+            self.vcpu.set_regs(&regs).map_err(|e| e.errno())?;
+        }
+        if let Some(sregs) = change.sregs {
+            self.vcpu.set_sregs(&sregs).map_err(|e| e.errno())?;
+        }
+        Ok(())
+    }
+
+    /// The registers as of the last exit, or as the debugger last set them (with sync_regs,
+    /// dirty sets not yet loaded by KVM are the newest values). Free with sync_regs;
+    /// otherwise KVM_GET_REGS and KVM_GET_SREGS, whose errno is returned if one fails.
+    fn snapshot(&mut self) -> Result<CpuSnapshot, i32> {
+        if self.sync_regs {
+            let s = self.vcpu.sync_regs();
+            return Ok(CpuSnapshot {
+                regs: s.regs,
+                sregs: s.sregs,
+            });
+        }
+        Ok(CpuSnapshot {
+            regs: self.vcpu.get_regs().map_err(|e| e.errno())?,
+            sregs: self.vcpu.get_sregs().map_err(|e| e.errno())?,
+        })
+    }
+
+    /// Runs to the next stop. A breakpoint of ours under the current instruction is stepped
+    /// over first with that breakpoint masked ([`quirks::step_masked_first`]), so resuming
+    /// executes the instruction under it exactly once.
+    fn run(&mut self, step: bool) -> Exit {
+        let pc = match self.snapshot() {
+            Ok(s) => s.linear_rip(),
+            Err(e) => return VcpuStop::RunError(e).into(),
+        };
+        let bp_here = self
+            .debug
+            .with(|b| b.sw.contains_key(&pc) || b.hw_slot_at(pc).is_some());
+        if quirks::step_masked_first(bp_here) {
+            let exit = self.run_masked(true, pc);
+            match exit {
+                Exit::Stop(stop) if quirks::continue_after_masked_step(step, stop) => {}
+                _ => return exit,
+            }
+        }
+        self.run_until_stop(step, None)
+    }
+
+    /// Runs with our breakpoint at `pc` out of the way: its original byte back in RAM and
+    /// its debug register masked; replants it after.
+    fn run_masked(&mut self, step: bool, pc: u64) -> Exit {
+        let sw = self.debug.with(|b| b.sw.get(&pc).copied());
+        if let Some(bp) = sw {
+            let _ = self.mem.write_obj(bp.orig, bp.gpa);
+        }
+        let exit = self.run_until_stop(step, Some(pc));
+        if let Some(bp) = sw {
+            // Replant only if the breakpoint is still wanted and the guest left the byte alone.
+            let still = self
+                .debug
+                .with(|b| b.sw.get(&pc).is_some_and(|x| x.gpa == bp.gpa));
+            let byte: u8 = self.mem.read_obj(bp.gpa).unwrap_or(bp.orig);
+            if still && byte == bp.orig {
+                let insn = self
+                    .debug
+                    .with(|b| b.sw.get(&pc).map_or(bp.insn, |x| x.insn));
+                let _ = self.mem.write_obj(insn, bp.gpa);
+            }
+        }
+        exit
+    }
+
+    /// Finishes an I/O or MMIO exit without running guest code: KVM completes the access
+    /// when re-entered, and immediate_exit makes it return straight after (KVM API, kvm_run
+    /// "immediate_exit"). On hardware KVM a pending single-step then reports
+    /// KVM_EXIT_DEBUG; on PVM it returns EINTR with RIP past the instruction. Either way the
+    /// instruction has executed exactly once.
+    fn complete_io(&mut self) {
+        self.vcpu.set_kvm_immediate_exit(1);
+        let _ = self.vcpu.run();
+        self.vcpu.set_kvm_immediate_exit(0);
+    }
+
+    /// Enters the guest until something must be reported (`mask` as for
+    /// [`guest_debug::guest_debug`]).
+    fn run_until_stop(&mut self, step: bool, mask: Option<u64>) -> Exit {
+        self.apply_debug(step, mask);
+        if self.kick.take() {
+            return VcpuStop::Kicked.into();
+        }
+        loop {
+            match self.run_once(step, mask) {
+                Outcome::Done(exit) => return exit,
+                Outcome::Io(Some((kind, addr))) => {
+                    // Report after the instruction has completed, as a data breakpoint does.
+                    self.complete_io();
+                    return VcpuStop::Watch { kind, addr }.into();
+                }
+                Outcome::Io(None) => {
+                    if let Some(stop) = self.after_io(step) {
+                        return stop.into();
+                    }
+                }
+                Outcome::Again => {}
+            }
+        }
+    }
+
+    /// After an I/O or MMIO access the VMM handled: the stop to report, if any.
+    fn after_io(&mut self, step: bool) -> Option<VcpuStop> {
+        if quirks::finish_step_after_io(step, true) {
+            self.complete_io();
+            return Some(VcpuStop::Step);
+        }
+        if self.kick.take() {
+            self.complete_io();
+            return Some(VcpuStop::Kicked);
+        }
+        None
+    }
+
+    /// One KVM_RUN and what its exit asks for.
+    fn run_once(&mut self, step: bool, mask: Option<u64>) -> Outcome {
+        match self.vcpu.run() {
+            Ok(VcpuExit::IoOut(port, data)) => match lock(&self.devices).io_out(port, data) {
+                IoAction::Exit(code) => Outcome::Done(VcpuStop::Exit(code).into()),
+                IoAction::Continue => Outcome::Io(None),
+            },
+            Ok(VcpuExit::IoIn(port, data)) => {
+                lock(&self.devices).io_in(port, data);
+                Outcome::Io(None)
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                // RAM behind a watchpoint's missing slot: complete the read from RAM.
+                if self.mem.read_slice(data, GuestAddress(addr)).is_ok() {
+                    let len = data.len() as u64;
+                    return Outcome::Io(self.debug.with(|b| b.watch_hit(addr, len, false)));
+                }
+                lock(&self.devices).mmio_read(addr, data);
+                Outcome::Io(None)
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                // RAM behind a watchpoint's read-only or missing slot: the VMM performs the
+                // write the guest asked for.
+                if self.mem.write_slice(data, GuestAddress(addr)).is_ok() {
+                    let len = data.len() as u64;
+                    return Outcome::Io(self.debug.with(|b| b.watch_hit(addr, len, true)));
+                }
+                lock(&self.devices).mmio_write(addr, data);
+                Outcome::Io(None)
+            }
+            Ok(VcpuExit::Hlt) => Outcome::Done(self.on_hlt(step).into()),
+            Ok(VcpuExit::Debug(arch)) => match self.on_debug(step, mask, arch) {
+                Some(stop) => Outcome::Done(stop.into()),
+                None => Outcome::Again,
+            },
+            Ok(VcpuExit::Shutdown) => Outcome::Done(VcpuStop::Shutdown.into()),
+            Ok(VcpuExit::InternalError) => match self.on_internal_error(step, mask) {
+                Some(exit) => Outcome::Done(exit),
+                None => Outcome::Again,
+            },
+            Ok(VcpuExit::FailEntry(reason, _cpu)) => {
+                Outcome::Done(VcpuStop::FailEntry(reason).into())
+            }
+            Ok(VcpuExit::Intr) => self.kicked_or_again(),
+            Ok(VcpuExit::Unsupported(r)) => Outcome::Done(VcpuStop::UnhandledExit(r).into()),
+            Ok(other) => {
+                log::warn!("vCPU {}: unexpected exit {other:?}", self.id);
+                Outcome::Done(VcpuStop::UnhandledExit(u32::MAX).into())
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.vcpu.set_kvm_immediate_exit(0);
+                self.kicked_or_again()
+            }
+            Err(e) => Outcome::Done(VcpuStop::RunError(e.errno()).into()),
+        }
+    }
+
+    fn kicked_or_again(&self) -> Outcome {
+        if self.kick.take() {
+            Outcome::Done(VcpuStop::Kicked.into())
+        } else {
+            Outcome::Again
+        }
+    }
+
+    /// A `hlt` exit: one of our `hlt` breakpoints, the end of a step, or the guest idling.
+    fn on_hlt(&mut self, step: bool) -> VcpuStop {
+        let state = match self.snapshot() {
+            Ok(s) => s,
+            Err(e) => return VcpuStop::RunError(e),
+        };
+        if let Some(pc) = self.hlt_breakpoint(state) {
+            return VcpuStop::SwBreakpoint(pc);
+        }
+        if step {
+            return VcpuStop::Step;
+        }
+        if state.regs.rflags & RFLAGS_IF == 0 {
+            return VcpuStop::Halted;
+        }
+        // Interrupts are on but nothing in this machine raises one yet: idle without
+        // spinning until the debugger kicks us.
+        self.idle_until_kick()
+    }
+
+    /// At one of our `hlt` breakpoints ([`quirks::hlt_breakpoint`]) RIP is past it: move it
+    /// back onto the breakpoint, as an int3 hit reports it, and return its address.
+    fn hlt_breakpoint(&mut self, mut state: CpuSnapshot) -> Option<u64> {
+        let planted = |pc| {
+            self.debug
+                .with(|b| b.sw.get(&pc).map(|bp| (bp.insn, bp.gpa)))
+        };
+        let bp = planted(state.linear_rip().wrapping_sub(1));
+        let pc = quirks::hlt_breakpoint(
+            state.linear_rip(),
+            |_| bp.map(|(insn, _)| insn),
+            |_| bp.and_then(|(_, gpa)| self.mem.read_obj::<u8>(gpa).ok()),
+        )?;
+        state.regs.rip = state.regs.rip.wrapping_sub(1);
+        self.apply_state(Some(&StateChange {
+            regs: Some(state.regs),
+            sregs: None,
+        }))
+        .ok()?;
+        Some(pc)
+    }
+
+    fn idle_until_kick(&mut self) -> VcpuStop {
+        self.was_idle_hlt = true;
+        self.kick.wait();
+        self.vcpu.set_kvm_immediate_exit(0);
+        VcpuStop::Kicked
+    }
+
+    /// A debug exit: a step, one of our breakpoints, or the guest's own int3 (which goes
+    /// back to the guest; None means "keep running").
+    fn on_debug(
+        &mut self,
+        step: bool,
+        mask: Option<u64>,
+        arch: kvm_bindings::kvm_debug_exit_arch,
+    ) -> Option<VcpuStop> {
+        Some(match arch.exception {
+            DB_VECTOR => {
+                let slot = (0..4).find(|n| arch.dr6 & (1 << n) != 0);
+                if step || arch.dr6 & DR6_BS != 0 {
+                    return Some(VcpuStop::Step);
+                }
+                match slot {
+                    Some(slot) => VcpuStop::HwBreakpoint {
+                        slot,
+                        addr: arch.pc,
+                    },
+                    None => VcpuStop::Step,
+                }
+            }
+            BP_VECTOR => {
+                // Hardware KVM with KVM_GUESTDBG_USE_SW_BP: pc is the int3's address.
+                let ours = self.debug.with(|b| b.sw.contains_key(&arch.pc));
+                if ours {
+                    VcpuStop::SwBreakpoint(arch.pc)
+                } else if self.inject_guest_breakpoint(step, mask, Int3Report::DebugExit) {
+                    return None;
+                } else {
+                    VcpuStop::GuestBreakpoint
+                }
+            }
+            other => {
+                log::warn!("vCPU {}: debug exit with exception {other}", self.id);
+                VcpuStop::Step
+            }
+        })
+    }
+
+    /// KVM_EXIT_INTERNAL_ERROR, classified by [`quirks::classify_internal_error`]; None
+    /// means "keep running" (the guest's own int3 was delivered to it).
+    fn on_internal_error(&mut self, step: bool, mask: Option<u64>) -> Option<Exit> {
+        // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the union
+        // member KVM filled in.
+        let suberror = unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+        let genuine = Exit::Stop(VcpuStop::InternalError { suberror });
+        let Ok(state) = self.snapshot() else {
+            return Some(genuine);
+        };
+        let pc = state.linear_rip();
+        let planted = self.debug.with(|b| b.sw.get(&pc).copied());
+        let exit = InternalErrorExit {
+            suberror,
+            planted_byte: planted.and_then(|bp| self.mem.read_obj::<u8>(bp.gpa).ok()),
+            code_byte: self.code_byte(&state, pc),
+            watches: self.debug.with(|b| !b.watch.is_empty()),
+        };
+        let cause = match quirks::classify_internal_error(&exit) {
+            InternalErrorCause::GuestInt3 => {
+                // Deliver it to the guest, past the instruction.
+                if self.inject_guest_breakpoint(step, mask, Int3Report::EmulationFailure) {
+                    return None;
+                }
+                quirks::unexplained_emulation_failure(exit.watches)
+            }
+            cause => cause,
+        };
+        Some(match cause {
+            InternalErrorCause::OurBreakpoint => {
+                self.debug.learn_int3_fails(&self.mem);
+                VcpuStop::SwBreakpoint(pc).into()
+            }
+            InternalErrorCause::NeedsRam => Exit::NeedsRam,
+            InternalErrorCause::GuestInt3 | InternalErrorCause::Genuine => genuine,
+        })
+    }
+
+    /// The code byte at linear address `pc`, read through the guest's page tables.
+    fn code_byte(&self, state: &CpuSnapshot, pc: u64) -> Option<u8> {
+        let regs = state.paging_regs();
+        let (gpa, _) = crate::x86::paging::translate_fast(
+            &*self.mem,
+            &regs,
+            crate::x86::paging::GuestVirtAddr(pc),
+        )
+        .ok()?;
+        self.mem.read_obj(gpa).ok()
+    }
+}
+
+fn lock(d: &Mutex<Devices>) -> std::sync::MutexGuard<'_, Devices> {
+    d.lock().unwrap_or_else(|e| e.into_inner())
+}
