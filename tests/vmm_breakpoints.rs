@@ -17,20 +17,33 @@ const LOOP_CODE: &[u8] = &[
 #[test]
 fn a_software_breakpoint_stops_before_its_instruction() {
     let mut g = boot(LOOP_CODE);
-    g.vm.add_sw_breakpoint(VCPU, LOAD_ADDR).expect("add_sw_breakpoint");
+    g.vm.add_sw_breakpoint(VCPU, LOAD_ADDR)
+        .expect("add_sw_breakpoint");
     let ev = g.cont();
     assert_eq!(ev.stop, VcpuStop::SwBreakpoint(LOAD_ADDR));
     assert_eq!(ev.state.regs.rip, LOAD_ADDR);
     assert_eq!(g.rip(), LOAD_ADDR);
-    assert_eq!(g.regs().rax, 0, "the instruction under the breakpoint has not run");
-    assert_eq!(g.vm.last_stop(VCPU), Some(VcpuStop::SwBreakpoint(LOAD_ADDR)));
-    assert_eq!(g.vm.frozen(VCPU), None, "a breakpoint does not freeze the vCPU");
+    assert_eq!(
+        g.regs().rax,
+        0,
+        "the instruction under the breakpoint has not run"
+    );
+    assert_eq!(
+        g.vm.last_stop(VCPU),
+        Some(VcpuStop::SwBreakpoint(LOAD_ADDR))
+    );
+    assert_eq!(
+        g.vm.frozen(VCPU),
+        None,
+        "a breakpoint does not freeze the vCPU"
+    );
 }
 
 #[test]
 fn resuming_from_a_software_breakpoint_runs_its_instruction_once_per_lap() {
     let mut g = boot(LOOP_CODE);
-    g.vm.add_sw_breakpoint(VCPU, LOAD_ADDR).expect("add_sw_breakpoint");
+    g.vm.add_sw_breakpoint(VCPU, LOAD_ADDR)
+        .expect("add_sw_breakpoint");
     for lap in 0..5 {
         let ev = g.cont();
         assert_eq!(ev.stop, VcpuStop::SwBreakpoint(LOAD_ADDR), "lap {lap}");
@@ -42,7 +55,8 @@ fn resuming_from_a_software_breakpoint_runs_its_instruction_once_per_lap() {
 #[test]
 fn a_step_from_a_software_breakpoint_runs_the_instruction_under_it() {
     let mut g = boot(LOOP_CODE);
-    g.vm.add_sw_breakpoint(VCPU, LOAD_ADDR).expect("add_sw_breakpoint");
+    g.vm.add_sw_breakpoint(VCPU, LOAD_ADDR)
+        .expect("add_sw_breakpoint");
     assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(LOAD_ADDR));
     assert_eq!(g.step().stop, VcpuStop::Step);
     assert_eq!(g.rip(), LOAD_ADDR + 3);
@@ -58,10 +72,19 @@ fn a_step_from_a_software_breakpoint_runs_the_instruction_under_it() {
 fn memory_reads_never_show_breakpoint_bytes() {
     let mut g = boot(LOOP_CODE);
     for off in [0, 3, 4] {
-        g.vm.add_sw_breakpoint(VCPU, LOAD_ADDR + off).expect("add_sw_breakpoint");
+        g.vm.add_sw_breakpoint(VCPU, LOAD_ADDR + off)
+            .expect("add_sw_breakpoint");
     }
-    assert_eq!(g.read(LOAD_ADDR, LOOP_CODE.len()), LOOP_CODE, "before any hit");
-    assert_eq!(g.read(LOAD_ADDR + 3, 1), [0xeb], "a one-byte read of a breakpoint");
+    assert_eq!(
+        g.read(LOAD_ADDR, LOOP_CODE.len()),
+        LOOP_CODE,
+        "before any hit"
+    );
+    assert_eq!(
+        g.read(LOAD_ADDR + 3, 1),
+        [0xeb],
+        "a one-byte read of a breakpoint"
+    );
     assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(LOAD_ADDR));
     assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(LOAD_ADDR + 3));
     assert_eq!(g.read(LOAD_ADDR, LOOP_CODE.len()), LOOP_CODE, "after hits");
@@ -76,13 +99,22 @@ fn writing_code_under_a_breakpoint_keeps_the_breakpoint() {
         0x90,       // +2 nop
     ];
     let mut g = boot(LOOP_CODE);
-    g.vm.add_sw_breakpoint(VCPU, LOAD_ADDR).expect("add_sw_breakpoint");
+    g.vm.add_sw_breakpoint(VCPU, LOAD_ADDR)
+        .expect("add_sw_breakpoint");
     assert_eq!(g.vm.write_virt(VCPU, LOAD_ADDR, NEW_CODE), NEW_CODE.len());
     assert_eq!(g.read(LOAD_ADDR, 3), NEW_CODE, "reads show the new code");
     assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(LOAD_ADDR));
-    assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(LOAD_ADDR), "still planted");
+    assert_eq!(
+        g.cont().stop,
+        VcpuStop::SwBreakpoint(LOAD_ADDR),
+        "still planted"
+    );
     let regs = g.regs();
-    assert_eq!((regs.rax, regs.rdx), (0, 1), "the new instruction ran, once");
+    assert_eq!(
+        (regs.rax, regs.rdx),
+        (0, 1),
+        "the new instruction ran, once"
+    );
 }
 
 #[rustfmt::skip]
@@ -104,7 +136,10 @@ fn removing_a_breakpoint_lets_the_guest_run_to_its_end() {
         assert_eq!(g.regs().rcx, left);
     }
     assert!(g.vm.remove_sw_breakpoint(bp));
-    assert!(!g.vm.remove_sw_breakpoint(bp), "removing it twice finds nothing");
+    assert!(
+        !g.vm.remove_sw_breakpoint(bp),
+        "removing it twice finds nothing"
+    );
     assert_eq!(g.read(bp, 2), [0xff, 0xc9]);
     assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0x10)));
     assert_eq!(g.regs().rcx, 0, "the loop ran to its end");
@@ -118,13 +153,18 @@ fn a_hardware_breakpoint_stops_with_its_slot_and_address() {
     let ev = g.cont();
     assert_eq!(ev.stop, VcpuStop::HwBreakpoint { slot: 0, addr: bp });
     assert_eq!(ev.state.regs.rip, bp);
-    assert_eq!(g.regs().rax, 1, "the instruction before the breakpoint ran once");
+    assert_eq!(
+        g.regs().rax,
+        1,
+        "the instruction before the breakpoint ran once"
+    );
 }
 
 #[test]
 fn resuming_from_a_hardware_breakpoint_runs_its_instruction_once_per_lap() {
     let mut g = boot(LOOP_CODE);
-    g.vm.add_hw_breakpoint(LOAD_ADDR).expect("add_hw_breakpoint");
+    g.vm.add_hw_breakpoint(LOAD_ADDR)
+        .expect("add_hw_breakpoint");
     for lap in 0..5 {
         let ev = g.cont();
         let want = VcpuStop::HwBreakpoint {
@@ -136,7 +176,8 @@ fn resuming_from_a_hardware_breakpoint_runs_its_instruction_once_per_lap() {
         assert_eq!(g.regs().rax, lap, "`inc %rax` ran once per lap");
     }
     assert!(g.vm.remove_hw_breakpoint(LOAD_ADDR));
-    g.vm.add_hw_breakpoint(LOAD_ADDR + 3).expect("add_hw_breakpoint");
+    g.vm.add_hw_breakpoint(LOAD_ADDR + 3)
+        .expect("add_hw_breakpoint");
     assert_eq!(
         g.cont().stop,
         VcpuStop::HwBreakpoint {
@@ -152,7 +193,8 @@ fn resuming_from_a_hardware_breakpoint_runs_its_instruction_once_per_lap() {
 fn a_fifth_hardware_breakpoint_finds_no_slot() {
     let mut g = boot(LOOP_CODE);
     for i in 0..4 {
-        g.vm.add_hw_breakpoint(LOAD_ADDR + 0x10 * i).expect("add_hw_breakpoint");
+        g.vm.add_hw_breakpoint(LOAD_ADDR + 0x10 * i)
+            .expect("add_hw_breakpoint");
     }
     assert_eq!(
         g.vm.add_hw_breakpoint(LOAD_ADDR + 0x40),
@@ -163,4 +205,66 @@ fn a_fifth_hardware_breakpoint_finds_no_slot() {
         Ok(()),
         "one already armed is no new slot"
     );
+}
+
+#[test]
+fn resuming_from_a_breakpoint_on_an_out_runs_the_out_once_per_lap() {
+    let mut g = boot(HELLO_CODE);
+    let bp = LOAD_ADDR + 16; // out %al, (%dx)
+    g.vm.add_sw_breakpoint(VCPU, bp).expect("add_sw_breakpoint");
+    for printed in ["", "h", "he", "hel", "hell", "hello"] {
+        assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(bp));
+        assert_eq!(g.serial.text(), printed, "one byte per lap");
+    }
+    assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0)));
+    assert_eq!(g.serial.text(), "hello\n");
+}
+
+#[rustfmt::skip]
+const MMIO_LOOP_CODE: &[u8] = &[
+    0xbb, 0x00, 0x00, 0x00, 0xd0,       // +0  mov $0xd0000000, %ebx   (no RAM there)
+    0xc7, 0x03, 0x44, 0x33, 0x22, 0x11, // +5  1: movl $0x11223344, (%rbx)
+    0x48, 0xff, 0xc0,                   // +11    inc %rax
+    0xeb, 0xf5,                         // +14    jmp 1b
+];
+
+#[test]
+fn resuming_from_a_breakpoint_on_an_mmio_write_runs_the_loop_once_per_lap() {
+    let mut g = boot(MMIO_LOOP_CODE);
+    let bp = LOAD_ADDR + 5;
+    g.vm.add_sw_breakpoint(VCPU, bp).expect("add_sw_breakpoint");
+    for lap in 0..4 {
+        assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(bp), "lap {lap}");
+        assert_eq!(g.regs().rax, lap, "one `inc %rax` per lap");
+    }
+}
+
+#[test]
+fn a_step_from_a_hardware_breakpoint_runs_the_instruction_under_it() {
+    let mut g = boot(LOOP_CODE);
+    g.vm.add_hw_breakpoint(LOAD_ADDR)
+        .expect("add_hw_breakpoint");
+    let hit = VcpuStop::HwBreakpoint {
+        slot: 0,
+        addr: LOAD_ADDR,
+    };
+    assert_eq!(g.cont().stop, hit);
+    assert_eq!(g.step().stop, VcpuStop::Step);
+    assert_eq!(g.rip(), LOAD_ADDR + 3);
+    assert_eq!(g.regs().rax, 1);
+    assert_eq!(g.cont().stop, hit, "still armed after the step");
+    assert_eq!(g.regs().rax, 1);
+}
+
+#[test]
+fn a_software_breakpoint_survives_a_reset() {
+    let mut g = boot(COUNTDOWN_CODE);
+    let bp = LOAD_ADDR + 5;
+    g.vm.add_sw_breakpoint(VCPU, bp).expect("add_sw_breakpoint");
+    assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(bp));
+    g.vm.reset().expect("reset");
+    assert_eq!(g.rip(), LOAD_ADDR);
+    assert_eq!(g.read(LOAD_ADDR, COUNTDOWN_CODE.len()), COUNTDOWN_CODE);
+    assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(bp), "planted again");
+    assert_eq!(g.regs().rcx, 3);
 }

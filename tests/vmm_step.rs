@@ -25,7 +25,11 @@ fn stepping_an_out_runs_that_instruction_once_and_stops_at_the_next() {
     assert_eq!(g.rip(), LOAD_ADDR + 6);
     assert_eq!(g.serial.text(), "", "nothing is printed before the out");
     assert_eq!(g.step().stop, VcpuStop::Step);
-    assert_eq!(g.rip(), LOAD_ADDR + 7, "RIP at the instruction after the out");
+    assert_eq!(
+        g.rip(),
+        LOAD_ADDR + 7,
+        "RIP at the instruction after the out"
+    );
     assert_eq!(g.serial.text(), "A", "the out wrote its byte once");
     // The next step runs only the `mov`, not the second `out`.
     assert_eq!(g.step().stop, VcpuStop::Step);
@@ -57,7 +61,11 @@ fn stepping_an_in_loads_the_port_value_and_stops_at_the_next_instruction() {
     assert_eq!(g.regs().rax, 0x1234_5600);
     assert_eq!(g.step().stop, VcpuStop::Step);
     let regs = g.regs();
-    assert_eq!(regs.rip, LOAD_ADDR + 13, "RIP at the instruction after the in");
+    assert_eq!(
+        regs.rip,
+        LOAD_ADDR + 13,
+        "RIP at the instruction after the in"
+    );
     assert_eq!(
         regs.rax, 0x1234_565a,
         "AL holds the scratch register's value, the rest of RAX is untouched"
@@ -80,11 +88,23 @@ fn stepping_an_mmio_write_stops_at_the_next_instruction() {
     g.steps(1);
     assert_eq!(g.regs().rbx, MMIO);
     assert_eq!(g.step().stop, VcpuStop::Step);
-    assert_eq!(g.rip(), LOAD_ADDR + 11, "RIP at the instruction after the store");
-    assert_eq!(g.regs().rcx, 0, "the instruction after the store has not run");
+    assert_eq!(
+        g.rip(),
+        LOAD_ADDR + 11,
+        "RIP at the instruction after the store"
+    );
+    assert_eq!(
+        g.regs().rcx,
+        0,
+        "the instruction after the store has not run"
+    );
     assert_eq!(g.step().stop, VcpuStop::Step);
     assert_eq!(g.rip(), LOAD_ADDR + 13);
-    assert_eq!(g.regs().rcx, 1, "the next step runs the next instruction once");
+    assert_eq!(
+        g.regs().rcx,
+        1,
+        "the next step runs the next instruction once"
+    );
 }
 
 #[rustfmt::skip]
@@ -102,8 +122,15 @@ fn stepping_an_mmio_read_loads_all_ones_and_stops_at_the_next_instruction() {
     g.steps(1);
     assert_eq!(g.step().stop, VcpuStop::Step);
     let regs = g.regs();
-    assert_eq!(regs.rip, LOAD_ADDR + 7, "RIP at the instruction after the load");
-    assert_eq!(regs.rax, 0xffff_ffff, "an access with no device reads all-ones");
+    assert_eq!(
+        regs.rip,
+        LOAD_ADDR + 7,
+        "RIP at the instruction after the load"
+    );
+    assert_eq!(
+        regs.rax, 0xffff_ffff,
+        "an access with no device reads all-ones"
+    );
     assert_eq!(regs.rcx, 0, "the instruction after the load has not run");
 }
 
@@ -126,7 +153,11 @@ fn several_steps_move_one_instruction_each() {
     for (i, off) in [1, 6, 9, 19, 21].into_iter().enumerate() {
         let ev = g.step();
         assert_eq!(ev.stop, VcpuStop::Step, "step {i}");
-        assert_eq!(ev.state.regs.rip, LOAD_ADDR + off, "the stop's RIP after step {i}");
+        assert_eq!(
+            ev.state.regs.rip,
+            LOAD_ADDR + off,
+            "the stop's RIP after step {i}"
+        );
         assert_eq!(g.rip(), LOAD_ADDR + off, "state()'s RIP after step {i}");
     }
     let regs = g.regs();
@@ -151,7 +182,11 @@ fn a_multiboot_guest_steps_as_32_bit_code_from_its_entry_state() {
     assert_eq!(state.regs.rax, 0x2bad_b002, "the Multiboot magic in EAX");
     assert_eq!(state.sregs.cr0 & 1, 1, "protected mode");
     assert_eq!(state.sregs.cr0 >> 31, 0, "paging off");
-    assert_eq!((state.sregs.cs.l, state.sregs.cs.db), (0, 1), "32-bit code segment");
+    assert_eq!(
+        (state.sregs.cs.l, state.sregs.cs.db),
+        (0, 1),
+        "32-bit code segment"
+    );
     assert_eq!(g.step().stop, VcpuStop::Step);
     assert_eq!(g.rip(), entry + 1, "0x40 ran alone, as a 32-bit `inc %eax`");
     assert_eq!(g.regs().rax, 0x2bad_b003);

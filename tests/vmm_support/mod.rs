@@ -65,6 +65,21 @@ pub struct Guest {
     pub serial: Serial,
 }
 
+/// A guest that prints "hello\n" on COM1, one `out` per byte, then exits with status
+/// `exit_status(0)`.
+#[rustfmt::skip]
+pub const HELLO_CODE: &[u8] = &[
+    0x66, 0xba, 0xf8, 0x03,                   // +0  mov $0x3f8, %dx    (COM1 data)
+    0x48, 0x8d, 0x35, 0x0a, 0x00, 0x00, 0x00, // +4  lea msg(%rip), %rsi
+    0xac,                                     // +11 1: lodsb
+    0x84, 0xc0,                               // +12    test %al, %al
+    0x74, 0x03,                               // +14    jz 2f
+    0xee,                                     // +16    out %al, (%dx)
+    0xeb, 0xf8,                               // +17    jmp 1b
+    0xe6, 0xf4,                               // +19 2: out %al, $0xf4   (isa-debug-exit)
+    b'h', b'e', b'l', b'l', b'o', b'\n', 0,   // +21 msg: .asciz "hello\n"
+];
+
 /// Boots `code` as a 64-bit guest: an ELF64 with one PT_LOAD at [`LOAD_ADDR`], entered there.
 pub fn boot(code: &[u8]) -> Guest {
     boot_image(&elf64(code, LOAD_ADDR))
@@ -171,7 +186,11 @@ fn poll_readable(fd: RawFd, timeout: Duration) {
     let r = unsafe { libc::poll(&mut pfd, 1, ms) };
     if r < 0 {
         let e = std::io::Error::last_os_error();
-        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "poll failed: {e}");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::Interrupted,
+            "poll failed: {e}"
+        );
     }
 }
 
