@@ -5,7 +5,7 @@
 mod vmm_support;
 
 use kvmgdb::vmm::VmError;
-use kvmgdb::vmm::vcpu::VcpuStop;
+use kvmgdb::vmm::stop::VcpuStop;
 use std::time::{Duration, Instant};
 use vmm_support::*;
 

@@ -4,7 +4,7 @@
 
 mod vmm_support;
 
-use kvmgdb::vmm::vcpu::VcpuStop;
+use kvmgdb::vmm::stop::VcpuStop;
 use vmm_support::*;
 
 #[rustfmt::skip]

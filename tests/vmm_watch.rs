@@ -4,8 +4,8 @@
 
 mod vmm_support;
 
-use kvmgdb::vmm::vcpu::VcpuStop;
-use kvmgdb::vmm::watch::WatchKind;
+use kvmgdb::vmm::debug::watch::WatchKind;
+use kvmgdb::vmm::stop::VcpuStop;
 use vmm_support::*;
 
 #[rustfmt::skip]

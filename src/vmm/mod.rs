@@ -25,7 +25,8 @@ use crate::memory::{self, GuestMem};
 use crate::x86::paging::PagingRegs;
 use debug::table::DebugTable;
 use debug::watch::WatchKind;
-use debug::{BreakpointError, Debugger};
+pub use debug::BreakpointError;
+use debug::Debugger;
 use devices::Devices;
 use kvm_bindings::{
     CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, kvm_cpuid_entry2, kvm_regs, kvm_sregs, kvm_xsave,

@@ -14,8 +14,9 @@
 
 use kvm_bindings::kvm_regs;
 use kvm_ioctls::Kvm;
-use kvmgdb::vmm::Vm;
-use kvmgdb::vmm::vcpu::{VcpuEvent, VcpuStop};
+use kvmgdb::boot;
+use kvmgdb::vmm::stop::{VcpuEvent, VcpuStop};
+use kvmgdb::vmm::{MachineConfig, Vm};
 use std::io::Write;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
@@ -82,13 +83,19 @@ pub const HELLO_CODE: &[u8] = &[
 
 /// Boots `code` as a 64-bit guest: an ELF64 with one PT_LOAD at [`LOAD_ADDR`], entered there.
 pub fn boot(code: &[u8]) -> Guest {
-    boot_image(&elf64(code, LOAD_ADDR))
+    boot_image(&elf64(code, LOAD_ADDR), 1)
+}
+
+/// Boots `code` as a 64-bit guest on `vcpus` vCPUs, every one at the same entry state (there
+/// is no AP start-up protocol yet), so the code must not share writable memory between them.
+pub fn boot_smp(code: &[u8], vcpus: usize) -> Guest {
+    boot_image(&elf64(code, LOAD_ADDR), vcpus)
 }
 
 /// Boots `code` as a 32-bit Multiboot guest loaded at [`LOAD_ADDR`]; its entry point is
 /// [`multiboot_entry`].
 pub fn boot_multiboot(code: &[u8]) -> Guest {
-    boot_image(&multiboot_elf32(code, LOAD_ADDR))
+    boot_image(&multiboot_elf32(code, LOAD_ADDR), 1)
 }
 
 /// The entry point of a guest booted with [`boot_multiboot`]: its code follows the
@@ -98,10 +105,16 @@ pub fn multiboot_entry() -> u64 {
 }
 
 /// The one place that builds a [`Vm`], so that a change to `Vm::new` touches only this.
-fn boot_image(image: &[u8]) -> Guest {
+fn boot_image(image: &[u8], vcpus: usize) -> Guest {
     let kvm = Kvm::new().unwrap_or_else(|e| panic!("KVM not available: cannot open /dev/kvm: {e}"));
     let serial = Serial::default();
-    let vm = Vm::new(kvm, MEMORY_SIZE, image, "", Box::new(serial.clone()))
+    let plan = boot::plan(image, "", MEMORY_SIZE)
+        .unwrap_or_else(|e| panic!("cannot plan the boot of the test image: {e}"));
+    let machine = MachineConfig {
+        memory_size: MEMORY_SIZE,
+        vcpus,
+    };
+    let vm = Vm::new(kvm, machine, plan, Box::new(serial.clone()))
         .unwrap_or_else(|e| panic!("cannot build the VM: {e}"));
     Guest { vm, serial }
 }
