@@ -4,6 +4,7 @@
 
 use super::entry::{self, CpuMode};
 use super::{BootFormat, BootInfo, BootPlan, LoadError, MemWrite, RamMap, layout};
+use crate::x86::PAGE_SIZE;
 use linux_loader::loader::KernelLoader;
 use linux_loader::loader::elf::Elf;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -211,12 +212,11 @@ fn load_with_linux_loader(
 /// Page-aligned, merged ranges covering the file bytes of `segments` (at least one page, as
 /// a memory needs a region even when every segment is bss).
 fn scratch_ranges(segments: &[&Segment]) -> Vec<(GuestAddress, usize)> {
-    const PAGE: u64 = 0x1000;
     let mut spans: Vec<(u64, u64)> = segments
         .iter()
         .map(|s| {
-            let start = s.paddr & !(PAGE - 1);
-            (start, (s.paddr + s.filesz).next_multiple_of(PAGE))
+            let start = s.paddr & !(PAGE_SIZE - 1);
+            (start, (s.paddr + s.filesz).next_multiple_of(PAGE_SIZE))
         })
         .collect();
     spans.sort_unstable();
@@ -228,7 +228,7 @@ fn scratch_ranges(segments: &[&Segment]) -> Vec<(GuestAddress, usize)> {
         }
     }
     if merged.is_empty() {
-        merged.push((0, PAGE));
+        merged.push((0, PAGE_SIZE));
     }
     merged
         .into_iter()

@@ -4,6 +4,11 @@
 
 use super::layout;
 use super::{EntrySregs, MemWrite, VcpuEntry};
+use crate::x86::descriptors::{SegmentDescriptor, system_type};
+use crate::x86::{
+    Cr0, Cr4, Efer, PAGE_SIZE, PAGE_SIZE_1G, PAGE_SIZE_2M, PTE_PRESENT, PTE_PS, PTE_WRITABLE,
+    Rflags,
+};
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment};
 
 /// The mode the boot vCPU starts in.
@@ -20,58 +25,55 @@ pub const BOOT_CS: u16 = 0x10;
 /// Data selector at entry.
 pub const BOOT_DS: u16 = 0x18;
 
-/// Segment-descriptor access bytes and flags (SDM Vol. 3, 3.4.5).
-const CODE64_DESC: u64 = 0x00af_9b00_0000_ffff; // L=1, P, DPL0, exec/read, accessed
-const CODE32_DESC: u64 = 0x00cf_9b00_0000_ffff; // D=1, G=1, P, DPL0, exec/read, accessed
-const DATA_DESC: u64 = 0x00cf_9300_0000_ffff; // D/B=1, G=1, P, DPL0, read/write, accessed
-
 /// Descriptors in the GDT: null, unused, code ([`BOOT_CS`]), data ([`BOOT_DS`]).
 const GDT_ENTRIES: usize = 4;
 
+/// The flat ring-0 code segment `mode` runs in: 64-bit for long mode, 32-bit otherwise.
+/// Both the GDT entry and the cached CS come from it, so the two cannot disagree.
+fn code_descriptor(mode: CpuMode) -> SegmentDescriptor {
+    match mode {
+        CpuMode::Long => SegmentDescriptor::flat_code64(),
+        CpuMode::Protected => SegmentDescriptor::flat_code32(),
+    }
+}
+
 /// The GDT for `mode`, at [`layout::GDT`].
 pub(super) fn gdt(mode: CpuMode) -> MemWrite {
-    let code = match mode {
-        CpuMode::Long => CODE64_DESC,
-        CpuMode::Protected => CODE32_DESC,
-    };
-    let gdt: [u64; GDT_ENTRIES] = [0, 0, code, DATA_DESC];
+    let gdt: [u64; GDT_ENTRIES] = [
+        0,
+        0,
+        code_descriptor(mode).encode(),
+        SegmentDescriptor::flat_data().encode(),
+    ];
     MemWrite::Bytes {
         gpa: layout::GDT,
         data: gdt.iter().flat_map(|d| d.to_le_bytes()).collect(),
     }
 }
 
-/// Page-table entry bits (SDM Vol. 3, 4.5).
-pub(super) const PTE_PRESENT: u64 = 1 << 0;
-pub(super) const PTE_WRITABLE: u64 = 1 << 1;
-pub(super) const PTE_HUGE: u64 = 1 << 7;
-
-const PAGE: u64 = 0x1000;
-const GIB: u64 = 1 << 30;
-
 /// How much the long-mode entry identity-maps: at least 4 GiB, and all RAM up to `ram_top`.
 fn identity_map_size(ram_top: u64) -> u64 {
-    ram_top.max(4 * GIB).next_multiple_of(GIB)
+    ram_top.max(4 * PAGE_SIZE_1G).next_multiple_of(PAGE_SIZE_1G)
 }
 
 /// PML4 → PDPT → PDs mapping `[0, identity_map_size)` with 2 MiB pages, at [`layout::PML4`]:
 /// one blob holding every table page, the unused entries zero.
 pub(super) fn identity_page_tables(ram_top: u64) -> MemWrite {
     let pml4 = layout::PML4;
-    let pdpt = pml4 + PAGE;
-    let gib = identity_map_size(ram_top) / GIB;
-    let mut tables = vec![0u8; ((2 + gib) * PAGE) as usize];
+    let pdpt = pml4 + PAGE_SIZE;
+    let gib = identity_map_size(ram_top) / PAGE_SIZE_1G;
+    let mut tables = vec![0u8; ((2 + gib) * PAGE_SIZE) as usize];
     let mut put = |at: u64, v: u64| {
         let off = (at - pml4) as usize;
         tables[off..off + 8].copy_from_slice(&v.to_le_bytes());
     };
     put(pml4, pdpt | PTE_PRESENT | PTE_WRITABLE);
     for g in 0..gib {
-        let pd = pdpt + PAGE * (g + 1);
+        let pd = pdpt + PAGE_SIZE * (g + 1);
         put(pdpt + 8 * g, pd | PTE_PRESENT | PTE_WRITABLE);
         for i in 0..512u64 {
-            let addr = (g << 30) | (i << 21);
-            put(pd + 8 * i, addr | PTE_PRESENT | PTE_WRITABLE | PTE_HUGE);
+            let addr = g * PAGE_SIZE_1G + i * PAGE_SIZE_2M;
+            put(pd + 8 * i, addr | PTE_PRESENT | PTE_WRITABLE | PTE_PS);
         }
     }
     MemWrite::Bytes {
@@ -80,35 +82,21 @@ pub(super) fn identity_page_tables(ram_top: u64) -> MemWrite {
     }
 }
 
-/// RFLAGS at entry: only the always-one bit 1; interrupts off.
-const RFLAGS_RESERVED1: u64 = 0x2;
-
-/// Control-register bits (SDM Vol. 3, 2.5).
-const CR0_PE: u64 = 1 << 0;
-const CR0_MP: u64 = 1 << 1;
-const CR0_ET: u64 = 1 << 4;
-const CR0_NE: u64 = 1 << 5;
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_OSFXSR: u64 = 1 << 9;
-const CR4_OSXMMEXCPT: u64 = 1 << 10;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-
-fn segment(selector: u16, type_: u8, db: u8, l: u8) -> kvm_segment {
+/// The segment register loaded from `desc` through `selector`: what the CPU caches from
+/// the GDT entry (SDM Vol. 3, 3.4.3), byte limit and all.
+fn segment(selector: u16, desc: SegmentDescriptor) -> kvm_segment {
     kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
+        base: desc.base,
+        limit: desc.byte_limit(),
         selector,
-        type_,
-        present: 1,
-        dpl: 0,
-        db,
-        s: 1,
-        l,
-        g: 1,
-        avl: 0,
+        type_: desc.type_,
+        present: desc.present.into(),
+        dpl: desc.dpl,
+        db: desc.db.into(),
+        s: desc.code_data.into(),
+        l: desc.long.into(),
+        g: desc.granularity.into(),
+        avl: desc.avl.into(),
         unusable: 0,
         padding: 0,
     }
@@ -119,20 +107,21 @@ fn segment(selector: u16, type_: u8, db: u8, l: u8) -> kvm_segment {
 pub(super) fn entry_state(mode: CpuMode, entry: u64) -> VcpuEntry {
     let regs = kvm_regs {
         rip: entry,
-        rflags: RFLAGS_RESERVED1,
+        // Only the always-one bit: interrupts off.
+        rflags: Rflags::FIXED1.bits(),
         rsp: layout::STACK_TOP,
         ..Default::default()
     };
-    let data = segment(BOOT_DS, 0x3, 1, 0);
-    let (cs, cr0, cr3, cr4, efer) = match mode {
+    let data = segment(BOOT_DS, SegmentDescriptor::flat_data());
+    let cs = segment(BOOT_CS, code_descriptor(mode));
+    let (cr0, cr3, cr4, efer) = match mode {
         CpuMode::Long => (
-            segment(BOOT_CS, 0xb, 0, 1),
-            CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
+            Cr0::PE | Cr0::MP | Cr0::ET | Cr0::NE | Cr0::WP | Cr0::PG,
             layout::PML4,
-            CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT,
-            EFER_LME | EFER_LMA,
+            Cr4::PAE | Cr4::OSFXSR | Cr4::OSXMMEXCPT,
+            Efer::LME | Efer::LMA,
         ),
-        CpuMode::Protected => (segment(BOOT_CS, 0xb, 1, 0), CR0_PE | CR0_ET, 0, 0, 0),
+        CpuMode::Protected => (Cr0::PE | Cr0::ET, 0, Cr4::empty(), Efer::empty()),
     };
     let sregs = EntrySregs {
         cs,
@@ -147,14 +136,14 @@ pub(super) fn entry_state(mode: CpuMode, entry: u64) -> VcpuEntry {
             base: 0,
             limit: 0x67,
             selector: 0,
-            type_: 0xb,
+            type_: system_type::TSS_BUSY,
             present: 1,
             s: 0,
             ..Default::default()
         },
         ldt: kvm_segment {
             limit: 0xffff,
-            type_: 0x2,
+            type_: system_type::LDT,
             present: 1,
             unusable: 1,
             ..Default::default()
@@ -165,10 +154,85 @@ pub(super) fn entry_state(mode: CpuMode, entry: u64) -> VcpuEntry {
             ..Default::default()
         },
         idt: kvm_dtable::default(),
-        cr0,
+        cr0: cr0.bits(),
         cr3,
-        cr4,
-        efer,
+        cr4: cr4.bits(),
+        efer: efer.bits(),
     };
     VcpuEntry { regs, sregs }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The GDT's bytes, pinned as raw descriptors (SDM Vol. 3, 3.4.5): null, unused, then
+    /// code (L=1 or D=1; G, P, DPL 0, execute/read, accessed) and data (B, G, P, DPL 0,
+    /// read/write, accessed).
+    #[test]
+    fn gdt_bytes_are_the_flat_boot_descriptors() {
+        for (mode, code) in [
+            (CpuMode::Long, 0x00af_9b00_0000_ffff_u64),
+            (CpuMode::Protected, 0x00cf_9b00_0000_ffff),
+        ] {
+            let MemWrite::Bytes { gpa, data } = gdt(mode) else {
+                panic!("the GDT is a byte blob")
+            };
+            assert_eq!(gpa, layout::GDT);
+            let want: Vec<u8> = [0, 0, code, 0x00cf_9300_0000_ffff]
+                .iter()
+                .flat_map(|d: &u64| d.to_le_bytes())
+                .collect();
+            assert_eq!(data, want, "{mode:?}");
+        }
+    }
+
+    /// The entry state's segment caches and control registers, as raw values.
+    #[test]
+    fn entry_state_is_pinned() {
+        let flat = |selector, type_, db, l| kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector,
+            type_,
+            present: 1,
+            dpl: 0,
+            db,
+            s: 1,
+            l,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        let long = entry_state(CpuMode::Long, 0x10_0000);
+        assert_eq!(long.regs.rflags, 0x2);
+        assert_eq!(long.sregs.cs, flat(BOOT_CS, 0xb, 0, 1));
+        for s in [
+            long.sregs.ds,
+            long.sregs.es,
+            long.sregs.fs,
+            long.sregs.gs,
+            long.sregs.ss,
+        ] {
+            assert_eq!(s, flat(BOOT_DS, 0x3, 1, 0));
+        }
+        assert_eq!(
+            (long.sregs.cr0, long.sregs.cr4, long.sregs.efer),
+            (0x8001_0033, 0x620, 0x500)
+        );
+        assert_eq!((long.sregs.tr.type_, long.sregs.ldt.type_), (0xb, 0x2));
+        let prot = entry_state(CpuMode::Protected, 0x10_0000);
+        assert_eq!(prot.sregs.cs, flat(BOOT_CS, 0xb, 1, 0));
+        assert_eq!(prot.sregs.ds, flat(BOOT_DS, 0x3, 1, 0));
+        assert_eq!(
+            (
+                prot.sregs.cr0,
+                prot.sregs.cr3,
+                prot.sregs.cr4,
+                prot.sregs.efer
+            ),
+            (0x11, 0, 0, 0)
+        );
+    }
 }

@@ -306,10 +306,10 @@ pub fn plan(image: &[u8], cmdline: &str, ram_size: u64) -> Result<BootPlan, Load
 #[cfg(test)]
 mod tests {
     use super::elf::{EM_X86_64, PT_LOAD};
-    use super::entry::{PTE_HUGE, PTE_PRESENT, PTE_WRITABLE};
     use super::multiboot::{INFO_AREA, MULTIBOOT_AOUT_KLUDGE, MULTIBOOT_HEADER_MAGIC};
     use super::*;
     use crate::memory::create_guest_memory;
+    use crate::x86::{PTE_PRESENT, PTE_PS, PTE_WRITABLE};
 
     fn elf64(entry: u64, paddr: u64, filesz: u64, memsz: u64) -> Vec<u8> {
         let mut f = vec![0u8; 0x200];
@@ -404,7 +404,7 @@ mod tests {
         let pde: u64 = mem
             .read_obj(GuestAddress(layout::PML4 + 0x2000 + 8))
             .unwrap();
-        assert_eq!(pde, (2 << 20) | PTE_PRESENT | PTE_WRITABLE | PTE_HUGE);
+        assert_eq!(pde, (2 << 20) | PTE_PRESENT | PTE_WRITABLE | PTE_PS);
     }
 
     #[test]
@@ -517,7 +517,7 @@ mod tests {
         let last_pd = 2 * 4096 + 5 * 4096;
         assert_eq!(
             u64_at(tables, last_pd + 8 * 511),
-            ((6 << 30) - (2 << 20)) | PTE_PRESENT | PTE_WRITABLE | PTE_HUGE
+            ((6 << 30) - (2 << 20)) | PTE_PRESENT | PTE_WRITABLE | PTE_PS
         );
     }
 

@@ -1,4 +1,4 @@
-//! SegmentDescriptor and gate descriptors shown to a user: `info gdt`, `info idt` and the segment
+//! Segment and gate descriptors shown to a user: `info gdt`, `info idt` and the segment
 //! registers' hidden parts in `info registers`. The decoding itself is
 //! [`crate::x86::descriptors`]'s (Intel SDM Vol. 3A, 3.4.5, 3.5, 5.8.3, 6.11, 6.14.1).
 
@@ -106,16 +106,15 @@ fn type_letters(s: &SegmentDescriptor) -> String {
 }
 
 /// The attribute flags of a segment as they sit in descriptor bits 63:32 with the base and
-/// limit bits cleared (QEMU's `info registers` column).
+/// limit bits cleared (QEMU's `info registers` column): the high half of the descriptor's
+/// encoding with base and limit zero.
 pub fn attribute_word(s: &SegmentDescriptor) -> u32 {
-    u32::from(s.type_) << 8
-        | u32::from(s.code_data) << 12
-        | u32::from(s.dpl) << 13
-        | u32::from(s.present) << 15
-        | u32::from(s.avl) << 20
-        | u32::from(s.long) << 21
-        | u32::from(s.db) << 22
-        | u32::from(s.granularity) << 23
+    let flags_only = SegmentDescriptor {
+        base: 0,
+        raw_limit: 0,
+        ..*s
+    };
+    (flags_only.encode() >> 32) as u32
 }
 
 /// A gate's kind as printed: `int-gate64`, `trap-gate32`, `call-gate64`, `task-gate`.

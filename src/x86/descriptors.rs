@@ -358,8 +358,8 @@ pub fn ivt_entry(bytes: &[u8]) -> Option<(u16, u16)> {
 mod tests {
     use super::*;
 
-    /// The boot GDT's descriptors as `loader.rs` spells them: 64-bit code, 32-bit code,
-    /// flat data.
+    /// The boot GDT's descriptors as raw words (`boot/entry.rs` builds them from the
+    /// constructors): 64-bit code, 32-bit code, flat data.
     const BOOT_CODE64: u64 = 0x00af_9b00_0000_ffff;
     const BOOT_CODE32: u64 = 0x00cf_9b00_0000_ffff;
     const BOOT_DATA: u64 = 0x00cf_9300_0000_ffff;

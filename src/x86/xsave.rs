@@ -2,7 +2,7 @@
 //! (SDM Vol. 1, 13.4): the FXSAVE-format legacy region, the XSAVE header, then the
 //! components. Byte offsets, the initial configuration of each component, the FXSAVE bytes
 //! a core file holds and the x87 tag-word forms; which gdb register sits where is
-//! `gdb/regs.rs`'s business.
+//! `gdb/regs/kvm_map.rs`'s business.
 //!
 //! The area is taken as KVM's `kvm_xsave`, a plain 4 KiB data structure; nothing here calls
 //! KVM.

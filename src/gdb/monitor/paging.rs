@@ -8,6 +8,10 @@ use crate::x86::paging::leaves::{
     self as mappings, DEFAULT_ENTRY_BUDGET, Leaf, RangeMerger, WalkSummary,
 };
 use crate::x86::paging::{self, GuestVirtAddr, LevelEntry, PagingMode, PagingRegs};
+use crate::x86::{
+    PAGE_SIZE, PTE_ACCESSED, PTE_DIRTY, PTE_GLOBAL, PTE_PCD, PTE_PRESENT, PTE_PWT, PTE_USER,
+    PTE_WRITABLE, PTE_XD,
+};
 use std::ops::ControlFlow;
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
@@ -28,27 +32,27 @@ fn hex_width(mode: PagingMode) -> usize {
 fn entry_flags(entry: u64, mode: PagingMode, is_leaf: bool, large: bool) -> String {
     let mut f = Vec::new();
     for (bit, name) in [
-        (0, "P"),
-        (1, "W"),
-        (2, "U"),
-        (3, "PWT"),
-        (4, "PCD"),
-        (5, "A"),
+        (PTE_PRESENT, "P"),
+        (PTE_WRITABLE, "W"),
+        (PTE_USER, "U"),
+        (PTE_PWT, "PWT"),
+        (PTE_PCD, "PCD"),
+        (PTE_ACCESSED, "A"),
     ] {
-        if entry & (1 << bit) != 0 {
+        if entry & bit != 0 {
             f.push(name);
         }
     }
-    if is_leaf && entry & (1 << 6) != 0 {
+    if is_leaf && entry & PTE_DIRTY != 0 {
         f.push("D");
     }
     if large {
         f.push("PS");
     }
-    if is_leaf && entry & (1 << 8) != 0 {
+    if is_leaf && entry & PTE_GLOBAL != 0 {
         f.push("G");
     }
-    if mode != PagingMode::Bits32 && entry & (1 << 63) != 0 {
+    if mode != PagingMode::Bits32 && entry & PTE_XD != 0 {
         f.push("XD");
     }
     f.join(" ")
@@ -222,7 +226,7 @@ impl<A: Layout> KvmTarget<'_, A> {
                 ..
             } = *l;
             let is_last = i + 1 == n;
-            let large = is_last && result.as_ref().is_ok_and(|t| t.page_size > 4096);
+            let large = is_last && result.as_ref().is_ok_and(|t| t.page_size > PAGE_SIZE);
             let is_leaf = is_last && result.is_ok();
             c.line(format!(
                 "  {:<10} at {:#x} = {entry:#0width$x} {}",

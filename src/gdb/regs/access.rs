@@ -3,12 +3,12 @@
 //! KVM_GET_MSRS per stop; writes reach KVM only for registers whose value changed.
 
 use super::kvm_map::{
-    MSR_KERNEL_GS_BASE, Source, set_snapshot_value, set_xsave_value, snapshot_value, source,
-    xsave_value,
+    Source, set_snapshot_value, set_xsave_value, snapshot_value, source, xsave_value,
 };
 use super::layout::{Feature, Layout, RegNum, Regs};
 use crate::gdb::target::{KvmTarget, non_fatal};
 use crate::vmm::VmError;
+use crate::x86::msr;
 use crate::x86::xsave::normalized_xsave;
 use gdbstub::common::Tid;
 use gdbstub::target::ext::base::single_register_access::SingleRegisterAccess;
@@ -33,9 +33,9 @@ impl<A: Layout> KvmTarget<'_, A> {
         }
         let value = self
             .vm
-            .read_msrs_and_xsave(id, &[MSR_KERNEL_GS_BASE])?
+            .read_msrs_and_xsave(id, &[msr::KERNEL_GS_BASE])?
             .first()
-            .filter(|(index, _)| *index == MSR_KERNEL_GS_BASE)
+            .filter(|(index, _)| *index == msr::KERNEL_GS_BASE)
             .map(|(_, v)| *v);
         if value.is_none() {
             log::debug!("vCPU {id}: KVM cannot read IA32_KERNEL_GS_BASE");
@@ -147,7 +147,7 @@ impl<A: Layout> KvmTarget<'_, A> {
             };
             // An MSR KVM cannot read reads as unavailable; gdb writes that back as 0.
             if current != Some(new) && (current.is_some() || new != 0) {
-                self.vm.write_msr(id, MSR_KERNEL_GS_BASE, new)?;
+                self.vm.write_msr(id, msr::KERNEL_GS_BASE, new)?;
                 if let Some(slot) = self.kernel_gs_base.get_mut(id) {
                     *slot = Some(Some(new));
                 }

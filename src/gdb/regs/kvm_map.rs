@@ -11,9 +11,6 @@ use crate::vmm::stop::CpuSnapshot;
 use crate::x86::xsave::{self as xs, XsaveBytes, abridged_tag, full_tag_word, xstate_bv};
 use kvm_bindings::kvm_xsave;
 
-/// IA32_KERNEL_GS_BASE (SDM Vol. 4, table 2-2).
-pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
-
 /// Where a register's value is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {

@@ -3,6 +3,8 @@
 
 use super::layout::{Feature, Layout};
 use crate::gdb::target::KvmTarget;
+use crate::x86::{Cr0, Cr4, Efer, RFLAGS_IOPL_SHIFT, Rflags};
+use bitflags::Flags;
 use gdbstub::target::ext::target_description_xml_override::TargetDescriptionXmlOverride;
 use gdbstub::target::{TargetError, TargetResult};
 use std::fmt::Write as _;
@@ -27,84 +29,38 @@ impl<A: Layout> TargetDescriptionXmlOverride for KvmTarget<'_, A> {
     }
 }
 
-/// A flags type: (field name, first bit, last bit).
-type Fields = &'static [(&'static str, u32, u32)];
+/// A flags type's field: (name, first bit, last bit).
+type Field = (&'static str, u32, u32);
+/// A flags type: its fields.
+type Fields = &'static [Field];
 
-/// EFLAGS (SDM Vol. 1, 3.4.3).
-const EFLAGS_FIELDS: Fields = &[
-    ("CF", 0, 0),
-    ("", 1, 1),
-    ("PF", 2, 2),
-    ("AF", 4, 4),
-    ("ZF", 6, 6),
-    ("SF", 7, 7),
-    ("TF", 8, 8),
-    ("IF", 9, 9),
-    ("DF", 10, 10),
-    ("OF", 11, 11),
-    ("IOPL", 12, 13),
-    ("NT", 14, 14),
-    ("RF", 16, 16),
-    ("VM", 17, 17),
-    ("AC", 18, 18),
-    ("VIF", 19, 19),
-    ("VIP", 20, 20),
-    ("ID", 21, 21),
-];
+/// One single-bit field per named flag of `F`, in declaration (ascending bit) order: the
+/// names and bits are [`crate::x86`]'s, which uses the SDM's names as gdb's i386 target
+/// descriptions do.
+fn bit_fields<F: Flags<Bits = u64> + 'static>() -> Vec<Field> {
+    F::FLAGS
+        .iter()
+        .map(|f| {
+            let bit = f.value().bits().trailing_zeros();
+            (f.name(), bit, bit)
+        })
+        .collect()
+}
 
-/// CR0 (SDM Vol. 3, 2.5).
-const CR0_FIELDS: Fields = &[
-    ("PE", 0, 0),
-    ("MP", 1, 1),
-    ("EM", 2, 2),
-    ("TS", 3, 3),
-    ("ET", 4, 4),
-    ("NE", 5, 5),
-    ("WP", 16, 16),
-    ("AM", 18, 18),
-    ("NW", 29, 29),
-    ("CD", 30, 30),
-    ("PG", 31, 31),
-];
-
-/// CR4 (SDM Vol. 3, 2.5).
-const CR4_FIELDS: Fields = &[
-    ("VME", 0, 0),
-    ("PVI", 1, 1),
-    ("TSD", 2, 2),
-    ("DE", 3, 3),
-    ("PSE", 4, 4),
-    ("PAE", 5, 5),
-    ("MCE", 6, 6),
-    ("PGE", 7, 7),
-    ("PCE", 8, 8),
-    ("OSFXSR", 9, 9),
-    ("OSXMMEXCPT", 10, 10),
-    ("UMIP", 11, 11),
-    ("LA57", 12, 12),
-    ("VMXE", 13, 13),
-    ("SMXE", 14, 14),
-    ("FSGSBASE", 16, 16),
-    ("PCIDE", 17, 17),
-    ("OSXSAVE", 18, 18),
-    ("SMEP", 20, 20),
-    ("SMAP", 21, 21),
-    ("PKE", 22, 22),
-    ("CET", 23, 23),
-    ("PKS", 24, 24),
-];
-
-/// IA32_EFER (SDM Vol. 3, 2.2.1; LMSLE, FFXSR and TCE are AMD's).
-const EFER_FIELDS: Fields = &[
-    ("SCE", 0, 0),
-    ("LME", 8, 8),
-    ("LMA", 10, 10),
-    ("NXE", 11, 11),
-    ("SVME", 12, 12),
-    ("LMSLE", 13, 13),
-    ("FFXSR", 14, 14),
-    ("TCE", 15, 15),
-];
+/// EFLAGS (SDM Vol. 1, 3.4.3): the flags, the always-one bit 1 unnamed as in gdb's own
+/// description, and the two-bit IOPL.
+fn eflags_fields() -> Vec<Field> {
+    let mut fields: Vec<Field> = bit_fields::<Rflags>()
+        .into_iter()
+        .map(|(name, start, end)| {
+            let fixed = Rflags::FIXED1.bits().trailing_zeros();
+            (if start == fixed { "" } else { name }, start, end)
+        })
+        .collect();
+    fields.push(("IOPL", RFLAGS_IOPL_SHIFT, RFLAGS_IOPL_SHIFT + 1));
+    fields.sort_by_key(|&(_, start, _)| start);
+    fields
+}
 
 /// MXCSR (SDM Vol. 1, 10.2.3).
 const MXCSR_FIELDS: Fields = &[
@@ -140,8 +96,8 @@ fn feature_types<L: Layout>(out: &mut String, feature: Feature) {
     let p = L::TYPE_PREFIX;
     match feature {
         Feature::Core => {
-            flags_xml(out, &format!("{p}_eflags"), 4, EFLAGS_FIELDS);
-            flags_xml(out, &format!("{p}_cr0"), L::WORD, CR0_FIELDS);
+            flags_xml(out, &format!("{p}_eflags"), 4, &eflags_fields());
+            flags_xml(out, &format!("{p}_cr0"), L::WORD, &bit_fields::<Cr0>());
             let top = 8 * L::WORD as u32 - 1;
             flags_xml(
                 out,
@@ -149,8 +105,8 @@ fn feature_types<L: Layout>(out: &mut String, feature: Feature) {
                 L::WORD,
                 &[("PCID", 0, 11), ("PDBR", 12, top)],
             );
-            flags_xml(out, &format!("{p}_cr4"), L::WORD, CR4_FIELDS);
-            flags_xml(out, &format!("{p}_efer"), L::WORD, EFER_FIELDS);
+            flags_xml(out, &format!("{p}_cr4"), L::WORD, &bit_fields::<Cr4>());
+            flags_xml(out, &format!("{p}_efer"), L::WORD, &bit_fields::<Efer>());
         }
         Feature::Sse => {
             for (id, ty, count) in [
@@ -241,5 +197,50 @@ mod tests {
         }
         assert!(!target_xml::<X86_64Full>(false).contains("ymm0h"));
         assert!(target_xml::<I386Full>(false).contains("<architecture>i386</architecture>"));
+    }
+
+    /// The flag fields gdb is told, as spelled before they came from `x86/`.
+    #[test]
+    fn flag_fields_are_pinned() {
+        let eflags = [
+            ("CF", 0, 0),
+            ("", 1, 1),
+            ("PF", 2, 2),
+            ("AF", 4, 4),
+            ("ZF", 6, 6),
+            ("SF", 7, 7),
+            ("TF", 8, 8),
+            ("IF", 9, 9),
+            ("DF", 10, 10),
+            ("OF", 11, 11),
+            ("IOPL", 12, 13),
+            ("NT", 14, 14),
+            ("RF", 16, 16),
+            ("VM", 17, 17),
+            ("AC", 18, 18),
+            ("VIF", 19, 19),
+            ("VIP", 20, 20),
+            ("ID", 21, 21),
+        ];
+        assert_eq!(eflags_fields(), eflags);
+        let names = |f: Vec<Field>| -> Vec<String> {
+            f.iter().map(|(n, s, e)| format!("{n}:{s}-{e}")).collect()
+        };
+        assert_eq!(
+            names(bit_fields::<Cr0>()).join(" "),
+            "PE:0-0 MP:1-1 EM:2-2 TS:3-3 ET:4-4 NE:5-5 WP:16-16 AM:18-18 NW:29-29 CD:30-30 \
+             PG:31-31"
+        );
+        assert_eq!(
+            names(bit_fields::<Cr4>()).join(" "),
+            "VME:0-0 PVI:1-1 TSD:2-2 DE:3-3 PSE:4-4 PAE:5-5 MCE:6-6 PGE:7-7 PCE:8-8 \
+             OSFXSR:9-9 OSXMMEXCPT:10-10 UMIP:11-11 LA57:12-12 VMXE:13-13 SMXE:14-14 \
+             FSGSBASE:16-16 PCIDE:17-17 OSXSAVE:18-18 SMEP:20-20 SMAP:21-21 PKE:22-22 \
+             CET:23-23 PKS:24-24"
+        );
+        assert_eq!(
+            names(bit_fields::<Efer>()).join(" "),
+            "SCE:0-0 LME:8-8 LMA:10-10 NXE:11-11 SVME:12-12 LMSLE:13-13 FFXSR:14-14 TCE:15-15"
+        );
     }
 }
