@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 /// The page size memory slots are carved at.
-pub const PAGE: u64 = 4096;
+pub const PAGE: u64 = crate::x86::PAGE_SIZE;
 
 /// Errors changing the memory slots.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -23,10 +23,10 @@ use crate::boot::{BootInfo, BootPlan};
 use crate::caps::KvmCaps;
 use crate::memory::{self, GuestMem};
 use crate::x86::paging::PagingRegs;
-use debug::table::DebugTable;
-use debug::watch::WatchKind;
 pub use debug::BreakpointError;
 use debug::Debugger;
+use debug::table::DebugTable;
+use debug::watch::WatchKind;
 use devices::Devices;
 use kvm_bindings::{
     CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, kvm_cpuid_entry2, kvm_regs, kvm_sregs, kvm_xsave,

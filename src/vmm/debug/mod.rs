@@ -85,7 +85,7 @@ impl Debugger {
         want: usize,
     ) -> Option<(GuestAddress, usize)> {
         let (gpa, page_size) = if self.phys_mode {
-            (GuestAddress(addr), 4096)
+            (GuestAddress(addr), crate::x86::PAGE_SIZE)
         } else {
             paging::translate_fast(&*self.mem, regs, GuestVirtAddr(addr)).ok()?
         };

@@ -3,6 +3,7 @@
 //! KVM_RUN when its generation changed, so no vCPU ioctl is ever issued from a foreign thread.
 
 use super::super::quirks::{self, MachineFacts, Quirks};
+use crate::x86::Dr7;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,7 +14,7 @@ pub const INT3: u8 = 0xCC;
 /// The x86 `hlt` instruction (SDM Vol. 2A, HLT).
 pub const HLT: u8 = 0xF4;
 /// Number of debug-register address slots, DR0–DR3 (SDM Vol. 3, 18.2).
-pub const HW_SLOTS: usize = 4;
+pub const HW_SLOTS: usize = crate::x86::DEBUG_SLOTS;
 
 /// A software breakpoint: `insn` planted over `orig` at `gpa`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,13 +46,13 @@ impl Breakpoints {
     /// The DR7 value enabling the execute slots in use: local-enable bit 2n per slot, RW and
     /// LEN 00 for execute (SDM Vol. 3, 18.2.4), plus the always-one bit 10.
     pub fn dr7(&self) -> u64 {
-        let mut dr7 = 1 << 10;
+        let mut dr7 = Dr7::FIXED1;
         for (n, slot) in self.hw.iter().enumerate() {
             if slot.is_some() {
-                dr7 |= 1 << (2 * n);
+                dr7 |= Dr7::local_enable(n);
             }
         }
-        dr7
+        dr7.bits()
     }
 
     /// The first watchpoint an access of `len` bytes at guest-physical `gpa` triggers:

@@ -10,6 +10,7 @@ use crate::vmm::VmError;
 use crate::vmm::debug::table::DebugTable;
 use crate::vmm::devices::Devices;
 use crate::vmm::stop::{CpuSnapshot, VcpuStop};
+use crate::x86::msr;
 use crate::x86::paging::PagingRegs;
 use kvm_bindings::{CpuId, kvm_regs, kvm_sregs, kvm_xsave};
 use kvm_ioctls::{VcpuFd, VmFd};
@@ -17,12 +18,6 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use vmm_sys_util::eventfd::EventFd;
-
-/// MSRs that kvm_sregs also holds (SDM Vol. 4, table 2-2).
-const MSR_APIC_BASE: u32 = 0x1b;
-const MSR_EFER: u32 = 0xc000_0080;
-const MSR_FS_BASE: u32 = 0xc000_0100;
-const MSR_GS_BASE: u32 = 0xc000_0101;
 
 /// What every vCPU thread of a machine shares.
 pub struct VcpuShared<'a> {
@@ -310,10 +305,11 @@ impl VcpuHandle {
         // or the next run would put the old value back.
         for sregs in std::iter::once(&mut self.state.sregs).chain(self.change.sregs.as_mut()) {
             match index {
-                MSR_EFER => sregs.efer = value,
-                MSR_FS_BASE => sregs.fs.base = value,
-                MSR_GS_BASE => sregs.gs.base = value,
-                MSR_APIC_BASE => sregs.apic_base = value,
+                // MSRs that kvm_sregs also holds (SDM Vol. 4, table 2-2).
+                msr::EFER => sregs.efer = value,
+                msr::FS_BASE => sregs.fs.base = value,
+                msr::GS_BASE => sregs.gs.base = value,
+                msr::APIC_BASE => sregs.apic_base = value,
                 _ => {}
             }
         }

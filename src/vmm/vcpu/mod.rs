@@ -12,6 +12,7 @@ use super::devices::{Devices, IoAction};
 use super::quirks::{self, Int3Report, InternalErrorCause, InternalErrorExit};
 use super::stop::{CpuSnapshot, VcpuStop};
 use crate::memory::GuestMem;
+use crate::x86::{Dr6, Rflags};
 use guest_debug::AppliedDebug;
 use kick::KickState;
 use kvm_bindings::{kvm_regs, kvm_sregs};
@@ -117,8 +118,6 @@ enum Outcome {
     Again,
 }
 
-const RFLAGS_IF: u64 = 1 << 9;
-const DR6_BS: u64 = 1 << 14;
 const DB_VECTOR: u32 = 1;
 const BP_VECTOR: u32 = 3;
 
@@ -385,7 +384,7 @@ impl VcpuThread {
         if step {
             return VcpuStop::Step;
         }
-        if state.regs.rflags & RFLAGS_IF == 0 {
+        if !Rflags::from_bits_retain(state.regs.rflags).contains(Rflags::IF) {
             return VcpuStop::Halted;
         }
         // Interrupts are on but nothing in this machine raises one yet: idle without
@@ -432,8 +431,9 @@ impl VcpuThread {
     ) -> Option<VcpuStop> {
         Some(match arch.exception {
             DB_VECTOR => {
-                let slot = (0..4).find(|n| arch.dr6 & (1 << n) != 0);
-                if step || arch.dr6 & DR6_BS != 0 {
+                let dr6 = Dr6::from_bits_retain(arch.dr6);
+                let slot = dr6.hit_slot();
+                if step || dr6.contains(Dr6::BS) {
                     return Some(VcpuStop::Step);
                 }
                 match slot {
