@@ -101,7 +101,11 @@ fn writing_code_under_a_breakpoint_keeps_the_breakpoint() {
     let mut g = boot(LOOP_CODE);
     g.vm.add_sw_breakpoint(VCPU, LOAD_ADDR)
         .expect("add_sw_breakpoint");
-    assert_eq!(g.vm.write_virt(VCPU, LOAD_ADDR, NEW_CODE), NEW_CODE.len());
+    assert_eq!(
+        g.vm.write_memory(virt(LOAD_ADDR), NEW_CODE)
+            .expect("write_memory"),
+        NEW_CODE.len()
+    );
     assert_eq!(g.read(LOAD_ADDR, 3), NEW_CODE, "reads show the new code");
     assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(LOAD_ADDR));
     assert_eq!(

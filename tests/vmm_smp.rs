@@ -4,9 +4,10 @@
 
 mod vmm_support;
 
-use kvmgdb::vmm::VmError;
 use kvmgdb::vmm::debug::watch::WatchKind;
 use kvmgdb::vmm::stop::VcpuStop;
+use kvmgdb::vmm::{DebugAddr, VmError};
+use kvmgdb::x86::paging::GuestVirtAddr;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use vmm_support::*;
@@ -91,12 +92,18 @@ fn an_unknown_vcpu_is_an_error_never_vcpu_0_or_physical_memory() {
         Err(VmError::NoVcpu(_))
     ));
     let mut buf = [0u8; 4];
-    assert_eq!(g.vm.read_virt(bad, LOAD_ADDR, &mut buf), 0, "no bytes read");
-    assert_eq!(
-        g.vm.write_virt(bad, LOAD_ADDR, &[0xcc]),
-        0,
-        "no bytes written"
-    );
+    let through_bad = DebugAddr::Virt {
+        vcpu: bad,
+        addr: GuestVirtAddr(LOAD_ADDR),
+    };
+    assert!(matches!(
+        g.vm.read_memory(through_bad, &mut buf),
+        Err(VmError::NoVcpu(_))
+    ));
+    assert!(matches!(
+        g.vm.write_memory(through_bad, &[0xcc]),
+        Err(VmError::NoVcpu(_))
+    ));
     assert_eq!(
         g.read(LOAD_ADDR, 3),
         &COUNT_CODE[..3],

@@ -22,7 +22,6 @@ impl<A: Layout> MultiThreadResume for KvmTarget<'_, A> {
             }
         }
         self.locked = false;
-        self.forget_stop_state();
         self.vm.resume(&actions)
     }
 

@@ -2,7 +2,8 @@
 
 use super::regs::layout::Layout;
 use super::threads::{self, Selection};
-use crate::vmm::{Vm, VmError};
+use crate::vmm::{DebugAddr, Vm, VmError};
+use crate::x86::paging::GuestVirtAddr;
 use gdbstub::common::Tid;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::multithread::{MultiThreadBase, MultiThreadResumeOps};
@@ -12,6 +13,7 @@ use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::ext::target_description_xml_override::TargetDescriptionXmlOverrideOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
 use std::marker::PhantomData;
+use vm_memory::GuestAddress;
 
 /// The machine as gdb sees it, with register layout `A`.
 pub struct KvmTarget<'a, A> {
@@ -21,9 +23,6 @@ pub struct KvmTarget<'a, A> {
     pub(super) actions: Vec<(usize, bool)>,
     /// Scheduler locking: only vCPUs with explicit actions run.
     pub(super) locked: bool,
-    /// Per vCPU, IA32_KERNEL_GS_BASE as read since the last stop (None: not read yet;
-    /// Some(None): KVM would not read it). Reading it costs an ioctl, so once per stop.
-    pub(super) kernel_gs_base: Vec<Option<Option<u64>>>,
     /// Whether the register layout includes the ymm upper halves (the guest has AVX).
     pub(super) avx: bool,
     /// The target description, chosen once per session.
@@ -38,7 +37,6 @@ impl<'a, A: Layout> KvmTarget<'a, A> {
     pub fn new(vm: &'a mut Vm) -> Self {
         let avx = crate::vmm::cpuid::guest_has_avx(vm);
         KvmTarget {
-            kernel_gs_base: vec![None; vm.vcpu_count()],
             vm,
             actions: Vec::new(),
             locked: false,
@@ -48,10 +46,21 @@ impl<'a, A: Layout> KvmTarget<'a, A> {
             _arch: PhantomData,
         }
     }
+}
 
-    /// Forgets what was read at the last stop: called whenever vCPUs run again.
-    pub(super) fn forget_stop_state(&mut self) {
-        self.kernel_gs_base.fill(None);
+impl<A: Layout> KvmTarget<'_, A> {
+    /// What gdb's address `addr` names, for a memory access on behalf of vCPU `id`: a
+    /// guest-physical address in phys mode (`monitor phys on`, QEMU's `Qqemu.PhyMemMode`),
+    /// else a virtual one through that vCPU's page tables.
+    pub(crate) fn debug_addr(&self, id: usize, addr: u64) -> DebugAddr {
+        if self.vm.phys_mode() {
+            DebugAddr::Phys(GuestAddress(addr))
+        } else {
+            DebugAddr::Virt {
+                vcpu: id,
+                addr: GuestVirtAddr(addr),
+            }
+        }
     }
 }
 
@@ -111,7 +120,8 @@ impl<A: Layout> MultiThreadBase for KvmTarget<'_, A> {
         tid: Tid,
     ) -> TargetResult<usize, Self> {
         let id = self.accessed(tid).map_err(non_fatal)?;
-        let n = self.vm.read_virt(id, A::to_u64(start_addr), data);
+        let at = self.debug_addr(id, A::to_u64(start_addr));
+        let n = self.vm.read_memory(at, data).map_err(non_fatal)?;
         if n == 0 && !data.is_empty() {
             return Err(TargetError::Errno(14)); // EFAULT: nothing mapped there
         }
@@ -125,7 +135,8 @@ impl<A: Layout> MultiThreadBase for KvmTarget<'_, A> {
         tid: Tid,
     ) -> TargetResult<(), Self> {
         let id = self.accessed(tid).map_err(non_fatal)?;
-        let n = self.vm.write_virt(id, A::to_u64(start_addr), data);
+        let at = self.debug_addr(id, A::to_u64(start_addr));
+        let n = self.vm.write_memory(at, data).map_err(non_fatal)?;
         if n < data.len() {
             return Err(TargetError::Errno(14));
         }

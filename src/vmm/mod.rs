@@ -23,10 +23,10 @@ use crate::boot::{BootInfo, BootPlan};
 use crate::caps::KvmCaps;
 use crate::memory::{self, GuestMem};
 use crate::x86::paging::PagingRegs;
-pub use debug::BreakpointError;
-use debug::Debugger;
 use debug::table::DebugTable;
 use debug::watch::WatchKind;
+use debug::{AddrSpace, Debugger};
+pub use debug::{BreakpointError, DebugAddr};
 use devices::Devices;
 use kvm_bindings::{
     CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, kvm_cpuid_entry2, kvm_regs, kvm_sregs, kvm_xsave,
@@ -339,6 +339,13 @@ impl Vm {
         self.run.vcpu_mut(id)?.read_msrs_and_xsave(indices)
     }
 
+    /// MSR `index` of a stopped vCPU as it is at this stop (None if KVM cannot read it):
+    /// read from KVM at most once per stop, kept in the vCPU's per-stop state cache beside
+    /// its registers and XSAVE area, and forgotten when it runs again.
+    pub fn msr_at_stop(&mut self, id: usize, index: u32) -> Result<Option<u64>, VmError> {
+        self.run.vcpu_mut(id)?.msr_at_stop(index)
+    }
+
     /// Writes one MSR of a stopped vCPU.
     pub fn write_msr(&mut self, id: usize, index: u32, value: u64) -> Result<(), VmError> {
         self.run.vcpu_mut(id)?.write_msr(index, value)
@@ -382,25 +389,30 @@ impl Vm {
         self.debug.phys_mode()
     }
 
-    /// Reads guest memory at debugger address `addr` (virtual as vCPU `id` sees it, or
-    /// physical in phys mode) into `buf`. Returns how many bytes were readable: a read stops
-    /// at the first unmapped page, and nothing is readable through an unknown vCPU. Our
-    /// planted breakpoint bytes read as the original bytes.
-    pub fn read_virt(&self, id: usize, addr: u64, buf: &mut [u8]) -> usize {
-        match self.paging_regs(id) {
-            Ok(regs) => self.debug.read(&regs, addr, buf),
-            Err(_) => 0,
-        }
+    /// Reads guest memory at `at` into `buf`. Returns how many bytes were readable: a read
+    /// stops at the first unmapped page. Our planted breakpoint bytes read as the original
+    /// bytes. A virtual address through an unknown vCPU is an error, never a physical read.
+    pub fn read_memory(&self, at: DebugAddr, buf: &mut [u8]) -> Result<usize, VmError> {
+        Ok(match at {
+            DebugAddr::Phys(gpa) => self.debug.read(AddrSpace::Phys, gpa.0, buf),
+            DebugAddr::Virt { vcpu, addr } => {
+                let regs = self.paging_regs(vcpu)?;
+                self.debug.read(AddrSpace::Virt(&regs), addr.0, buf)
+            }
+        })
     }
 
-    /// Writes guest memory at debugger address `addr` (as for [`Vm::read_virt`]). Returns
-    /// how many bytes were written. Bytes under our breakpoints update the saved original
-    /// instead, so the breakpoint stays planted.
-    pub fn write_virt(&mut self, id: usize, addr: u64, data: &[u8]) -> usize {
-        match self.paging_regs(id) {
-            Ok(regs) => self.debug.write(&regs, addr, data),
-            Err(_) => 0,
-        }
+    /// Writes guest memory at `at` (as for [`Vm::read_memory`]). Returns how many bytes
+    /// were written. Bytes under our breakpoints update the saved original instead, so the
+    /// breakpoint stays planted.
+    pub fn write_memory(&mut self, at: DebugAddr, data: &[u8]) -> Result<usize, VmError> {
+        Ok(match at {
+            DebugAddr::Phys(gpa) => self.debug.write(AddrSpace::Phys, gpa.0, data),
+            DebugAddr::Virt { vcpu, addr } => {
+                let regs = self.paging_regs(vcpu)?;
+                self.debug.write(AddrSpace::Virt(&regs), addr.0, data)
+            }
+        })
     }
 
     fn breakpoint_regs(&self, id: usize) -> Result<PagingRegs, BreakpointError> {
@@ -491,6 +503,7 @@ impl Vm {
         for v in self.run.vcpus_mut() {
             v.frozen = None;
             v.last_stop = None;
+            v.forget_stop_cache();
             v.change = vcpu::StateChange {
                 regs: Some(boot_state.regs),
                 sregs: Some(boot_state.sregs),

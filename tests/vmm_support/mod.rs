@@ -16,7 +16,8 @@ use kvm_bindings::kvm_regs;
 use kvm_ioctls::Kvm;
 use kvmgdb::boot;
 use kvmgdb::vmm::stop::{VcpuEvent, VcpuStop};
-use kvmgdb::vmm::{MachineConfig, Vm};
+use kvmgdb::vmm::{DebugAddr, MachineConfig, Vm};
+use kvmgdb::x86::paging::GuestVirtAddr;
 use std::io::Write;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
@@ -80,6 +81,14 @@ pub const HELLO_CODE: &[u8] = &[
     0xe6, 0xf4,                               // +19 2: out %al, $0xf4   (isa-debug-exit)
     b'h', b'e', b'l', b'l', b'o', b'\n', 0,   // +21 msg: .asciz "hello\n"
 ];
+
+/// Virtual address `addr` as vCPU [`VCPU`] sees it.
+pub fn virt(addr: u64) -> DebugAddr {
+    DebugAddr::Virt {
+        vcpu: VCPU,
+        addr: GuestVirtAddr(addr),
+    }
+}
 
 /// Boots `code` as a 64-bit guest: an ELF64 with one PT_LOAD at [`LOAD_ADDR`], entered there.
 pub fn boot(code: &[u8]) -> Guest {
@@ -160,8 +169,11 @@ impl Guest {
     /// Reads `len` bytes at `addr` as the vCPU sees them, failing if any is unreadable.
     pub fn read(&self, addr: u64, len: usize) -> Vec<u8> {
         let mut buf = vec![0; len];
-        let n = self.vm.read_virt(VCPU, addr, &mut buf);
-        assert_eq!(n, len, "read_virt({addr:#x}, {len}) read only {n} bytes");
+        let n = self
+            .vm
+            .read_memory(virt(addr), &mut buf)
+            .expect("read_memory");
+        assert_eq!(n, len, "read_memory({addr:#x}, {len}) read only {n} bytes");
         buf
     }
 

@@ -7,7 +7,6 @@ use crate::gdb::target::KvmTarget;
 impl<A: Layout> KvmTarget<'_, A> {
     pub(super) fn reset(&mut self, c: &mut Console<'_, '_>) -> CmdResult {
         self.vm.reset()?;
-        self.forget_stop_state();
         let rip = self.vm.state(self.selection.vcpu())?.regs.rip;
         c.line(format!(
             "machine reset to the boot entry state (RIP={rip:#x}, RAM reloaded); breakpoints kept"

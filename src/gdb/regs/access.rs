@@ -25,23 +25,12 @@ fn truncate(v: u128, bits: u32) -> u128 {
 }
 
 impl<A: Layout> KvmTarget<'_, A> {
-    /// IA32_KERNEL_GS_BASE of vCPU `id`, read from KVM at most once per stop. None if KVM
+    /// IA32_KERNEL_GS_BASE of vCPU `id` (from the VMM's per-stop cache). None if KVM
     /// cannot read it.
     fn kernel_gs_base(&mut self, id: usize) -> Result<Option<u64>, VmError> {
-        if let Some(Some(cached)) = self.kernel_gs_base.get(id) {
-            return Ok(*cached);
-        }
-        let value = self
-            .vm
-            .read_msrs_and_xsave(id, &[msr::KERNEL_GS_BASE])?
-            .first()
-            .filter(|(index, _)| *index == msr::KERNEL_GS_BASE)
-            .map(|(_, v)| *v);
+        let value = self.vm.msr_at_stop(id, msr::KERNEL_GS_BASE)?;
         if value.is_none() {
             log::debug!("vCPU {id}: KVM cannot read IA32_KERNEL_GS_BASE");
-        }
-        if let Some(slot) = self.kernel_gs_base.get_mut(id) {
-            *slot = Some(value);
         }
         Ok(value)
     }
@@ -148,9 +137,6 @@ impl<A: Layout> KvmTarget<'_, A> {
             // An MSR KVM cannot read reads as unavailable; gdb writes that back as 0.
             if current != Some(new) && (current.is_some() || new != 0) {
                 self.vm.write_msr(id, msr::KERNEL_GS_BASE, new)?;
-                if let Some(slot) = self.kernel_gs_base.get_mut(id) {
-                    *slot = Some(Some(new));
-                }
             }
         }
         Ok(())

@@ -14,6 +14,31 @@ use table::{DebugTable, HW_SLOTS, SwBreakpoint};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use watch::{WatchKind, Watchpoint};
 
+/// An address the debugger names guest memory by: virtual or physical is part of the
+/// address, never a mode the reader has to know about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebugAddr {
+    /// A linear address, translated through the page tables of vCPU `vcpu` as they were at
+    /// its last stop.
+    Virt {
+        /// The vCPU whose page tables translate it.
+        vcpu: usize,
+        /// The linear address.
+        addr: GuestVirtAddr,
+    },
+    /// A guest-physical address.
+    Phys(GuestAddress),
+}
+
+/// How [`Debugger::read`] and [`Debugger::write`] find guest-physical pages.
+#[derive(Clone, Copy)]
+pub enum AddrSpace<'a> {
+    /// Through these paging registers.
+    Virt(&'a PagingRegs),
+    /// Guest-physical addresses as they are.
+    Phys,
+}
+
 /// Errors inserting breakpoints.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BreakpointError {
@@ -40,7 +65,9 @@ pub struct Debugger {
     mem: Arc<GuestMem>,
     /// Software breakpoints held in debug registers because their address was unmapped.
     sw_via_debugreg: BTreeSet<u64>,
-    /// Whether debugger addresses are guest-physical rather than virtual.
+    /// The debugger's choice of guest-physical rather than virtual addresses, kept here so
+    /// it outlives one gdb connection (as QEMU's does). Memory access itself never consults
+    /// it: every access names its space in a [`DebugAddr`].
     phys_mode: bool,
 }
 
@@ -76,31 +103,32 @@ impl Debugger {
         self.sw_via_debugreg.contains(&addr)
     }
 
-    /// The guest-physical address behind debugger address `addr` and how many bytes from it
-    /// lie in the same page, at most `want`; None if nothing is mapped there.
+    /// The guest-physical address behind address `addr` of `space` and how many bytes from
+    /// it lie in the same page, at most `want`; None if nothing is mapped there.
     fn debugger_page(
         &self,
-        regs: &PagingRegs,
+        space: AddrSpace<'_>,
         addr: u64,
         want: usize,
     ) -> Option<(GuestAddress, usize)> {
-        let (gpa, page_size) = if self.phys_mode {
-            (GuestAddress(addr), crate::x86::PAGE_SIZE)
-        } else {
-            paging::translate_fast(&*self.mem, regs, GuestVirtAddr(addr)).ok()?
+        let (gpa, page_size) = match space {
+            AddrSpace::Phys => (GuestAddress(addr), crate::x86::PAGE_SIZE),
+            AddrSpace::Virt(regs) => {
+                paging::translate_fast(&*self.mem, regs, GuestVirtAddr(addr)).ok()?
+            }
         };
         let in_page = page_size - (addr & (page_size - 1));
         Some((gpa, in_page.min(want as u64) as usize))
     }
 
-    /// Reads guest memory at debugger address `addr` (virtual through `regs`, or physical in
-    /// phys mode) into `buf`. Returns how many bytes were readable: a read stops at the
-    /// first unmapped page. Our planted breakpoint bytes read as the original bytes.
-    pub fn read(&self, regs: &PagingRegs, addr: u64, buf: &mut [u8]) -> usize {
+    /// Reads guest memory at address `addr` of `space` into `buf`. Returns how many bytes
+    /// were readable: a read stops at the first unmapped page. Our planted breakpoint bytes
+    /// read as the original bytes.
+    pub fn read(&self, space: AddrSpace<'_>, addr: u64, buf: &mut [u8]) -> usize {
         let mut done = 0;
         while done < buf.len() {
             let Some((gpa, n)) =
-                self.debugger_page(regs, addr.wrapping_add(done as u64), buf.len() - done)
+                self.debugger_page(space, addr.wrapping_add(done as u64), buf.len() - done)
             else {
                 break;
             };
@@ -120,14 +148,14 @@ impl Debugger {
         done
     }
 
-    /// Writes guest memory at debugger address `addr` (as for [`Debugger::read`]). Returns
-    /// how many bytes were written. Bytes under our breakpoints update the saved original
-    /// instead, so the breakpoint stays planted.
-    pub fn write(&self, regs: &PagingRegs, addr: u64, data: &[u8]) -> usize {
+    /// Writes guest memory at address `addr` of `space` (as for [`Debugger::read`]).
+    /// Returns how many bytes were written. Bytes under our breakpoints update the saved
+    /// original instead, so the breakpoint stays planted.
+    pub fn write(&self, space: AddrSpace<'_>, addr: u64, data: &[u8]) -> usize {
         let mut done = 0;
         while done < data.len() {
             let Some((gpa, n)) =
-                self.debugger_page(regs, addr.wrapping_add(done as u64), data.len() - done)
+                self.debugger_page(space, addr.wrapping_add(done as u64), data.len() - done)
             else {
                 break;
             };
@@ -250,13 +278,19 @@ impl Debugger {
         if len == 0 {
             return Err(BreakpointError::EmptyWatch);
         }
+        // Watchpoint addresses follow the debugger's address mode, as its memory reads do.
+        let space = if self.phys_mode {
+            AddrSpace::Phys
+        } else {
+            AddrSpace::Virt(regs)
+        };
         let mut pieces: Vec<(GuestAddress, u64, u64)> = Vec::new();
         let mut done = 0u64;
         while done < len {
             let linear = addr.wrapping_add(done);
             let want = (len - done).min(usize::MAX as u64) as usize;
             let (gpa, n) = self
-                .debugger_page(regs, linear, want)
+                .debugger_page(space, linear, want)
                 .filter(|(gpa, n)| {
                     self.mem.address_in_range(*gpa)
                         && self

@@ -14,6 +14,7 @@ use crate::x86::msr;
 use crate::x86::paging::PagingRegs;
 use kvm_bindings::{CpuId, kvm_regs, kvm_sregs, kvm_xsave};
 use kvm_ioctls::{VcpuFd, VmFd};
+use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -51,7 +52,10 @@ pub struct VcpuHandle {
     pub state: CpuSnapshot,
     /// Register writes not yet handed to the vCPU.
     pub change: StateChange,
+    /// Per-stop cache: the XSAVE area, once read.
     xsave: Option<Box<kvm_xsave>>,
+    /// Per-stop cache: MSRs read or written since the stop (None: KVM cannot read it).
+    msrs: BTreeMap<u32, Option<u64>>,
     /// Whether the vCPU is running (a run request is out).
     pub running: bool,
     /// Whether the current run is a single step.
@@ -125,6 +129,7 @@ impl VcpuHandle {
             state,
             change: StateChange::default(),
             xsave: None,
+            msrs: BTreeMap::new(),
             running: false,
             stepping: false,
             frozen: None,
@@ -146,13 +151,19 @@ impl VcpuHandle {
         } else {
             None
         };
-        self.xsave = None;
+        self.forget_stop_cache();
         self.requests
             .send(VcpuRequest::Run { step, state })
             .map_err(|_| VmError::VcpuGone(self.id))?;
         self.running = true;
         self.stepping = step;
         Ok(())
+    }
+
+    /// Forgets the per-stop cache (XSAVE area and MSRs): the vCPU's state changed under it.
+    pub fn forget_stop_cache(&mut self) {
+        self.xsave = None;
+        self.msrs.clear();
     }
 
     /// Records the stop of the run in progress.
@@ -297,10 +308,27 @@ impl VcpuHandle {
         m.map_err(|e| ioctl_error(self.id, "KVM_GET_MSRS", e))
     }
 
+    /// MSR `index` as it is at this stop (None if KVM cannot read it), read from KVM at most
+    /// once per stop; the first read brings the XSAVE area along, since a debugger reading
+    /// registers wants both.
+    pub fn msr_at_stop(&mut self, index: u32) -> Result<Option<u64>, VmError> {
+        if let Some(&cached) = self.stopped()?.msrs.get(&index) {
+            return Ok(cached);
+        }
+        let value = self
+            .read_msrs_and_xsave(&[index])?
+            .first()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, v)| *v);
+        self.msrs.insert(index, value);
+        Ok(value)
+    }
+
     /// Writes one MSR.
     pub fn write_msr(&mut self, index: u32, value: u64) -> Result<(), VmError> {
         self.call(move |fd| set_msr(fd, index, value))?
             .map_err(|e| ioctl_error(self.id, "KVM_SET_MSRS", e))?;
+        self.msrs.insert(index, Some(value));
         // MSRs that kvm_sregs mirrors: keep our copy (and any pending sregs write) in step,
         // or the next run would put the old value back.
         for sregs in std::iter::once(&mut self.state.sregs).chain(self.change.sregs.as_mut()) {
