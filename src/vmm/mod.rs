@@ -503,6 +503,7 @@ impl Vm {
         for v in self.run.vcpus_mut() {
             v.frozen = None;
             v.last_stop = None;
+            v.note_reset(&boot_state);
             v.forget_stop_cache();
             v.change = vcpu::StateChange {
                 regs: Some(boot_state.regs),

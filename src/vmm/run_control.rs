@@ -111,7 +111,8 @@ impl RunControl {
                 let _ = self.notify.write(1);
                 continue;
             }
-            v.start(step, true)?;
+            let from = v.resume_point();
+            v.start(step, true, from)?;
         }
         Ok(())
     }
@@ -153,14 +154,21 @@ impl RunControl {
                     state: ev.state,
                 },
                 Exit::NeedsRam => {
+                    // A run that was stepping over the breakpoint it started from and could
+                    // not run that instruction: the retry steps over it too. Any other
+                    // instruction is one the debugger never saw the vCPU stop at, and a
+                    // breakpoint there must be reported, not skipped.
+                    let mut step_over = None;
                     if let Some(v) = self.vcpus.get_mut(id) {
                         v.running = false;
                         v.state = ev.state;
+                        step_over = v.step_over.filter(|&pc| pc == ev.state.linear_rip());
                     }
-                    match self.step_with_ram_mapped(id, ram) {
+                    match self.step_with_ram_mapped(id, step_over, ram) {
                         // The vCPU was continuing: let it go on; a later event reports it.
+                        // The debugger saw no stop here, so nothing is stepped over.
                         Ok(next) if next.stop == VcpuStop::Step && !self.vcpus[id].stepping => {
-                            if let Err(e) = self.resume(&[(id, false)]) {
+                            if let Err(e) = self.vcpus[id].start(false, false, None) {
                                 log::error!("cannot resume vCPU {id}: {e}");
                             }
                             continue;
@@ -186,10 +194,11 @@ impl RunControl {
     /// for an instruction KVM could not run against a watched page. Every vCPU is stopped
     /// meanwhile (the one vCPU today; with more, run control must stop the others first).
     /// Reads that instruction makes of watched bytes are not seen; writes are, by comparing
-    /// the watched bytes.
+    /// the watched bytes. `step_over`: the breakpoint the failed run was stepping over.
     fn step_with_ram_mapped(
         &mut self,
         id: usize,
+        step_over: Option<u64>,
         ram: &mut RamSwap<'_>,
     ) -> Result<VcpuEvent, VmError> {
         let watches = ram.debug.watches();
@@ -203,7 +212,7 @@ impl RunControl {
             .map_err(VmError::MemSlots)?;
         // The swap's own step is no run of the debugger's: the vCPU keeps its flags.
         let stepping = self.vcpus[id].stepping;
-        let result = match self.vcpus[id].start(true, false) {
+        let result = match self.vcpus[id].start(true, false, step_over) {
             Err(e) => Err(e),
             Ok(()) => loop {
                 match self.events.recv() {

@@ -60,10 +60,15 @@ pub struct VcpuHandle {
     pub running: bool,
     /// Whether the current run is a single step.
     pub stepping: bool,
+    /// The `step_over` the current run was started with.
+    pub step_over: Option<u64>,
     /// The stop that froze this vCPU (triple fault, halt, …); resuming reports it again.
     pub frozen: Option<VcpuStop>,
     /// The last stop reported.
     pub last_stop: Option<VcpuStop>,
+    /// The linear address of the instruction the debugger last saw this vCPU stopped at
+    /// (its entry point before its first run).
+    reported_pc: u64,
 }
 
 /// What [`VcpuHandle::spawn`] returns besides the handle: the vCPU's entry state.
@@ -132,8 +137,10 @@ impl VcpuHandle {
             msrs: BTreeMap::new(),
             running: false,
             stepping: false,
+            step_over: None,
             frozen: None,
             last_stop: None,
+            reported_pc: state.linear_rip(),
         };
         Ok(Spawned {
             handle,
@@ -143,8 +150,14 @@ impl VcpuHandle {
     }
 
     /// Hands the vCPU a run (one instruction if `step`), with the register writes made
-    /// since its last stop when `with_changes`.
-    pub fn start(&mut self, step: bool, with_changes: bool) -> Result<(), VmError> {
+    /// since its last stop when `with_changes`. `step_over` as for [`VcpuRequest::Run`]:
+    /// [`VcpuHandle::resume_point`] for a debugger's resume.
+    pub fn start(
+        &mut self,
+        step: bool,
+        with_changes: bool,
+        step_over: Option<u64>,
+    ) -> Result<(), VmError> {
         let state = if with_changes {
             let change = std::mem::take(&mut self.change);
             (change.regs.is_some() || change.sregs.is_some()).then(|| Box::new(change))
@@ -153,11 +166,27 @@ impl VcpuHandle {
         };
         self.forget_stop_cache();
         self.requests
-            .send(VcpuRequest::Run { step, state })
+            .send(VcpuRequest::Run {
+                step,
+                state,
+                step_over,
+            })
             .map_err(|_| VmError::VcpuGone(self.id))?;
         self.running = true;
         self.stepping = step;
+        self.step_over = step_over;
         Ok(())
+    }
+
+    /// Where a debugger's resume starts if that is where the debugger saw the vCPU stop
+    /// (RIP not moved since): a breakpoint there is the one it resumes from. None when the
+    /// debugger moved RIP, so a breakpoint at the new RIP is reported, not skipped.
+    pub fn resume_point(&self) -> Option<u64> {
+        let pc = crate::vmm::stop::linear_pc(
+            &self.change.regs.unwrap_or(self.state.regs),
+            &self.change.sregs.unwrap_or(self.state.sregs),
+        );
+        (pc == self.reported_pc).then_some(pc)
     }
 
     /// Forgets the per-stop cache (XSAVE area and MSRs): the vCPU's state changed under it.
@@ -166,14 +195,21 @@ impl VcpuHandle {
         self.msrs.clear();
     }
 
-    /// Records the stop of the run in progress.
+    /// Records the stop of the run in progress, as the debugger sees it.
     pub fn note_stop(&mut self, stop: VcpuStop, state: CpuSnapshot) {
         self.running = false;
         self.state = state;
+        self.reported_pc = state.linear_rip();
         self.last_stop = Some(stop);
         if stop.is_fatal() {
             self.frozen = Some(stop);
         }
+    }
+
+    /// Records that the machine was reset to `boot`: the debugger sees the vCPU stopped at
+    /// its entry point again.
+    pub fn note_reset(&mut self, boot: &CpuSnapshot) {
+        self.reported_pc = boot.linear_rip();
     }
 
     /// Kicks the vCPU out of KVM_RUN.

@@ -62,6 +62,11 @@ pub enum VcpuRequest {
         step: bool,
         /// Registers changed by the debugger since the last stop.
         state: Option<Box<StateChange>>,
+        /// The address the debugger saw this vCPU stopped at, when the run starts from it:
+        /// a breakpoint of ours there is the one being resumed from, and is stepped over.
+        /// None for a run that starts anywhere else (RIP moved by the debugger, or a run
+        /// the debugger never saw stop, such as the memory-slot swap's retry).
+        step_over: Option<u64>,
     },
     /// Run a function on the vCPU (an ioctl the controller wants), on its own thread.
     Call(VcpuCall),
@@ -128,11 +133,16 @@ impl VcpuThread {
         if self.sync_regs {
             self.vcpu.set_sync_valid_reg(SyncReg::Register);
             self.vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
+            self.fill_sync_regs();
         }
         let mut halted_idle = false;
         while let Ok(req) = self.requests.recv() {
             match req {
-                VcpuRequest::Run { step, state } => {
+                VcpuRequest::Run {
+                    step,
+                    state,
+                    step_over,
+                } => {
                     // New registers from the debugger (a reset, a changed RIP) end an idle halt.
                     if state.is_some() {
                         halted_idle = false;
@@ -140,7 +150,7 @@ impl VcpuThread {
                     let exit = match self.apply_state(state.as_deref()) {
                         Err(e) => VcpuStop::RunError(e).into(),
                         Ok(()) if halted_idle && !step => self.idle_until_kick().into(),
-                        Ok(()) => self.run(step),
+                        Ok(()) => self.run(step, step_over),
                     };
                     halted_idle = exit == Exit::Stop(VcpuStop::Kicked) && self.was_idle_hlt;
                     self.was_idle_hlt = false;
@@ -165,6 +175,27 @@ impl VcpuThread {
             }
         }
         kick::set_immediate_exit(std::ptr::null_mut());
+    }
+
+    /// Puts the vCPU's registers, read from KVM, into kvm_run's sync_regs area. KVM fills
+    /// that area only when a KVM_RUN returns (KVM API 5. "kvm_valid_regs"); until the first
+    /// one it holds zeros, and a stop before it (a kick that lands before the vCPU entered
+    /// KVM) would report them as the guest's registers, and a debugger writing them back
+    /// would wreck the guest. Two ioctls, once per thread; from then on the area always
+    /// holds the vCPU's state: as of the last exit, or as the debugger last set it.
+    fn fill_sync_regs(&mut self) {
+        match (self.vcpu.get_regs(), self.vcpu.get_sregs()) {
+            (Ok(regs), Ok(sregs)) => {
+                let s = self.vcpu.sync_regs_mut();
+                s.regs = regs;
+                s.sregs = sregs;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                log::warn!("vCPU {}: cannot read the entry registers: {e}", self.id);
+                // Report what KVM has from now on, never the unfilled area.
+                self.sync_regs = false;
+            }
+        }
     }
 
     fn apply_state(&mut self, change: Option<&StateChange>) -> Result<(), i32> {
@@ -213,17 +244,20 @@ impl VcpuThread {
         })
     }
 
-    /// Runs to the next stop. A breakpoint of ours under the current instruction is stepped
-    /// over first with that breakpoint masked ([`quirks::step_masked_first`]), so resuming
-    /// executes the instruction under it exactly once.
-    fn run(&mut self, step: bool) -> Exit {
+    /// Runs to the next stop. A breakpoint of ours under the current instruction, when the
+    /// run starts from the stop the debugger saw there (`step_over`), is stepped over first
+    /// with that breakpoint masked ([`quirks::step_masked_first`]), so resuming executes
+    /// the instruction under it exactly once. Anywhere else the breakpoint is reported
+    /// before its instruction runs, as it would be on arriving there.
+    fn run(&mut self, step: bool, step_over: Option<u64>) -> Exit {
         let pc = match self.snapshot() {
             Ok(s) => s.linear_rip(),
             Err(e) => return VcpuStop::RunError(e).into(),
         };
-        let bp_here = self
-            .debug
-            .with(|b| b.sw.contains_key(&pc) || b.hw_slot_at(pc).is_some());
+        let bp_here = step_over == Some(pc)
+            && self
+                .debug
+                .with(|b| b.sw.contains_key(&pc) || b.hw_slot_at(pc).is_some());
         if quirks::step_masked_first(bp_here) {
             let exit = self.run_masked(true, pc);
             match exit {
@@ -432,16 +466,20 @@ impl VcpuThread {
         Some(match arch.exception {
             DB_VECTOR => {
                 let dr6 = Dr6::from_bits_retain(arch.dr6);
-                let slot = dr6.hit_slot();
-                if step || dr6.contains(Dr6::BS) {
-                    return Some(VcpuStop::Step);
-                }
-                match slot {
-                    Some(slot) => VcpuStop::HwBreakpoint {
+                // An execute breakpoint is a fault taken before its instruction runs, with
+                // its B bit set and BS clear (SDM Vol. 3, 18.2.3, 18.3.1.1); on a step it
+                // means the step never left the instruction, which is that breakpoint's
+                // (an unreported stop there: the run did not start from it). BS is the
+                // step's own trap.
+                let ours = dr6
+                    .hit_slot()
+                    .filter(|&n| self.debug.with(|b| b.hw[n] == Some(arch.pc)));
+                match ours {
+                    Some(slot) if !dr6.contains(Dr6::BS) => VcpuStop::HwBreakpoint {
                         slot,
                         addr: arch.pc,
                     },
-                    None => VcpuStop::Step,
+                    _ => VcpuStop::Step,
                 }
             }
             BP_VECTOR => {
