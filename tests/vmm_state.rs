@@ -112,3 +112,105 @@ fn a_hardware_breakpoint_on_a_watched_code_page_is_reported() {
     breakpoint_beside_a_watch(true, WatchKind::Read);
     breakpoint_beside_a_watch(true, WatchKind::Access);
 }
+
+/// A guest with an IDT (built by [`with_idt`]): it raises #BP with its own `int3`, then #UD
+/// with `ud2`; each handler counts in EDX and returns past the instruction.
+#[rustfmt::skip]
+const EXCEPTIONS_CODE: &[u8] = &[
+    0xcc,                         // +0  int3
+    0x0f, 0x0b,                   // +1  ud2
+    0xff, 0xc1,                   // +3  inc %ecx
+    0xb0, 0x10,                   // +5  mov $0x10, %al
+    0xe6, 0xf4,                   // +7  out %al, $0xf4   (isa-debug-exit)
+    0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
+    0xff, 0xc2,                   // +16 bp_handler: inc %edx
+    0x48, 0xcf,                   // +18    iretq
+    0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
+    0x48, 0x83, 0x04, 0x24, 0x02, // +32 ud_handler: addq $2, (%rsp)
+    0xff, 0xc2,                   // +37    inc %edx
+    0x48, 0xcf,                   // +39    iretq
+];
+const BP_HANDLER: u64 = LOAD_ADDR + 16;
+const UD_HANDLER: u64 = LOAD_ADDR + 32;
+const TF: u64 = 1 << 8;
+
+/// Boots `code` with a 64-bit IDT at DATA whose #BP and #UD gates (interrupt gates, DPL 0)
+/// point at [`BP_HANDLER`] and [`UD_HANDLER`].
+fn with_idt(code: &[u8]) -> Guest {
+    let mut g = boot(code);
+    let mut sregs = g.vm.state(VCPU).expect("state").sregs;
+    let mut idt = vec![0u8; 16 * 32];
+    for (vector, handler) in [(3usize, BP_HANDLER), (6, UD_HANDLER)] {
+        let gate = &mut idt[16 * vector..16 * vector + 16];
+        gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
+        gate[2..4].copy_from_slice(&sregs.cs.selector.to_le_bytes());
+        gate[5] = 0x8e; // P, DPL 0, 64-bit interrupt gate
+        gate[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
+        gate[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
+    }
+    let at = kvmgdb::vmm::DebugAddr::Phys(vm_memory::GuestAddress(DATA));
+    assert_eq!(g.vm.write_memory(at, &idt).expect("write the IDT"), idt.len());
+    sregs.idt.base = DATA;
+    sregs.idt.limit = (idt.len() - 1) as u16;
+    g.vm.set_sregs(VCPU, sregs).expect("set_sregs");
+    g
+}
+
+/// The exception frame at RSP on entry to a handler (no error code): RIP, CS, RFLAGS.
+fn frame(g: &Guest) -> (u64, u64, u64) {
+    let rsp = g.regs().rsp;
+    let q = |i: u64| u64::from_le_bytes(g.read(rsp + 8 * i, 8).try_into().unwrap());
+    (q(0), q(1), q(2))
+}
+
+/// `stepi` onto the guest's own int3 ends at the #BP handler's first instruction, and the
+/// frame holds the guest's RFLAGS without the trap flag the step used, so the handler's
+/// `iretq` returns to plain running (with TF leaked, the next instruction would raise a
+/// #DB the guest has no handler for: a triple fault).
+#[test]
+fn a_step_onto_the_guests_int3_stops_at_its_handler_with_the_guests_rflags() {
+    let mut g = with_idt(EXCEPTIONS_CODE);
+    let flags = g.regs().rflags;
+    assert_eq!(g.step().stop, VcpuStop::Step, "step onto int3");
+    assert_eq!(g.rip(), BP_HANDLER, "at the #BP handler's first instruction");
+    assert_eq!(g.regs().rdx, 0, "the handler's first instruction has not run");
+    let (rip, _, rflags) = frame(&g);
+    assert_eq!(rip, LOAD_ADDR + 1, "#BP is a trap: the frame points past the int3");
+    assert_eq!(rflags & TF, 0, "saved RFLAGS {rflags:#x} has no trap flag");
+    assert_eq!(rflags, flags, "saved RFLAGS is the guest's own");
+    assert_eq!(g.step().stop, VcpuStop::Step, "the handler's first instruction");
+    assert_eq!((g.rip(), g.regs().rdx), (BP_HANDLER + 2, 1));
+    assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0x10)));
+    let regs = g.regs();
+    assert_eq!((regs.rcx, regs.rdx), (1, 2), "each handler ran once");
+    assert_eq!(regs.rflags & TF, 0);
+}
+
+/// `stepi` onto an exception the stepped instruction raises (ud2): the frame holds no trap
+/// flag either. (Where the step ends is KVM's: PVM ends it one instruction into the
+/// handler, docs/kvm-quirks.md "Steps into handlers".)
+#[test]
+fn a_step_onto_a_faulting_instruction_leaves_no_trap_flag_in_the_frame() {
+    let mut g = with_idt(EXCEPTIONS_CODE);
+    g.edit_regs(|r| r.rip = LOAD_ADDR + 1);
+    assert_eq!(g.step().stop, VcpuStop::Step, "step onto ud2");
+    let rip = g.rip();
+    assert!(
+        (UD_HANDLER..UD_HANDLER + 8).contains(&rip),
+        "RIP {rip:#x} is in the #UD handler"
+    );
+    let (_, _, rflags) = frame(&g);
+    assert_eq!(rflags & TF, 0, "saved RFLAGS {rflags:#x} has no trap flag");
+    assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0x10)));
+    assert_eq!(g.regs().rdx, 1, "the #UD handler ran once");
+}
+
+/// Continuing over the guest's int3 and ud2: each goes to its handler, once.
+#[test]
+fn the_guests_exceptions_reach_its_handlers() {
+    let mut g = with_idt(EXCEPTIONS_CODE);
+    assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0x10)));
+    let regs = g.regs();
+    assert_eq!((regs.rcx, regs.rdx), (1, 2));
+}
+

@@ -1,7 +1,8 @@
 //! Building and applying KVM_SET_GUEST_DEBUG for one vCPU: single-step, the execute
 //! breakpoints in DR0–DR3, software breakpoints, and injecting the guest's own #BP.
 
-use super::VcpuThread;
+use super::{BP_VECTOR, VcpuThread, tables};
+use crate::x86::Dr7;
 use crate::vmm::debug::table::Breakpoints;
 use crate::vmm::quirks::{self, Int3Report};
 use kvm_bindings::{
@@ -123,6 +124,14 @@ impl VcpuThread {
 
     /// Delivers a `#BP` the guest raised itself to the guest's own handler, first moving
     /// RIP as [`quirks::guest_int3_rip_advance`] says for how the int3 was `reported`.
+    ///
+    /// During a step the delivery runs without KVM's single-step: KVM steps with
+    /// RFLAGS.TF, and the CPU saves RFLAGS, TF included, in the exception frame before it
+    /// clears TF (SDM Vol. 3, 6.12.1.3), so the handler's `iret` would turn the trap flag
+    /// on in the guest. Instead an execute breakpoint in a free debug register at the
+    /// handler's first instruction ends the step there, before that instruction runs, as
+    /// a step into a handler should (SDM Vol. 3, 18.3.1.4). Without a free slot or a
+    /// handler to name, the step falls back to KVM's single-step.
     pub(super) fn inject_guest_breakpoint(
         &mut self,
         step: bool,
@@ -130,31 +139,51 @@ impl VcpuThread {
         reported: Int3Report,
     ) -> bool {
         let advance = quirks::guest_int3_rip_advance(reported);
+        let mut state = match self.snapshot() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("vCPU {}: cannot read the registers: errno {e}", self.id);
+                return false;
+            }
+        };
         if advance != 0 {
             // KVM_SET_REGS drops a pending exception, so RIP must be written before the
             // injection, and by ioctl: a dirty sync_regs set would land after it.
-            let mut regs = match self.snapshot() {
-                Ok(s) => s.regs,
-                Err(e) => {
-                    log::warn!("vCPU {}: cannot read the registers: errno {e}", self.id);
-                    return false;
-                }
-            };
-            regs.rip = regs.rip.wrapping_add(advance);
-            if let Err(e) = self.vcpu.set_regs(&regs) {
+            state.regs.rip = state.regs.rip.wrapping_add(advance);
+            if let Err(e) = self.vcpu.set_regs(&state.regs) {
                 log::warn!("vCPU {}: KVM_SET_REGS failed: {e}", self.id);
                 return false;
             }
             if self.sync_regs {
-                self.vcpu.sync_regs_mut().regs = regs;
+                self.vcpu.sync_regs_mut().regs = state.regs;
             }
         }
-        let mut dbg = self.current_guest_debug(step, mask);
+        let handler_stop = if step {
+            let free = self.debug.with(|b| b.hw.iter().position(Option::is_none));
+            free.zip(tables::exception_handler(
+                &self.mem,
+                &state.sregs,
+                BP_VECTOR as u8,
+            ))
+        } else {
+            None
+        };
+        let mut dbg = self.current_guest_debug(step && handler_stop.is_none(), mask);
+        if let Some((slot, handler)) = handler_stop {
+            // R/W and LEN of the slot stay 00: an execute breakpoint (SDM Vol. 3, 18.2.4).
+            dbg.arch.debugreg[slot] = handler;
+            dbg.arch.debugreg[7] |= (Dr7::FIXED1 | Dr7::local_enable(slot)).bits();
+            dbg.control |= KVM_GUESTDBG_USE_HW_BP;
+        }
         dbg.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_BP;
-        // The inject bit is an action, not a setting: re-apply the plain table next run.
+        // The inject bit (and the handler's slot) is an action, not a setting: re-apply the
+        // plain table next run.
         self.applied = None;
         match self.vcpu.set_guest_debug(&dbg) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.step_to_handler = handler_stop;
+                true
+            }
             Err(e) => {
                 log::warn!("vCPU {}: injecting the guest's #BP failed: {e}", self.id);
                 false

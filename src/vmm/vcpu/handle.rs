@@ -121,6 +121,7 @@ impl VcpuHandle {
             notify: shared.notify.clone(),
             was_idle_hlt: false,
             applied: None,
+            step_to_handler: None,
         };
         let join = std::thread::Builder::new()
             .name(format!("vcpu{id}"))

@@ -5,6 +5,7 @@
 pub mod guest_debug;
 pub mod handle;
 pub mod kick;
+pub mod tables;
 
 use super::debug::table::DebugTable;
 use super::debug::watch::WatchKind;
@@ -111,6 +112,9 @@ pub struct VcpuThread {
     was_idle_hlt: bool,
     /// The guest-debug configuration last applied.
     applied: Option<AppliedDebug>,
+    /// During a step that delivers the guest's own #BP: the debug-register slot and the
+    /// handler address where the step ends ([`VcpuThread::inject_guest_breakpoint`]).
+    step_to_handler: Option<(usize, u64)>,
 }
 
 /// What one KVM_RUN exit asks of the run loop.
@@ -123,6 +127,7 @@ enum Outcome {
     Again,
 }
 
+/// #DB and #BP (SDM Vol. 3, 6.3.1).
 const DB_VECTOR: u32 = 1;
 const BP_VECTOR: u32 = 3;
 
@@ -250,6 +255,7 @@ impl VcpuThread {
     /// the instruction under it exactly once. Anywhere else the breakpoint is reported
     /// before its instruction runs, as it would be on arriving there.
     fn run(&mut self, step: bool, step_over: Option<u64>) -> Exit {
+        self.step_to_handler = None;
         let pc = match self.snapshot() {
             Ok(s) => s.linear_rip(),
             Err(e) => return VcpuStop::RunError(e).into(),
@@ -466,6 +472,12 @@ impl VcpuThread {
         Some(match arch.exception {
             DB_VECTOR => {
                 let dr6 = Dr6::from_bits_retain(arch.dr6);
+                if let Some((slot, handler)) = self.step_to_handler.take() {
+                    if dr6.hit_slot() == Some(slot) && arch.pc == handler {
+                        // The step delivering the guest's #BP reached its handler.
+                        return Some(VcpuStop::Step);
+                    }
+                }
                 // An execute breakpoint is a fault taken before its instruction runs, with
                 // its B bit set and BS clear (SDM Vol. 3, 18.2.3, 18.3.1.1); on a step it
                 // means the step never left the instruction, which is that breakpoint's
