@@ -6,6 +6,7 @@
 
 mod vmm_support;
 
+use kvmgdb::vmm::VmError;
 use kvmgdb::vmm::debug::watch::WatchKind;
 use kvmgdb::vmm::stop::VcpuStop;
 use vmm_support::*;
@@ -44,7 +45,11 @@ fn a_stop_before_the_first_kvm_run_reports_the_entry_state() {
         // Writing the registers back unchanged and running on must not hurt the guest.
         let regs = g.regs();
         g.vm.set_regs(VCPU, regs).expect("set_regs");
-        assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0x10)), "round {round}");
+        assert_eq!(
+            g.cont().stop,
+            VcpuStop::Exit(exit_status(0x10)),
+            "round {round}"
+        );
         assert_eq!(g.regs().rcx, 2, "round {round}");
     }
 }
@@ -98,7 +103,11 @@ fn breakpoint_beside_a_watch(hw: bool, kind: WatchKind) {
     assert_eq!(g.rip(), bp, "{kind:?}");
     assert_eq!(g.regs().rcx, 1, "{kind:?}: the instructions before it ran");
     assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0x10)), "{kind:?}");
-    assert_eq!(g.regs().rcx, 2, "{kind:?}: the instruction under it ran once");
+    assert_eq!(
+        g.regs().rcx,
+        2,
+        "{kind:?}: the instruction under it ran once"
+    );
 }
 
 #[test]
@@ -149,7 +158,10 @@ fn with_idt(code: &[u8]) -> Guest {
         gate[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
     }
     let at = kvmgdb::vmm::DebugAddr::Phys(vm_memory::GuestAddress(DATA));
-    assert_eq!(g.vm.write_memory(at, &idt).expect("write the IDT"), idt.len());
+    assert_eq!(
+        g.vm.write_memory(at, &idt).expect("write the IDT"),
+        idt.len()
+    );
     sregs.idt.base = DATA;
     sregs.idt.limit = (idt.len() - 1) as u16;
     g.vm.set_sregs(VCPU, sregs).expect("set_sregs");
@@ -172,13 +184,29 @@ fn a_step_onto_the_guests_int3_stops_at_its_handler_with_the_guests_rflags() {
     let mut g = with_idt(EXCEPTIONS_CODE);
     let flags = g.regs().rflags;
     assert_eq!(g.step().stop, VcpuStop::Step, "step onto int3");
-    assert_eq!(g.rip(), BP_HANDLER, "at the #BP handler's first instruction");
-    assert_eq!(g.regs().rdx, 0, "the handler's first instruction has not run");
+    assert_eq!(
+        g.rip(),
+        BP_HANDLER,
+        "at the #BP handler's first instruction"
+    );
+    assert_eq!(
+        g.regs().rdx,
+        0,
+        "the handler's first instruction has not run"
+    );
     let (rip, _, rflags) = frame(&g);
-    assert_eq!(rip, LOAD_ADDR + 1, "#BP is a trap: the frame points past the int3");
+    assert_eq!(
+        rip,
+        LOAD_ADDR + 1,
+        "#BP is a trap: the frame points past the int3"
+    );
     assert_eq!(rflags & TF, 0, "saved RFLAGS {rflags:#x} has no trap flag");
     assert_eq!(rflags, flags, "saved RFLAGS is the guest's own");
-    assert_eq!(g.step().stop, VcpuStop::Step, "the handler's first instruction");
+    assert_eq!(
+        g.step().stop,
+        VcpuStop::Step,
+        "the handler's first instruction"
+    );
     assert_eq!((g.rip(), g.regs().rdx), (BP_HANDLER + 2, 1));
     assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0x10)));
     let regs = g.regs();
@@ -214,3 +242,86 @@ fn the_guests_exceptions_reach_its_handlers() {
     assert_eq!((regs.rcx, regs.rdx), (1, 2));
 }
 
+/// System-register states the CPU cannot hold are refused at once, and the vCPU keeps its
+/// old state and runs on (instead of failing every later KVM_RUN).
+#[test]
+fn impossible_system_registers_are_refused_and_the_old_ones_kept() {
+    let mut g = boot(WRITE_THEN_READ_CODE);
+    let before = g.vm.state(VCPU).expect("state").sregs;
+    let bad: [(&str, fn(&mut kvm_bindings::kvm_sregs)); 4] = [
+        ("cr0 = 0", |s| s.cr0 = 0),
+        ("efer = 0", |s| s.efer = 0),
+        ("cr4 = 0xffffffff", |s| s.cr4 = 0xffff_ffff),
+        ("cr0.PG without PE", |s| s.cr0 &= !1),
+    ];
+    for (what, edit) in bad {
+        let mut s = before;
+        edit(&mut s);
+        let err = g.vm.set_sregs(VCPU, s);
+        assert!(
+            matches!(err, Err(VmError::SregsRefused(VCPU, _))),
+            "{what}: {err:?}"
+        );
+        let now = g.vm.state(VCPU).expect("state").sregs;
+        assert_eq!(
+            (now.cr0, now.cr4, now.efer),
+            (before.cr0, before.cr4, before.efer),
+            "{what}: the old state is kept"
+        );
+    }
+    // A state the CPU can hold is taken, and shown as KVM has it.
+    let mut s = before;
+    s.cr2 = 0x1234_5000;
+    g.vm.set_sregs(VCPU, s).expect("a valid write");
+    assert_eq!(g.vm.state(VCPU).expect("state").sregs.cr2, 0x1234_5000);
+    assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0x10)));
+    assert_eq!(g.regs().rcx, 2);
+}
+
+/// Loading a selector reads its descriptor from the GDT as `mov` would, or says why the
+/// CPU would refuse.
+#[test]
+fn a_selector_loads_its_descriptor_or_is_refused() {
+    use kvmgdb::vmm::{SegReg, SegmentError};
+    let g = boot(WRITE_THEN_READ_CODE);
+    let sregs = g.vm.state(VCPU).expect("state").sregs;
+    let load = |reg, sel: u16| g.vm.load_segment(VCPU, &sregs, reg, sel, &sregs.ds);
+    // The entry GDT: null, unused, code 0x10, data 0x18 (limit 31).
+    let ds = load(SegReg::Ds, 0x10).expect("readable code in DS");
+    assert_eq!(
+        (ds.selector, ds.base, ds.limit, ds.l),
+        (0x10, 0, 0xffff_ffff, 1)
+    );
+    let ss = load(SegReg::Ss, 0x18).expect("data in SS");
+    assert_eq!((ss.present, ss.s, ss.type_ & 3), (1, 1, 3));
+    let segment_error = |r: Result<_, VmError>| match r {
+        Err(VmError::Segment(VCPU, e)) => e,
+        other => panic!("not refused: {other:?}"),
+    };
+    assert_eq!(
+        segment_error(load(SegReg::Cs, 0)),
+        SegmentError::Null(SegReg::Cs)
+    );
+    assert_eq!(
+        segment_error(load(SegReg::Cs, 0x18)),
+        SegmentError::WrongType(0x18, SegReg::Cs)
+    );
+    assert_eq!(
+        segment_error(load(SegReg::Ss, 0x10)),
+        SegmentError::WrongType(0x10, SegReg::Ss)
+    );
+    assert_eq!(
+        segment_error(load(SegReg::Ds, 0x20)),
+        SegmentError::BeyondLimit(0x20)
+    );
+    assert_eq!(
+        segment_error(load(SegReg::Ds, 0x8)),
+        SegmentError::WrongType(0x8, SegReg::Ds)
+    );
+    assert_eq!(
+        segment_error(load(SegReg::Ds, 0x1c)),
+        SegmentError::NoLdt(0x1c)
+    );
+    // A null data selector makes the register unusable.
+    assert_eq!(load(SegReg::Es, 0).expect("null ES").unusable, 1);
+}

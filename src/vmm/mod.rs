@@ -22,6 +22,7 @@ mod vcpu;
 use crate::boot::{BootInfo, BootPlan};
 use crate::caps::KvmCaps;
 use crate::memory::{self, GuestMem};
+use crate::x86::Efer;
 use crate::x86::paging::PagingRegs;
 use debug::table::DebugTable;
 use debug::watch::WatchKind;
@@ -42,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stop::{CpuSnapshot, VcpuEvent, VcpuStop};
 use vcpu::handle::{VcpuHandle, VcpuShared, copy_xsave};
+pub use vcpu::tables::{SegReg, SegmentError};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 /// Errors building or driving the machine.
@@ -80,6 +82,15 @@ pub enum VmError {
     /// No such vCPU.
     #[error("no vCPU {0}")]
     NoVcpu(usize),
+    /// KVM refused a system-register state (KVM_SET_SREGS): the vCPU keeps its old one.
+    #[error("vCPU {0}: the CPU cannot hold these system registers")]
+    SregsRefused(usize, #[source] std::io::Error),
+    /// An EFER bit this CPU (its CPUID) does not offer.
+    #[error("vCPU {0}: EFER bits {1:#x} are not supported by this CPU")]
+    EferUnsupported(usize, u64),
+    /// A segment selector that cannot be loaded.
+    #[error("vCPU {0}: cannot load the segment")]
+    Segment(usize, #[source] SegmentError),
     /// Guest RAM's memory slots could not be swapped to run an instruction on a watched page.
     #[error("cannot change guest RAM's memory slots")]
     MemSlots(#[source] MemSlotError),
@@ -309,9 +320,61 @@ impl Vm {
         self.run.vcpu_mut(id)?.set_regs(regs)
     }
 
-    /// Sets the system registers of a stopped vCPU (applied when it next runs).
+    /// Sets the system registers of a stopped vCPU, at once. A state the CPU cannot hold
+    /// is refused and the vCPU keeps its old one: KVM_SET_SREGS checks CR0, CR4 and the
+    /// long-mode rules; EFER bits this CPU's CPUID does not offer are checked here, as
+    /// KVM_SET_SREGS leaves them to VM entry (which would then fail on every run).
     pub fn set_sregs(&mut self, id: usize, sregs: kvm_sregs) -> Result<(), VmError> {
+        let old = self.run.vcpu(id)?.snapshot()?.sregs.efer;
+        let unsupported = sregs.efer & !old & !self.supported_efer();
+        if unsupported != 0 {
+            return Err(VmError::EferUnsupported(id, unsupported));
+        }
         self.run.vcpu_mut(id)?.set_sregs(sregs)
+    }
+
+    /// The EFER bits this CPU offers: from CPUID 8000_0001h (SDM Vol. 2A, CPUID; AMD APM
+    /// Vol. 3, E.4.2).
+    fn supported_efer(&self) -> u64 {
+        const EDX_SYSCALL: u32 = 1 << 11;
+        const EDX_NX: u32 = 1 << 20;
+        const EDX_FFXSR: u32 = 1 << 25;
+        const EDX_LM: u32 = 1 << 29;
+        const ECX_SVM: u32 = 1 << 2;
+        const ECX_TCE: u32 = 1 << 17;
+        let Some(e) = self.cpuid(0x8000_0001, 0) else {
+            return 0;
+        };
+        let mut efer = Efer::empty();
+        for (on, bits) in [
+            (e.edx & EDX_SYSCALL, Efer::SCE),
+            (e.edx & EDX_NX, Efer::NXE),
+            (e.edx & EDX_FFXSR, Efer::FFXSR),
+            (e.edx & EDX_LM, Efer::LME | Efer::LMA),
+            (e.ecx & ECX_SVM, Efer::SVME),
+            (e.ecx & ECX_TCE, Efer::TCE),
+        ] {
+            if on != 0 {
+                efer |= bits;
+            }
+        }
+        efer.bits()
+    }
+
+    /// What loading `selector` into segment register `reg` of a stopped vCPU gives, as
+    /// `mov` (or a far jump, for CS) would load it from the GDT or LDT of `sregs` (its
+    /// system registers as the debugger is about to set them), or why the CPU would refuse.
+    pub fn load_segment(
+        &self,
+        id: usize,
+        sregs: &kvm_sregs,
+        reg: SegReg,
+        selector: u16,
+        old: &kvm_bindings::kvm_segment,
+    ) -> Result<kvm_bindings::kvm_segment, VmError> {
+        self.run.vcpu(id)?;
+        vcpu::tables::load_segment(&self.mem, sregs, reg, selector, old)
+            .map_err(|e| VmError::Segment(id, e))
     }
 
     /// The FPU/SSE/AVX state of a stopped vCPU (cached until it runs again).

@@ -3,7 +3,8 @@
 //! KVM_GET_MSRS per stop; writes reach KVM only for registers whose value changed.
 
 use super::kvm_map::{
-    Source, set_snapshot_value, set_xsave_value, snapshot_value, source, xsave_value,
+    Source, segment_mut, segment_reg, selector_is_base, set_snapshot_value, set_xsave_value,
+    snapshot_value, source, xsave_value,
 };
 use super::layout::{Feature, Layout, RegNum, Regs};
 use crate::gdb::target::{KvmTarget, non_fatal};
@@ -104,7 +105,20 @@ impl<A: Layout> KvmTarget<'_, A> {
                 continue;
             };
             match source(d.reg) {
-                Source::Snapshot => set_snapshot_value(&mut snap, d.reg, value, d.bits),
+                Source::Snapshot => match segment_reg(d.reg) {
+                    // Outside real mode a selector write loads its descriptor, as `mov`
+                    // (or a far jump, for CS) would; an unchanged one loads nothing (`G`
+                    // writes every register back).
+                    Some(seg) if !selector_is_base(&snap) => {
+                        let sel = value as u16;
+                        let cur = *segment_mut(&mut snap.sregs, seg);
+                        if cur.selector != sel {
+                            let loaded = self.vm.load_segment(id, &snap.sregs, seg, sel, &cur)?;
+                            *segment_mut(&mut snap.sregs, seg) = loaded;
+                        }
+                    }
+                    _ => set_snapshot_value(&mut snap, d.reg, value, d.bits),
+                },
                 Source::Xsave => {
                     if d.feature == Feature::Avx && !self.avx {
                         continue;
@@ -119,11 +133,12 @@ impl<A: Layout> KvmTarget<'_, A> {
                 Source::Msr => kgs = Some((value, d.bits)),
             }
         }
-        if snap.regs != old.regs {
-            self.vm.set_regs(id, snap.regs)?;
-        }
+        // System registers first: the CPU may refuse them, and then nothing is written.
         if snap.sregs != old.sregs {
             self.vm.set_sregs(id, snap.sregs)?;
+        }
+        if snap.regs != old.regs {
+            self.vm.set_regs(id, snap.regs)?;
         }
         if let (true, Some(x)) = (fpu_changed, fpu) {
             self.vm.set_xsave(id, &x)?;

@@ -7,9 +7,11 @@
 //! IA32_KERNEL_GS_BASE (one KVM_GET_MSRS, cached per stop by the target).
 
 use super::layout::Reg;
+use crate::vmm::SegReg;
 use crate::vmm::stop::CpuSnapshot;
+use crate::x86::Cr0;
 use crate::x86::xsave::{self as xs, XsaveBytes, abridged_tag, full_tag_word, xstate_bv};
-use kvm_bindings::kvm_xsave;
+use kvm_bindings::{kvm_segment, kvm_sregs, kvm_xsave};
 
 /// Where a register's value is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,12 +88,46 @@ pub fn snapshot_value(s: &CpuSnapshot, reg: Reg) -> Option<u64> {
     })
 }
 
+/// RFLAGS.VM, virtual-8086 mode (SDM Vol. 3, 2.3).
+const RFLAGS_VM: u64 = 1 << 17;
+
+/// Whether a segment's base follows its selector, as in real and virtual-8086 mode (SDM
+/// Vol. 3, 20.1.1, 20.2.1): no descriptor to load.
+pub fn selector_is_base(s: &CpuSnapshot) -> bool {
+    s.sregs.cr0 & Cr0::PE.bits() == 0 || s.regs.rflags & RFLAGS_VM != 0
+}
+
+/// The segment register `reg` names, if it is one.
+pub fn segment_reg(reg: Reg) -> Option<SegReg> {
+    Some(match reg {
+        Reg::Cs => SegReg::Cs,
+        Reg::Ss => SegReg::Ss,
+        Reg::Ds => SegReg::Ds,
+        Reg::Es => SegReg::Es,
+        Reg::Fs => SegReg::Fs,
+        Reg::Gs => SegReg::Gs,
+        _ => return None,
+    })
+}
+
+/// Segment register `reg` in `sregs`.
+pub fn segment_mut(sregs: &mut kvm_sregs, reg: SegReg) -> &mut kvm_segment {
+    match reg {
+        SegReg::Cs => &mut sregs.cs,
+        SegReg::Ss => &mut sregs.ss,
+        SegReg::Ds => &mut sregs.ds,
+        SegReg::Es => &mut sregs.es,
+        SegReg::Fs => &mut sregs.fs,
+        SegReg::Gs => &mut sregs.gs,
+    }
+}
+
 /// Writes a register kept in the snapshot; `bits` is the width gdb shows it with. Others
-/// are ignored.
+/// are ignored. A selector is written as is, with the base following it in real mode;
+/// in protected mode the caller loads its descriptor (`Vm::load_segment`) instead.
 pub fn set_snapshot_value(s: &mut CpuSnapshot, reg: Reg, value: u128, bits: u32) {
-    // In real mode a segment's base follows its selector (SDM Vol. 3, 20.1.1); elsewhere
-    // the descriptor cache keeps its contents, as on hardware until the guest reloads it.
-    let real_mode = s.sregs.cr0 & 1 == 0;
+    // In real mode a segment's base follows its selector (SDM Vol. 3, 20.1.1).
+    let real_mode = selector_is_base(s);
     let (r, sr) = (&mut s.regs, &mut s.sregs);
     let field = match reg {
         Reg::Rax => &mut r.rax,

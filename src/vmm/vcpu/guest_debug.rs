@@ -2,9 +2,9 @@
 //! breakpoints in DR0–DR3, software breakpoints, and injecting the guest's own #BP.
 
 use super::{BP_VECTOR, VcpuThread, tables};
-use crate::x86::Dr7;
 use crate::vmm::debug::table::Breakpoints;
 use crate::vmm::quirks::{self, Int3Report};
+use crate::x86::Dr7;
 use kvm_bindings::{
     KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_INJECT_BP, KVM_GUESTDBG_SINGLESTEP,
     KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP, kvm_guest_debug,

@@ -279,12 +279,35 @@ impl VcpuHandle {
         Ok(())
     }
 
-    /// Sets the system registers (applied when it next runs).
+    /// Sets the system registers, at once: KVM_SET_SREGS checks them as VM entry would
+    /// (KVM API 4.8; CR0/CR4 reserved bits and the bits this CPUID lacks, CR0.PG without
+    /// PE, EFER.LMA/LME against CR0.PG and CR4.PAE), and a state it refuses is refused here
+    /// with the vCPU left as it was, instead of failing every later KVM_RUN. One hand-off
+    /// and two ioctls per system-register write; reads and runs pay nothing. The state is
+    /// read back, so the registers shown are KVM's.
     pub fn set_sregs(&mut self, sregs: kvm_sregs) -> Result<(), VmError> {
         self.stopped()?;
-        if sregs != self.state.sregs || self.change.sregs.is_some() {
-            self.change.sregs = Some(sregs);
+        let current = self.change.sregs.unwrap_or(self.state.sregs);
+        if sregs == current {
+            return Ok(());
         }
+        let id = self.id;
+        let applied = self
+            .call(move |fd| {
+                fd.set_sregs(&sregs)?;
+                let now = fd.get_sregs()?;
+                // Without an in-kernel local APIC every KVM_RUN loads CR8 from kvm_run.cr8
+                // (KVM API 5. "cr8"); the sync_regs area (used or not) must hold the state
+                // KVM has, or a stop before the next KVM_RUN would show the old one.
+                let run = fd.get_kvm_run();
+                run.cr8 = now.cr8;
+                fd.sync_regs_mut().sregs = now;
+                Ok::<_, kvm_ioctls::Error>(now)
+            })?
+            .map_err(|e| VmError::SregsRefused(id, std::io::Error::from_raw_os_error(e.errno())))?;
+        self.state.sregs = applied;
+        self.change.sregs = None;
+        self.forget_stop_cache();
         Ok(())
     }
 
