@@ -242,13 +242,16 @@ fn the_guests_exceptions_reach_its_handlers() {
     assert_eq!((regs.rcx, regs.rdx), (1, 2));
 }
 
+/// A change to the system registers.
+type SregsEdit = fn(&mut kvm_bindings::kvm_sregs);
+
 /// System-register states the CPU cannot hold are refused at once, and the vCPU keeps its
 /// old state and runs on (instead of failing every later KVM_RUN).
 #[test]
 fn impossible_system_registers_are_refused_and_the_old_ones_kept() {
     let mut g = boot(WRITE_THEN_READ_CODE);
     let before = g.vm.state(VCPU).expect("state").sregs;
-    let bad: [(&str, fn(&mut kvm_bindings::kvm_sregs)); 4] = [
+    let bad: [(&str, SregsEdit); 4] = [
         ("cr0 = 0", |s| s.cr0 = 0),
         ("efer = 0", |s| s.efer = 0),
         ("cr4 = 0xffffffff", |s| s.cr4 = 0xffff_ffff),
