@@ -4,11 +4,13 @@
 use super::GdbError;
 use crate::config::GdbAddr;
 use gdbstub::conn::Connection;
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 /// A listening socket.
 pub enum Listener {
@@ -146,10 +148,16 @@ trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 /// A gdbstub connection that gathers a packet's bytes and sends them in one write:
-/// gdbstub writes byte by byte, and a syscall per byte would dominate every stop.
+/// gdbstub writes byte by byte, and a syscall per byte would dominate every stop. It keeps
+/// the last bytes it sent, so a client's `-` can have them again (RSP manual, "Packet
+/// Acknowledgment"), and it can be muted while a fresh gdbstub is told the session's state.
 pub struct BufferedConn {
     stream: Stream,
     out: Vec<u8>,
+    /// What the last flush sent (swapped with `out`, so no copy and no allocation).
+    last: Vec<u8>,
+    /// While muted, flushes drop what gdbstub wrote.
+    muted: bool,
 }
 
 impl BufferedConn {
@@ -158,12 +166,46 @@ impl BufferedConn {
         BufferedConn {
             stream,
             out: Vec::with_capacity(4096),
+            last: Vec::with_capacity(4096),
+            muted: false,
         }
     }
 
     /// The underlying stream.
     pub fn stream(&mut self) -> &mut Stream {
         &mut self.stream
+    }
+
+    /// Drops what was written but not flushed yet.
+    pub fn discard(&mut self) {
+        self.out.clear();
+    }
+
+    /// Mutes (or unmutes) the connection: flushes drop their bytes.
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
+        self.out.clear();
+    }
+
+    /// Sends the last reply again, from its `$` (without the `+` that acknowledged the
+    /// packet it answered).
+    pub fn retransmit(&mut self) -> std::io::Result<()> {
+        let Some(start) = self.last.iter().position(|&b| b == b'$') else {
+            return Ok(());
+        };
+        self.stream.io().write_all(&self.last[start..])
+    }
+
+    /// Sends a reply of our own, framed for the acknowledgement mode, remembered like
+    /// gdbstub's replies for a retransmit.
+    pub fn reply(&mut self, body: &[u8], ack: bool) -> std::io::Result<()> {
+        super::front::frame_into(&mut self.out, body, ack);
+        self.flush()
+    }
+
+    /// Sends acknowledgement bytes (`+`, `-`) at once, outside any reply.
+    pub fn send_control(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.io().write_all(bytes)
     }
 }
 
@@ -181,9 +223,12 @@ impl Connection for BufferedConn {
     }
 
     fn flush(&mut self) -> Result<(), Self::Error> {
-        let out = std::mem::take(&mut self.out);
-        let r = self.stream.io().write_all(&out);
-        self.out = out;
+        if self.muted || self.out.is_empty() {
+            self.out.clear();
+            return Ok(());
+        }
+        let r = self.stream.io().write_all(&self.out);
+        std::mem::swap(&mut self.out, &mut self.last);
         self.out.clear();
         r
     }
@@ -193,5 +238,42 @@ impl Connection for BufferedConn {
             s.set_nodelay(true)?;
         }
         Ok(())
+    }
+}
+
+/// The connection as gdbstub holds it: shared with the session loop, so that the loop
+/// keeps the client when gdbstub fails a packet and a fresh gdbstub takes over.
+#[derive(Clone)]
+pub struct SharedConn(pub Rc<RefCell<BufferedConn>>);
+
+impl SharedConn {
+    /// Shares `conn`.
+    pub fn new(conn: BufferedConn) -> SharedConn {
+        SharedConn(Rc::new(RefCell::new(conn)))
+    }
+
+    /// The connection, for the session loop's own reads and replies.
+    pub fn get(&self) -> std::cell::RefMut<'_, BufferedConn> {
+        self.0.borrow_mut()
+    }
+}
+
+impl Connection for SharedConn {
+    type Error = std::io::Error;
+
+    fn write(&mut self, byte: u8) -> Result<(), Self::Error> {
+        self.0.borrow_mut().write(byte)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), Self::Error> {
+        self.0.borrow_mut().write_all(buf)
+    }
+
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        self.0.borrow_mut().flush()
+    }
+
+    fn on_session_start(&mut self) -> Result<(), Self::Error> {
+        self.0.borrow_mut().on_session_start()
     }
 }

@@ -1,8 +1,10 @@
-//! One gdb session: the gdbstub state machine driven over one connection, the QEMU
-//! packets taken out of the byte stream and answered here, and the spin/poll policy that
-//! keeps quick stops quick without spinning a core while the guest runs.
+//! One gdb session: the gdbstub state machine driven over one connection behind the
+//! packet front ([`super::front`]), which frames, checks and answers what gdbstub would
+//! choke on; a fresh gdbstub when one fails a packet all the same; and the spin/poll
+//! policy that keeps quick stops quick without spinning a core while the guest runs.
 
-use super::conn::{BufferedConn, Stream};
+use super::conn::{BufferedConn, SharedConn, Stream};
+use super::front::{self, Ctx, E_FAILED, Front, INTERRUPT, Unit, Verdict};
 use super::qemu;
 use super::regs::layout::Layout;
 use super::regs::layout::{I386Full, X86_64Full};
@@ -10,12 +12,12 @@ use super::stop;
 use super::target::{KvmTarget, PACKET_BUFFER};
 use super::threads;
 use crate::runner::poll_readable;
-use crate::vmm::Vm;
 use crate::vmm::stop::VcpuStop;
+use crate::vmm::{Vm, VmError};
+use gdbstub::arch::{Arch, Registers};
 use gdbstub::common::Signal;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
-use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
-use std::collections::VecDeque;
+use gdbstub::stub::{DisconnectReason, GdbStub, GdbStubError, MultiThreadStopReason};
 use std::time::Duration;
 
 /// How one gdb session ended.
@@ -66,81 +68,219 @@ const PACKET_SPIN: Duration = Duration::from_micros(100);
 
 type SessionResult = Result<SessionEnd, Box<dyn std::error::Error>>;
 
-/// Input waiting for the state machine: plain bytes, or a QEMU packet we answer ourselves.
-enum Input {
-    Byte(u8),
-    Qemu(String),
+/// gdbstub's state machine over our target and the shared connection.
+type Machine<'v, A> = GdbStubStateMachine<'static, KvmTarget<'v, A>, SharedConn>;
+
+/// gdbstub's error for a packet it failed.
+type StubError = GdbStubError<VmError, std::io::Error>;
+
+/// Bytes read from the client and not yet through the front.
+struct Input {
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
 }
 
-fn queue_input(splitter: &mut qemu::PacketSplitter, bytes: &[u8], inbuf: &mut VecDeque<Input>) {
-    let mut parts = Vec::new();
-    splitter.push(bytes, &mut parts);
-    for part in parts {
-        match part {
-            qemu::Split::Forward(b) => inbuf.extend(b.into_iter().map(Input::Byte)),
-            qemu::Split::Packet(p) => inbuf.push_back(Input::Qemu(p)),
+impl Input {
+    fn is_empty(&self) -> bool {
+        self.pos == self.end
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.pos = 0;
+        self.end = n;
+    }
+
+    /// The next unit the front finds in the input.
+    fn next(&mut self, front: &mut Front) -> Unit {
+        let (n, unit) = front.next(&self.buf[self.pos..self.end]);
+        self.pos += n;
+        unit
+    }
+}
+
+/// A fresh gdbstub on the session's connection.
+fn new_machine<'v, A: Layout>(
+    conn: &SharedConn,
+    target: &mut KvmTarget<'v, A>,
+) -> Result<Machine<'v, A>, Box<dyn std::error::Error>> {
+    let gdb = GdbStub::<KvmTarget<A>, SharedConn>::builder(conn.clone())
+        .packet_buffer_size(PACKET_BUFFER)
+        .build()?;
+    Ok(gdb.run_state_machine(target)?)
+}
+
+/// Passes one packet to gdbstub, framed, byte by byte as it takes input.
+fn feed<'v, A: Layout>(
+    mut sm: Machine<'v, A>,
+    target: &mut KvmTarget<'v, A>,
+    body: &[u8],
+) -> Result<Machine<'v, A>, StubError> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let sum = front::checksum(body);
+    let tail = [b'#', HEX[usize::from(sum >> 4)], HEX[usize::from(sum & 15)]];
+    for &b in std::iter::once(&b'$').chain(body).chain(&tail) {
+        sm = match sm {
+            GdbStubStateMachine::Idle(g) => g.incoming_data(target, b)?,
+            GdbStubStateMachine::Running(g) => g.incoming_data(target, b)?,
+            other => return Ok(other),
+        };
+    }
+    Ok(sm)
+}
+
+/// Replaces a gdbstub that failed a packet: a fresh one, told (muted) what the old one
+/// had learnt from the client, so the session goes on where it was.
+fn restart<'v, A: Layout>(
+    conn: &SharedConn,
+    target: &mut KvmTarget<'v, A>,
+    front: &Front,
+) -> Result<Machine<'v, A>, Box<dyn std::error::Error>> {
+    let mut sm = new_machine(conn, target)?;
+    conn.get().set_muted(true);
+    for p in front.replay() {
+        sm = feed(sm, target, p.as_bytes())?;
+    }
+    conn.get().set_muted(false);
+    Ok(sm)
+}
+
+/// Whether `G` data fits the register layout `A`.
+fn regs_fit<A: Layout>(bytes: &[u8]) -> bool {
+    let mut regs = <A as Arch>::Registers::default();
+    regs.gdb_deserialize(bytes).is_ok()
+}
+
+/// Handles one complete packet: answered here, or passed to gdbstub as the front decides.
+fn packet<'v, A: Layout>(
+    sm: Machine<'v, A>,
+    target: &mut KvmTarget<'v, A>,
+    front: &mut Front,
+    conn: &SharedConn,
+) -> Result<Machine<'v, A>, Box<dyn std::error::Error>> {
+    let running = matches!(sm, GdbStubStateMachine::Running(_));
+    let ctx = Ctx {
+        vcpus: target.vm.vcpu_count(),
+        addr_max: if std::mem::size_of::<A::Usize>() == 4 {
+            u32::MAX.into()
+        } else {
+            u64::MAX
+        },
+        running,
+        regs_fit: regs_fit::<A>,
+    };
+    let verdict = front.classify(&ctx);
+    let body = match verdict {
+        Verdict::Reply(r) => {
+            log::debug!(
+                "answering {:?} with {r:?}",
+                String::from_utf8_lossy(front.body())
+            );
+            conn.get().reply(r.as_bytes(), front.acks())?;
+            return Ok(sm);
+        }
+        Verdict::Qemu => {
+            let reply = qemu::answer(target.vm, &String::from_utf8_lossy(front.body()));
+            conn.get().reply(reply.as_bytes(), front.acks())?;
+            return Ok(sm);
+        }
+        Verdict::Forward => front.body(),
+        Verdict::Rewrite => front.rewritten(),
+    };
+    match feed(sm, target, body) {
+        Ok(sm) => {
+            front.commit();
+            Ok(sm)
+        }
+        // While the guest runs the client waits for a stop reply, which a fresh gdbstub
+        // could not send; a broken connection ends the session anyway.
+        Err(e) if running || e.is_connection_error() => Err(e.into()),
+        Err(e) => {
+            // RSP manual, "Standard Replies": a packet the stub fails gets an error
+            // reply; the session, the breakpoints and the stopped guest stay.
+            log::warn!(
+                "gdbstub failed {:?}: {e}; answering {E_FAILED}",
+                String::from_utf8_lossy(body)
+            );
+            if target.vm.any_running() {
+                target.vm.stop_all();
+            }
+            conn.get().discard();
+            conn.get().reply(E_FAILED.as_bytes(), front.acks())?;
+            restart(conn, target, front)
         }
     }
 }
 
-fn answer_qemu(
-    conn: &mut BufferedConn,
-    vm: &mut Vm,
-    splitter: &qemu::PacketSplitter,
-    packet: &str,
-) -> std::io::Result<()> {
-    use gdbstub::conn::Connection;
-    let reply = qemu::answer(vm, packet);
-    conn.write_all(&qemu::frame(&reply, splitter.acks()))?;
-    conn.flush()
+/// Handles what the front found outside packets.
+fn control(unit: Unit, front: &Front, conn: &SharedConn) -> std::io::Result<()> {
+    match unit {
+        // "Packet Acknowledgment": in ack mode a `-` asks for our last packet again and
+        // a packet we could not take gets one; without acks both sides stay silent.
+        Unit::Nack if front.acks() => conn.get().retransmit(),
+        Unit::Bad if front.acks() => conn.get().send_control(b"-"),
+        Unit::Bad => {
+            log::debug!("dropped a packet with a bad checksum or over PacketSize");
+            Ok(())
+        }
+        // A Ctrl-C that raced a stop: the target is stopped already, so there is nothing
+        // to interrupt (passing it on would make gdbstub report a stop on the next resume
+        // at once, while the guest really runs).
+        Unit::Interrupt => {
+            log::debug!("Ctrl-C while stopped: ignored");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
+    let conn = SharedConn::new(conn);
     let mut target = KvmTarget::<A>::new(vm);
-    let gdb = GdbStub::<KvmTarget<A>, BufferedConn>::builder(conn)
-        .packet_buffer_size(PACKET_BUFFER)
-        .build()?;
-    let mut sm = gdb.run_state_machine(&mut target)?;
-    let mut inbuf: VecDeque<Input> = VecDeque::new();
-    let mut splitter = qemu::PacketSplitter::default();
-    let mut readbuf = vec![0u8; 64 * 1024];
+    let mut front = Front::new();
+    let mut sm = new_machine(&conn, &mut target)?;
+    let mut input = Input {
+        buf: vec![0u8; 64 * 1024],
+        pos: 0,
+        end: 0,
+    };
     let mut exit_code = None;
     // Whether this run of the guest has had its short spin for a quick stop already.
     let mut spun = false;
     loop {
         sm = match sm {
-            GdbStubStateMachine::Idle(mut g) => {
+            GdbStubStateMachine::Idle(g) => {
                 spun = false;
-                if inbuf.is_empty() {
-                    let n = g
-                        .borrow_conn()
+                if input.is_empty() {
+                    let n = conn
+                        .get()
                         .stream()
-                        .read_some_spinning(&mut readbuf, PACKET_SPIN)?;
+                        .read_some_spinning(&mut input.buf, PACKET_SPIN)?;
                     if n == 0 {
                         return Ok(SessionEnd::Detach);
                     }
-                    queue_input(&mut splitter, &readbuf[..n], &mut inbuf);
+                    input.filled(n);
                 }
-                match inbuf.pop_front() {
-                    Some(Input::Byte(byte)) => g.incoming_data(&mut target, byte)?,
-                    Some(Input::Qemu(packet)) => {
-                        answer_qemu(g.borrow_conn(), target.vm, &splitter, &packet)?;
+                match input.next(&mut front) {
+                    Unit::Packet => packet(g.into(), &mut target, &mut front, &conn)?,
+                    unit => {
+                        control(unit, &front, &conn)?;
                         g.into()
                     }
-                    None => g.into(),
                 }
             }
-            GdbStubStateMachine::Running(mut g) => {
-                if let Some(input) = inbuf.pop_front() {
-                    match input {
-                        Input::Byte(byte) => g.incoming_data(&mut target, byte)?,
-                        Input::Qemu(packet) => {
-                            answer_qemu(g.borrow_conn(), target.vm, &splitter, &packet)?;
+            GdbStubStateMachine::Running(g) => {
+                if !input.is_empty() {
+                    match input.next(&mut front) {
+                        Unit::Interrupt => g.incoming_data(&mut target, INTERRUPT)?,
+                        Unit::Packet => packet(g.into(), &mut target, &mut front, &conn)?,
+                        unit => {
+                            control(unit, &front, &conn)?;
                             g.into()
                         }
                     }
                 } else {
-                    let sock = g.borrow_conn().stream().raw_fd();
+                    let sock = conn.get().stream().raw_fd();
                     let ready = if !spun && target.vm.spin_for_event(STOP_SPIN) {
                         vec![false, true]
                     } else {
@@ -161,6 +301,7 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                             match stop::reported(&events, false) {
                                 Some(ev) => {
                                     target.selection.stopped(ev.id);
+                                    front.stopped(threads::tid_of(ev.id).get());
                                     let reason = stop::to_gdb::<A>(ev);
                                     let regs = stop::expedited::<A>(&ev.state);
                                     let mut iter = regs
@@ -180,12 +321,12 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                             g.into()
                         }
                     } else if ready[0] {
-                        let n = g.borrow_conn().stream().read_some(&mut readbuf)?;
+                        let n = conn.get().stream().read_some(&mut input.buf)?;
                         if n == 0 {
                             target.vm.stop_all();
                             return Ok(SessionEnd::Detach);
                         }
-                        queue_input(&mut splitter, &readbuf[..n], &mut inbuf);
+                        input.filled(n);
                         g.into()
                     } else {
                         g.into()
@@ -204,6 +345,7 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                         signal: Signal::SIGINT,
                     },
                 };
+                front.stopped(threads::tid_of(target.selection.vcpu()).get());
                 g.interrupt_handled(&mut target, Some(reason))?
             }
             GdbStubStateMachine::Disconnected(mut g) => {

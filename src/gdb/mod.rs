@@ -6,6 +6,7 @@
 pub mod breakpoints;
 pub mod conn;
 pub mod event_loop;
+pub mod front;
 pub mod monitor;
 pub mod qemu;
 pub mod regs;

@@ -169,6 +169,11 @@ impl Kvmgdb {
         k
     }
 
+    /// kvmgdb's process id (for /proc/PID/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything kvmgdb printed on stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
