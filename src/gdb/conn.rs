@@ -179,6 +179,9 @@ fn write_bounded(
     mut buf: &[u8],
     stalled_since: &mut Option<Instant>,
 ) -> std::io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
     if stalled_since.is_some() && unacked(stream.raw_fd())? == 0 {
         // The client has caught up with everything sent before.
         *stalled_since = None;
