@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// A listening socket.
 pub enum Listener {
@@ -147,6 +148,79 @@ impl Stream {
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
+/// How long the client may leave its replies unread before it counts as dead and the
+/// session ends as a detach: the VM stays stopped while the stub waits, so a client that
+/// stops reading must not hold it for ever. The clock starts at the first send(2) that
+/// cannot take a whole reply and stops only when the socket's send queue has drained, not
+/// when the next byte moves: a client that reads nothing still lets a trickle through (the
+/// receiving kernel compacts its queue), enough for small replies to go out whole.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest one send(2) blocks (SO_SNDTIMEO, socket(7)), so that [`WRITE_TIMEOUT`] is
+/// checked even when no byte moves. Set once per session.
+const WRITE_SLICE: Duration = Duration::from_secs(1);
+
+/// Bytes in `fd`'s send queue that the peer has not acknowledged (SIOCOUTQ, the same
+/// request as TIOCOUTQ: tcp(7), unix(7)).
+fn unacked(fd: RawFd) -> std::io::Result<libc::c_int> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `fd` is an open socket and SIOCOUTQ writes one c_int to the valid,
+    // exclusively borrowed `n`.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n)
+}
+
+/// Writes all of `buf` to `stream`. `stalled_since` is when a send(2) last could not take
+/// a whole reply with the queue not drained since; the write fails with `TimedOut` once
+/// that is [`WRITE_TIMEOUT`] ago. The common path, a reply that fits, is one send(2).
+fn write_bounded(
+    stream: &mut Stream,
+    mut buf: &[u8],
+    stalled_since: &mut Option<Instant>,
+) -> std::io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    if stalled_since.is_some() && unacked(stream.raw_fd())? == 0 {
+        // The client has caught up with everything sent before.
+        *stalled_since = None;
+    }
+    loop {
+        match stream.io().write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            // A WRITE_SLICE passed with no byte taken, or a signal: check the clock.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        if !buf.is_empty() {
+            stalled_since.get_or_insert_with(Instant::now);
+        }
+        if let Some(since) = *stalled_since {
+            if since.elapsed() >= WRITE_TIMEOUT {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the client left its replies unread for {WRITE_TIMEOUT:?} \
+                         ({} bytes of this one unsent)",
+                        buf.len()
+                    ),
+                ));
+            }
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
 /// A gdbstub connection that gathers a packet's bytes and sends them in one write:
 /// gdbstub writes byte by byte, and a syscall per byte would dominate every stop. It keeps
 /// the last bytes it sent, so a client's `-` can have them again (RSP manual, "Packet
@@ -158,6 +232,8 @@ pub struct BufferedConn {
     last: Vec<u8>,
     /// While muted, flushes drop what gdbstub wrote.
     muted: bool,
+    /// See [`write_bounded`].
+    stalled_since: Option<Instant>,
 }
 
 impl BufferedConn {
@@ -168,6 +244,7 @@ impl BufferedConn {
             out: Vec::with_capacity(4096),
             last: Vec::with_capacity(4096),
             muted: false,
+            stalled_since: None,
         }
     }
 
@@ -193,7 +270,11 @@ impl BufferedConn {
         let Some(start) = self.last.iter().position(|&b| b == b'$') else {
             return Ok(());
         };
-        self.stream.io().write_all(&self.last[start..])
+        write_bounded(
+            &mut self.stream,
+            &self.last[start..],
+            &mut self.stalled_since,
+        )
     }
 
     /// Sends a reply of our own, framed for the acknowledgement mode, remembered like
@@ -205,7 +286,7 @@ impl BufferedConn {
 
     /// Sends acknowledgement bytes (`+`, `-`) at once, outside any reply.
     pub fn send_control(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.io().write_all(bytes)
+        write_bounded(&mut self.stream, bytes, &mut self.stalled_since)
     }
 }
 
@@ -227,17 +308,20 @@ impl Connection for BufferedConn {
             self.out.clear();
             return Ok(());
         }
-        let r = self.stream.io().write_all(&self.out);
+        let r = write_bounded(&mut self.stream, &self.out, &mut self.stalled_since);
         std::mem::swap(&mut self.out, &mut self.last);
         self.out.clear();
         r
     }
 
     fn on_session_start(&mut self) -> Result<(), Self::Error> {
-        if let Stream::Tcp(s) = &self.stream {
-            s.set_nodelay(true)?;
+        match &self.stream {
+            Stream::Tcp(s) => {
+                s.set_nodelay(true)?;
+                s.set_write_timeout(Some(WRITE_SLICE))
+            }
+            Stream::Unix(s) => s.set_write_timeout(Some(WRITE_SLICE)),
         }
-        Ok(())
     }
 }
 

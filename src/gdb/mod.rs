@@ -34,8 +34,48 @@ pub enum GdbError {
     Accept(#[source] std::io::Error),
 }
 
+/// How long to wait before accepting again when the process is out of file descriptors or
+/// kernel memory: the pending connection keeps the listener readable, and retrying at once
+/// would spin a core.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether a failed accept(2) leaves the listener usable: a connection that died in the
+/// queue, the pending network errors Linux passes on from the new socket (accept(2), "Error
+/// handling": retry as for EAGAIN), or an exhausted fd table or kernel memory, which must
+/// not cost the user a guest they may still attach to.
+fn accept_failure_is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EAGAIN
+                | libc::EINTR
+                | libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+                | libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+        )
+    )
+}
+
 /// Serves gdb clients on `listener` until the machine ends. The vCPUs stay stopped at the
 /// entry point until the first client resumes them, unless `run_now`.
+///
+/// One client at a time: a client that connects while another is attached waits in the
+/// listen backlog (its connect succeeds, nothing it sends is read or answered) until the
+/// attached session ends, and never disturbs it. Any end of a session other than a kill or
+/// the guest's exit (a detach, the client closing or dying, a protocol or socket error, a
+/// client that stops reading its replies) is a detach: the breakpoints and watchpoints go,
+/// and the guest runs on unattended until the next client stops it.
 pub fn serve(vm: &mut Vm, listener: &Listener, run_now: bool) -> Result<Outcome, GdbError> {
     if run_now {
         resume_all(vm);
@@ -48,7 +88,20 @@ pub fn serve(vm: &mut Vm, listener: &Listener, run_now: bool) -> Result<Outcome,
             }
         }
         if ready[0] {
-            let stream = listener.accept()?;
+            let stream = match listener.accept() {
+                Ok(stream) => stream,
+                Err(GdbError::Accept(e)) if accept_failure_is_transient(&e) => {
+                    log::warn!("cannot accept a gdb connection now: {e}");
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) {
+                        std::thread::sleep(ACCEPT_BACKOFF);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             log::info!("gdb connected");
             let reason = event_loop::session(vm, stream);
             log::info!("gdb session ended: {reason:?}");

@@ -178,6 +178,14 @@ impl Debugger {
         assert!(status.success(), "kill -INT failed: {status}");
     }
 
+    /// Kills the debugger with SIGKILL, as a crash or the OOM killer would (it gets no
+    /// chance to detach), waits for it and returns its output.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.output()
+    }
+
     /// Waits for the debugger to finish and returns its output. On a timeout, kills it and
     /// fails with the output so far and kvmgdb's stderr.
     pub fn finish(self, timeout: Duration, k: &Kvmgdb) -> String {
