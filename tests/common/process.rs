@@ -184,11 +184,6 @@ impl Kvmgdb {
         fs::read_to_string(&self.serial).unwrap_or_default()
     }
 
-    /// kvmgdb's process id, e.g. for its /proc entries.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// True while kvmgdb runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
