@@ -9,6 +9,8 @@ use linux_loader::loader::KernelLoader;
 use linux_loader::loader::elf::Elf;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+/// The first four bytes of every ELF file (gABI, e_ident).
+pub(super) const ELF_MAGIC: &[u8] = b"\x7fELF";
 const EM_386: u16 = 3;
 pub(super) const EM_X86_64: u16 = 62;
 pub(super) const PT_LOAD: u32 = 1;
@@ -46,7 +48,7 @@ fn rd64(b: &[u8], off: usize) -> Option<u64> {
 /// Parses and validates the ELF header and program headers (System V gABI, ch. 4 and 5).
 /// `None` when the image is not ELF at all.
 pub(super) fn parse_elf(image: &[u8]) -> Result<Option<ElfInfo>, LoadError> {
-    if image.len() < 4 || &image[..4] != b"\x7fELF" {
+    if !image.starts_with(ELF_MAGIC) {
         return Ok(None);
     }
     let trunc = |what| LoadError::BadElf(what);

@@ -286,6 +286,24 @@ impl RamMap {
     }
 }
 
+/// How many leading bytes of an image [`check_prefix`] needs: every format's signature lies
+/// in them (the ELF magic at 0, a Multiboot v1 header in the first 8 KiB).
+pub const PREFIX_LEN: usize = multiboot::MULTIBOOT_SEARCH;
+
+/// Tells from the first [`PREFIX_LEN`] bytes of an image (all of it, if shorter) whether it
+/// can be a kernel at all, so a reader can refuse a giant file of anything else without
+/// reading the rest: an empty image or one with no format's signature is refused as
+/// [`plan`] would refuse it.
+pub fn check_prefix(prefix: &[u8]) -> Result<(), LoadError> {
+    if prefix.is_empty() {
+        return Err(LoadError::Empty);
+    }
+    if prefix.starts_with(elf::ELF_MAGIC) || multiboot::find_multiboot(prefix).is_some() {
+        return Ok(());
+    }
+    Err(LoadError::UnknownFormat)
+}
+
 /// Plans the boot of `image` with `cmdline` on a machine with `ram_size` bytes of RAM (laid
 /// out as `memory::create_guest_memory` does), telling the format apart as the module
 /// documentation describes.

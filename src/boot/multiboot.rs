@@ -12,7 +12,7 @@ pub(super) const MULTIBOOT_HEADER_MAGIC: u32 = 0x1BAD_B002;
 /// The magic the boot loader leaves in EAX (Multiboot spec 3.2).
 pub const MULTIBOOT_BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
 /// The header must lie within the first 8 KiB of the image, 32-bit aligned.
-const MULTIBOOT_SEARCH: usize = 8192;
+pub(super) const MULTIBOOT_SEARCH: usize = 8192;
 /// Header flag 16: the a.out kludge address fields are valid.
 pub(super) const MULTIBOOT_AOUT_KLUDGE: u32 = 1 << 16;
 
