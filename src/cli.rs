@@ -35,6 +35,11 @@ pub struct Args {
     /// Without it, the embedded demo guest boots.
     pub kernel: Option<PathBuf>,
 
+    /// Anything after the kernel: caught only to be refused with a clear message by
+    /// [`parse_args`] (without it, clap takes a second path for a subcommand).
+    #[arg(hide = true)]
+    pub extra: Vec<std::ffi::OsString>,
+
     /// Guest RAM, with an optional K, M or G suffix.
     #[arg(short, long, default_value = "128M", value_parser = config::parse_size)]
     pub memory: u64,
@@ -50,6 +55,31 @@ pub struct Args {
     /// Where COM1 output goes: stdio, none, or a file path.
     #[arg(long, default_value = "stdio")]
     pub serial: SerialSink,
+}
+
+/// Parses the process's command line as [`Args`], refusing a second kernel image.
+pub fn parse_args() -> Result<Args, clap::Error> {
+    parse_args_from(std::env::args_os())
+}
+
+/// Parses `argv` (the program name first) as [`Args`], refusing a second kernel image.
+pub fn parse_args_from<I, T>(argv: I) -> Result<Args, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::CommandFactory;
+    let args = Args::try_parse_from(argv)?;
+    if let Some(second) = args.extra.first() {
+        return Err(Args::command().error(
+            clap::error::ErrorKind::TooManyValues,
+            format!(
+                "kvmgdb takes one kernel image; got a second: {}",
+                second.to_string_lossy()
+            ),
+        ));
+    }
+    Ok(args)
 }
 
 /// Subcommands.
@@ -68,6 +98,21 @@ pub enum CliError {
     /// The kernel file could not be read.
     #[error("cannot read kernel {0}")]
     ReadKernel(PathBuf, #[source] std::io::Error),
+    /// The kernel path names something other than a regular file.
+    #[error("kernel {0} is {1}, not a regular file")]
+    KernelNotAFile(PathBuf, &'static str),
+    /// The kernel file is larger than guest RAM, so no part of it can be what gets loaded.
+    #[error(
+        "kernel {path} is {size} bytes, larger than guest RAM ({ram} MiB): give more with --memory"
+    )]
+    KernelTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// Guest RAM in MiB.
+        ram: u64,
+    },
     /// The serial output file could not be created.
     #[error("cannot create serial output file {0}")]
     SerialFile(PathBuf, #[source] std::io::Error),
@@ -75,8 +120,8 @@ pub enum CliError {
     #[error("cannot write the demo guest's ELF file")]
     Demo(#[source] std::io::Error),
     /// The kernel image cannot be booted.
-    #[error(transparent)]
-    Boot(#[from] boot::LoadError),
+    #[error("cannot boot {0}")]
+    Boot(PathBuf, #[source] boot::LoadError),
     /// The machine could not be built.
     #[error(transparent)]
     Vm(#[from] crate::vmm::VmError),
@@ -96,10 +141,7 @@ pub fn run(args: Args) -> Result<u8, CliError> {
         return Ok(EXIT_OK);
     }
     let (image, symbols) = match &args.kernel {
-        Some(path) => (
-            std::fs::read(path).map_err(|e| CliError::ReadKernel(path.clone(), e))?,
-            path.clone(),
-        ),
+        Some(path) => (read_kernel(path, args.memory)?, path.clone()),
         None => (
             guests::DEMO_ELF.to_vec(),
             guests::write_demo_elf().map_err(CliError::Demo)?,
@@ -117,7 +159,8 @@ pub fn run(args: Args) -> Result<u8, CliError> {
     if !kvm_caps.set_guest_debug {
         return Err(caps::CapsError::NoGuestDebug.into());
     }
-    let plan = boot::plan(&image, "", args.memory)?;
+    let plan =
+        boot::plan(&image, "", args.memory).map_err(|e| CliError::Boot(symbols.clone(), e))?;
     let machine = MachineConfig {
         memory_size: args.memory,
         vcpus: 1,
@@ -152,6 +195,82 @@ pub fn run(args: Args) -> Result<u8, CliError> {
     };
     vm.flush_devices();
     Ok(exit_status(outcome))
+}
+
+/// Reads the kernel file at `path` for a machine with `ram` bytes of RAM, refusing at once
+/// what cannot be a kernel: anything but a regular file (a directory, a device such as
+/// /dev/zero that never ends, a FIFO that would block), and a file larger than guest RAM
+/// (a sparse giant would cost its whole size in memory and seconds of reading).
+///
+/// The path is `stat`ed before it is opened, so a device is never opened at all (opening
+/// some has side effects); it is opened with `O_NONBLOCK`, so a FIFO swapped in meanwhile
+/// cannot block the open, and the opened descriptor is checked again with `fstat`, so what
+/// is read is what was checked. The read stops one byte past `ram` whatever happens to the
+/// file while it is read.
+pub fn read_kernel(path: &std::path::Path, ram: u64) -> Result<Vec<u8>, CliError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_err = |e| CliError::ReadKernel(path.to_path_buf(), e);
+    let check = |meta: &std::fs::Metadata| {
+        if let Some(kind) = not_a_file(&meta.file_type()) {
+            return Err(CliError::KernelNotAFile(path.to_path_buf(), kind));
+        }
+        if meta.len() > ram {
+            return Err(CliError::KernelTooLarge {
+                path: path.to_path_buf(),
+                size: meta.len(),
+                ram: ram >> 20,
+            });
+        }
+        Ok(())
+    };
+    check(&std::fs::metadata(path).map_err(io_err)?)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    check(&meta)?;
+    let mut image = Vec::with_capacity(meta.len() as usize);
+    let mut file = file.take(ram + 1);
+    // The first bytes tell whether this can be a kernel at all: a file of anything else
+    // (say, a sparse file of zeros that fits in RAM) is refused before the rest is read.
+    (&mut file)
+        .take(boot::PREFIX_LEN as u64)
+        .read_to_end(&mut image)
+        .map_err(io_err)?;
+    boot::check_prefix(&image).map_err(|e| CliError::Boot(path.to_path_buf(), e))?;
+    file.read_to_end(&mut image).map_err(io_err)?;
+    if image.len() as u64 > ram {
+        // The file grew past RAM while we read it.
+        return Err(CliError::KernelTooLarge {
+            path: path.to_path_buf(),
+            size: image.len() as u64,
+            ram: ram >> 20,
+        });
+    }
+    Ok(image)
+}
+
+/// What a non-regular file is, for the error message; None for a regular file.
+fn not_a_file(t: &std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    Some(if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a file of an unknown kind"
+    })
 }
 
 /// The process exit status for how the machine ended (README: "Exit status").

@@ -1,12 +1,11 @@
 //! The `kvmgdb` binary: parse arguments, start logging, map the result to an exit status.
 
-use clap::Parser;
-use kvmgdb::cli::{self, Args, EXIT_ERROR, EXIT_USAGE};
+use kvmgdb::cli::{self, EXIT_ERROR, EXIT_USAGE};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args = match Args::try_parse() {
+    let args = match cli::parse_args() {
         Ok(a) => a,
         Err(e) => {
             let usage = e.use_stderr();

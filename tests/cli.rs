@@ -270,3 +270,32 @@ fn multiboot_without_gdb_exits_through_debug_exit() {
         "serial (128 MiB default): {out:?}"
     );
 }
+
+#[test]
+fn two_kernels_are_refused_with_a_clear_message() {
+    let dir = TestDir::new("cli-two-kernels");
+    let (a, b) = (dir.join("a.elf"), dir.join("b.elf"));
+    for args in [
+        vec![path_str(&a), path_str(&b)],
+        vec![
+            "--gdb",
+            "none",
+            path_str(&a),
+            "--memory",
+            "64M",
+            path_str(&b),
+        ],
+        // A second path that happens to be a subcommand's name is still a second kernel.
+        vec![path_str(&a), "caps"],
+    ] {
+        let (status, stdout, stderr) = run_kvmgdb(&args, TIMEOUT);
+        let what =
+            format!("kvmgdb {args:?}: status {status}, stdout {stdout:?}, stderr {stderr:?}");
+        assert_eq!(status, i32::from(EXIT_USAGE), "{what}");
+        let second = args.last().unwrap();
+        let want = format!("error: kvmgdb takes one kernel image; got a second: {second}\n");
+        assert!(stderr.starts_with(&want), "{what}");
+        assert!(!stderr.contains("subcommand"), "{what}");
+        assert!(stdout.is_empty(), "{what}");
+    }
+}

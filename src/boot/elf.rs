@@ -9,6 +9,8 @@ use linux_loader::loader::KernelLoader;
 use linux_loader::loader::elf::Elf;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+/// The first four bytes of every ELF file (gABI, e_ident).
+pub(super) const ELF_MAGIC: &[u8] = b"\x7fELF";
 const EM_386: u16 = 3;
 pub(super) const EM_X86_64: u16 = 62;
 pub(super) const PT_LOAD: u32 = 1;
@@ -46,19 +48,23 @@ fn rd64(b: &[u8], off: usize) -> Option<u64> {
 /// Parses and validates the ELF header and program headers (System V gABI, ch. 4 and 5).
 /// `None` when the image is not ELF at all.
 pub(super) fn parse_elf(image: &[u8]) -> Result<Option<ElfInfo>, LoadError> {
-    if image.len() < 4 || &image[..4] != b"\x7fELF" {
+    if !image.starts_with(ELF_MAGIC) {
         return Ok(None);
     }
     let trunc = |what| LoadError::BadElf(what);
-    let class = *image.get(4).ok_or(trunc("no ELF class"))?;
-    if image.get(5) != Some(&1) {
-        return Err(trunc("not little-endian"));
-    }
+    // e_ident is 16 bytes; the whole ELF header 52 (ELFCLASS32) or 64 (ELFCLASS64).
+    let class = *image.get(4).ok_or(trunc("ELF header cut short"))?;
     let is_64 = match class {
         1 => false,
         2 => true,
         _ => return Err(trunc("unknown ELF class")),
     };
+    if image.len() < if is_64 { 64 } else { 52 } {
+        return Err(trunc("ELF header cut short"));
+    }
+    if image[5] != 1 {
+        return Err(trunc("not little-endian"));
+    }
     let machine = rd16(image, 18).ok_or(trunc("ELF header cut short"))?;
     if machine != EM_386 && machine != EM_X86_64 {
         return Err(LoadError::WrongMachine(machine));
@@ -97,8 +103,9 @@ pub(super) fn parse_elf(image: &[u8]) -> Result<Option<ElfInfo>, LoadError> {
             .ok()
             .and_then(|o| o.checked_add(i * phentsize))
             .ok_or(trunc("program header offset out of range"))?;
-        let ph = image
-            .get(base..base + phentsize)
+        let ph = base
+            .checked_add(phentsize)
+            .and_then(|end| image.get(base..end))
             .ok_or(trunc("program headers lie past the end of the file"))?;
         let p_type = rd32(ph, 0).unwrap_or(0);
         if p_type != PT_LOAD {
@@ -140,11 +147,53 @@ pub(super) fn parse_elf(image: &[u8]) -> Result<Option<ElfInfo>, LoadError> {
     if segments.is_empty() {
         return Err(trunc("no loadable segments"));
     }
-    Ok(Some(ElfInfo {
+    check_no_overlap(&segments)?;
+    let info = ElfInfo {
         is_64,
         entry,
         segments,
-    }))
+    };
+    Ok(Some(info))
+}
+
+/// Refuses segments that overlap in guest-physical memory: which bytes win would be up to
+/// the order of loading, and no linker makes such an image on purpose.
+fn check_no_overlap(segments: &[Segment]) -> Result<(), LoadError> {
+    let mut spans: Vec<(u64, u64)> = segments
+        .iter()
+        .map(|s| (s.paddr, s.paddr.saturating_add(s.memsz)))
+        .collect();
+    spans.sort_unstable();
+    for pair in spans.windows(2) {
+        let ((a_start, a_end), (b_start, b_end)) = (pair[0], pair[1]);
+        if b_start < a_end {
+            return Err(LoadError::OverlappingSegments {
+                first: (a_start, a_end),
+                second: (b_start, b_end),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an entry point outside everything the image loads: the vCPU would start on
+/// whatever RAM holds there (zeros, or kvmgdb's own boot structures).
+pub(super) fn check_entry(entry: u64, loaded: &[(u64, u64)]) -> Result<(), LoadError> {
+    if loaded
+        .iter()
+        .any(|&(start, end)| entry >= start && entry < end)
+    {
+        return Ok(());
+    }
+    Err(LoadError::EntryOutsideImage(entry))
+}
+
+/// The guest-physical ranges the segments occupy.
+pub(super) fn loaded_ranges(elf: &ElfInfo) -> Vec<(u64, u64)> {
+    elf.segments
+        .iter()
+        .map(|s| (s.paddr, s.paddr.saturating_add(s.memsz)))
+        .collect()
 }
 
 /// The plan for an ELF64 image without a Multiboot header: long mode at `e_entry`.
@@ -170,6 +219,7 @@ pub(super) fn plan_elf64(image: &[u8], elf: &ElfInfo, ram: &RamMap) -> Result<Bo
     // A kernel linked at a higher-half address may give e_entry as a virtual address; the
     // entry runs identity mapped, so map it back through its segment's p_paddr.
     let entry = physical_entry(elf, loaded.kernel_load.0);
+    check_entry(entry, &loaded_ranges(elf))?;
     let mut bsp = entry::entry_state(CpuMode::Long, entry);
     bsp.regs.rsi = layout::BOOT_PARAMS;
     Ok(BootPlan {

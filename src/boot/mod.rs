@@ -14,8 +14,12 @@
 //! 3. A Multiboot v1 header (magic and checksum) in the first 8 KiB makes it a Multiboot
 //!    kernel, whether ELF or not: the header is the kernel's request to be entered that way.
 //! 4. An ELF64 image without one is entered in long mode.
-//! 5. An ELF32 image without one has no defined entry state: an error.
-//! 6. Anything else is an unknown format.
+//! 5. An ELF32 image without one has no defined entry state: an error (a Multiboot magic with
+//!    a bad checksum is reported as such).
+//! 6. Anything else is an unknown format (or, again, a bad Multiboot checksum).
+//!
+//! Every format refuses segments that overlap each other, lie outside RAM or over the boot
+//! structures in [`layout`], and an entry point outside what the image loads.
 //!
 //! The next formats slot in as their own files: Multiboot2 (a header in the first 32 KiB,
 //! looked for before step 3, as GRUB prefers it), Linux bzImage (the `HdrS` setup header,
@@ -82,6 +86,28 @@ pub enum LoadError {
         /// One past the last byte.
         end: u64,
     },
+    /// Two segments overlap in guest-physical memory.
+    #[error(
+        "the kernel segments at {:#x}..{:#x} and {:#x}..{:#x} overlap",
+        first.0,
+        first.1,
+        second.0,
+        second.1
+    )]
+    OverlappingSegments {
+        /// The lower segment's range.
+        first: (u64, u64),
+        /// The segment that starts inside it.
+        second: (u64, u64),
+    },
+    /// The entry point lies outside everything the image loads.
+    #[error("the entry point {0:#x} lies outside the kernel's loaded segments")]
+    EntryOutsideImage(u64),
+    /// A Multiboot header magic with a checksum that does not add up.
+    #[error(
+        "the Multiboot header at file offset {0:#x} has a bad checksum (magic + flags + checksum must be 0)"
+    )]
+    BadMultibootChecksum(usize),
     /// The ELF loader failed.
     #[error("loading the ELF image failed")]
     Elf(#[source] linux_loader::loader::Error),
@@ -286,6 +312,27 @@ impl RamMap {
     }
 }
 
+/// How many leading bytes of an image [`check_prefix`] needs: every format's signature lies
+/// in them (the ELF magic at 0, a Multiboot v1 header in the first 8 KiB).
+pub const PREFIX_LEN: usize = multiboot::MULTIBOOT_SEARCH;
+
+/// Tells from the first [`PREFIX_LEN`] bytes of an image (all of it, if shorter) whether it
+/// can be a kernel at all, so a reader can refuse a giant file of anything else without
+/// reading the rest: an empty image or one with no format's signature is refused as
+/// [`plan`] would refuse it.
+pub fn check_prefix(prefix: &[u8]) -> Result<(), LoadError> {
+    if prefix.is_empty() {
+        return Err(LoadError::Empty);
+    }
+    if prefix.starts_with(elf::ELF_MAGIC) || multiboot::find_multiboot(prefix).is_some() {
+        return Ok(());
+    }
+    match multiboot::find_bad_checksum(prefix) {
+        Some(off) => Err(LoadError::BadMultibootChecksum(off)),
+        None => Err(LoadError::UnknownFormat),
+    }
+}
+
 /// Plans the boot of `image` with `cmdline` on a machine with `ram_size` bytes of RAM (laid
 /// out as `memory::create_guest_memory` does), telling the format apart as the module
 /// documentation describes.
@@ -295,11 +342,14 @@ pub fn plan(image: &[u8], cmdline: &str, ram_size: u64) -> Result<BootPlan, Load
     }
     let ram = RamMap::new(ram_size);
     let elf = elf::parse_elf(image)?;
+    // A 32-bit or unknown image can only be booted through Multiboot: a header that is
+    // there but wrong is the error to report.
+    let bad_checksum = || multiboot::find_bad_checksum(image).map(LoadError::BadMultibootChecksum);
     match (multiboot::find_multiboot(image), &elf) {
         (Some(mb), elf) => multiboot::plan(image, mb, elf.as_ref(), cmdline, &ram),
         (None, Some(elf)) if elf.is_64 => elf::plan_elf64(image, elf, &ram),
-        (None, Some(_)) => Err(LoadError::Elf32WithoutMultiboot),
-        (None, None) => Err(LoadError::UnknownFormat),
+        (None, Some(_)) => Err(bad_checksum().unwrap_or(LoadError::Elf32WithoutMultiboot)),
+        (None, None) => Err(bad_checksum().unwrap_or(LoadError::UnknownFormat)),
     }
 }
 

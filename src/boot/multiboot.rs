@@ -12,7 +12,7 @@ pub(super) const MULTIBOOT_HEADER_MAGIC: u32 = 0x1BAD_B002;
 /// The magic the boot loader leaves in EAX (Multiboot spec 3.2).
 pub const MULTIBOOT_BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
 /// The header must lie within the first 8 KiB of the image, 32-bit aligned.
-const MULTIBOOT_SEARCH: usize = 8192;
+pub(super) const MULTIBOOT_SEARCH: usize = 8192;
 /// Header flag 16: the a.out kludge address fields are valid.
 pub(super) const MULTIBOOT_AOUT_KLUDGE: u32 = 1 << 16;
 
@@ -49,6 +49,15 @@ pub(super) fn find_multiboot(image: &[u8]) -> Option<MultibootHeader> {
             entry_addr: field(4),
         })
     })
+}
+
+/// The offset of a Multiboot v1 header magic in the search area whose checksum is wrong,
+/// if any: an image that asks for Multiboot but would not be booted as such.
+pub(super) fn find_bad_checksum(image: &[u8]) -> Option<usize> {
+    let limit = image.len().min(MULTIBOOT_SEARCH);
+    (0..limit.saturating_sub(11))
+        .step_by(4)
+        .find(|&off| rd32(image, off) == Some(MULTIBOOT_HEADER_MAGIC))
 }
 
 /// The plan for a Multiboot kernel: the image loaded as its header (a.out kludge) or its
@@ -131,6 +140,7 @@ fn load_aout_kludge(
             len: end - load - load_len as u64,
         },
     ];
+    super::elf::check_entry(mb.entry_addr.into(), &[(load, end)])?;
     let info = BootInfo {
         format: BootFormat::Multiboot,
         entry: mb.entry_addr.into(),
@@ -162,9 +172,11 @@ fn load_elf(
         });
         kernel_end = kernel_end.max(end);
     }
+    let entry = physical_entry(elf, elf.entry);
+    super::elf::check_entry(entry, &super::elf::loaded_ranges(elf))?;
     let info = BootInfo {
         format: BootFormat::Multiboot,
-        entry: physical_entry(elf, elf.entry),
+        entry,
         image_is_32bit: !elf.is_64,
         kernel_end,
     };
