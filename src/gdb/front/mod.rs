@@ -79,6 +79,8 @@ pub enum Verdict {
     Reply(&'static str),
     /// A QEMU packet: answer it with [`super::qemu::answer`].
     Qemu,
+    /// `?`: answer it with the stop reply for the machine's current stop.
+    Status,
 }
 
 /// What the front needs to know about the machine and the session.
@@ -151,6 +153,11 @@ impl Front {
     /// Whether packets are acknowledged (until QStartNoAckMode).
     pub fn acks(&self) -> bool {
         !self.no_ack
+    }
+
+    /// Whether the client negotiated multiprocess thread-ids (`p<pid>.<tid>`).
+    pub fn multiprocess(&self) -> bool {
+        self.multiprocess
     }
 
     /// The body of the last packet [`Front::next`] returned.
@@ -418,6 +425,8 @@ mod tests {
         assert_eq!(verdict(&mut f, "X100,2:}]a", 1).0, Forward);
         assert_eq!(verdict(&mut f, "X100,2:a}", 1).0, Reply(E_INVAL));
         assert_eq!(verdict(&mut f, "qqemu.sstep", 1).0, Qemu);
+        assert_eq!(verdict(&mut f, "?", 1).0, Status);
+        assert_eq!(verdict(&mut f, "?1", 1).0, Reply(E_INVAL));
     }
 
     #[test]

@@ -16,7 +16,15 @@ impl Front {
         let rest = &p[1..];
         // The prefixes and their order are those gdbstub dispatches on for this target.
         match first {
-            b'?' | b'g' | b'k' => empty_or_inval(rest),
+            // `?` ("Packets"): the reason the target halted, which gdbstub does not know
+            // (it answers a made-up `T05`); the session answers it from the real stop. In
+            // all-stop mode there is none while the guest runs.
+            b'?' if ctx.running => Reply(E_INVAL),
+            b'?' => match rest {
+                [] => Status,
+                _ => Reply(E_INVAL),
+            },
+            b'g' | b'k' => empty_or_inval(rest),
             b'D' => match rest {
                 [] => Forward,
                 [b';', pid @ ..] if parse_hex(pid).is_some_and(|p| p != 0) => Forward,
