@@ -12,7 +12,7 @@ use super::stop;
 use super::target::{KvmTarget, PACKET_BUFFER};
 use super::threads;
 use crate::runner::poll_readable;
-use crate::vmm::stop::VcpuStop;
+use crate::vmm::stop::{VcpuEvent, VcpuStop};
 use crate::vmm::{Vm, VmError};
 use gdbstub::arch::{Arch, Registers};
 use gdbstub::common::Signal;
@@ -41,11 +41,12 @@ pub fn session(vm: &mut Vm, stream: Stream) -> SessionEnd {
     if let Some(code) = exited {
         return SessionEnd::Exited(code);
     }
+    let attach = attach_stop(vm, &events);
     let conn = BufferedConn::new(stream);
     let result = if vm.boot_info().image_is_32bit {
-        run_session::<I386Full>(vm, conn)
+        run_session::<I386Full>(vm, conn, attach)
     } else {
-        run_session::<X86_64Full>(vm, conn)
+        run_session::<X86_64Full>(vm, conn, attach)
     };
     match result {
         Ok(end) => end,
@@ -57,6 +58,99 @@ pub fn session(vm: &mut Vm, stream: Stream) -> SessionEnd {
             SessionEnd::Detach
         }
     }
+}
+
+/// The machine's current stop, as the last stop reply told gdb (or would have): what `?`
+/// answers ("Packets", `?`). The registers are not kept: `?` reads them when asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LastStop {
+    /// The vCPU the stop reply names.
+    vcpu: usize,
+    /// Its stop; None for the stop the attach itself made.
+    stop: Option<VcpuStop>,
+}
+
+/// The stop a new session starts in. A vCPU's own stop that raced the attach, or the one
+/// that froze a vCPU, is reported as itself; else the attach stopped the machine, which
+/// QEMU's gdbstub reports as SIGTRAP for the first CPU, and so do we.
+fn attach_stop(vm: &Vm, events: &[VcpuEvent]) -> LastStop {
+    if let Some(ev) = stop::reported(events, false) {
+        return LastStop {
+            vcpu: ev.id,
+            stop: Some(ev.stop),
+        };
+    }
+    match (0..vm.vcpu_count()).find_map(|id| Some((id, vm.frozen(id)?))) {
+        Some((vcpu, stop)) => LastStop {
+            vcpu,
+            stop: Some(stop),
+        },
+        None => LastStop {
+            vcpu: 0,
+            stop: None,
+        },
+    }
+}
+
+/// Appends `n` as gdbstub writes numbers in stop replies: hex, whole bytes, leading zero
+/// bytes dropped (so thread 1 is `01`).
+fn push_num(out: &mut Vec<u8>, n: u64) {
+    let bytes = n.to_be_bytes();
+    let skip = bytes.iter().take(7).take_while(|&&b| b == 0).count();
+    push_hex(out, &bytes[skip..]);
+}
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    }
+}
+
+/// The stop reply for `last`, worded as gdbstub words the live one ("Stop Reply Packets":
+/// `T` signal, `thread:`, the reason's own field), with the expedited registers read now
+/// from the vCPU's state (so a register written since shows its new value).
+fn status_reply<A: Layout>(
+    vm: &Vm,
+    last: LastStop,
+    multiprocess: bool,
+) -> Result<Vec<u8>, VmError> {
+    use crate::vmm::debug::watch::WatchKind;
+    use gdbstub::arch::RegId;
+    let state = vm.state(last.vcpu)?;
+    let signal = last.stop.as_ref().map_or(Signal::SIGTRAP, stop::signal);
+    let mut out = Vec::with_capacity(96);
+    out.push(b'T');
+    push_num(&mut out, signal.0.into());
+    out.extend_from_slice(b"thread:");
+    if multiprocess {
+        out.extend_from_slice(b"p01.");
+    }
+    push_num(&mut out, threads::tid_of(last.vcpu).get() as u64);
+    out.push(b';');
+    match last.stop {
+        Some(VcpuStop::SwBreakpoint(_)) => out.extend_from_slice(b"swbreak:;"),
+        Some(VcpuStop::HwBreakpoint { .. }) => out.extend_from_slice(b"hwbreak:;"),
+        Some(VcpuStop::Watch { kind, addr }) => {
+            out.extend_from_slice(match kind {
+                WatchKind::Write => b"watch:",
+                WatchKind::Read => b"rwatch:",
+                WatchKind::Access => b"awatch:",
+            });
+            push_num(&mut out, addr);
+            out.push(b';');
+        }
+        _ => {}
+    }
+    for (id, value) in stop::expedited::<A>(&state) {
+        if let Some(n) = id.to_raw_id() {
+            push_num(&mut out, n as u64);
+            out.push(b':');
+            push_hex(&mut out, &value);
+            out.push(b';');
+        }
+    }
+    Ok(out)
 }
 
 /// How long the stub spins for a vCPU stop after resuming before it sleeps in poll(2):
@@ -157,6 +251,7 @@ fn packet<'v, A: Layout>(
     target: &mut KvmTarget<'v, A>,
     front: &mut Front,
     conn: &SharedConn,
+    last: LastStop,
 ) -> Result<Machine<'v, A>, Box<dyn std::error::Error>> {
     let running = matches!(sm, GdbStubStateMachine::Running(_));
     let ctx = Ctx {
@@ -182,6 +277,19 @@ fn packet<'v, A: Layout>(
         Verdict::Qemu => {
             let reply = qemu::answer(target.vm, &String::from_utf8_lossy(front.body()));
             conn.get().reply(reply.as_bytes(), front.acks())?;
+            return Ok(sm);
+        }
+        // gdbstub's own answer to `?` changes none of its state (unlike a stop it reports,
+        // which selects the thread): answering here leaves it as it was.
+        Verdict::Status => {
+            let reply = status_reply::<A>(target.vm, last, front.multiprocess());
+            match reply {
+                Ok(r) => conn.get().reply(&r, front.acks())?,
+                Err(e) => {
+                    log::warn!("cannot read the stopped vCPU for `?`: {e}");
+                    conn.get().reply(E_FAILED.as_bytes(), front.acks())?;
+                }
+            }
             return Ok(sm);
         }
         Verdict::Forward => front.body(),
@@ -234,11 +342,20 @@ fn control(unit: Unit, front: &Front, conn: &SharedConn) -> std::io::Result<()> 
     }
 }
 
-fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
+fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn, attach: LastStop) -> SessionResult {
     let conn = SharedConn::new(conn);
     let mut target = KvmTarget::<A>::new(vm);
     let mut front = Front::new();
-    let mut sm = new_machine(&conn, &mut target)?;
+    let mut last = attach;
+    let mut sm = if attach.vcpu == 0 {
+        new_machine(&conn, &mut target)?
+    } else {
+        // The stop names another thread than the first, where gdbstub starts: select it,
+        // as a reported stop would, so that `?` and gdbstub agree.
+        target.selection.stopped(attach.vcpu);
+        front.stopped(threads::tid_of(attach.vcpu).get());
+        restart(&conn, &mut target, &front)?
+    };
     let mut input = Input {
         buf: vec![0u8; 64 * 1024],
         pos: 0,
@@ -262,7 +379,7 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                     input.filled(n);
                 }
                 match input.next(&mut front) {
-                    Unit::Packet => packet(g.into(), &mut target, &mut front, &conn)?,
+                    Unit::Packet => packet(g.into(), &mut target, &mut front, &conn, last)?,
                     unit => {
                         control(unit, &front, &conn)?;
                         g.into()
@@ -273,7 +390,7 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                 if !input.is_empty() {
                     match input.next(&mut front) {
                         Unit::Interrupt => g.incoming_data(&mut target, INTERRUPT)?,
-                        Unit::Packet => packet(g.into(), &mut target, &mut front, &conn)?,
+                        Unit::Packet => packet(g.into(), &mut target, &mut front, &conn, last)?,
                         unit => {
                             control(unit, &front, &conn)?;
                             g.into()
@@ -300,6 +417,10 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                             }
                             match stop::reported(&events, false) {
                                 Some(ev) => {
+                                    last = LastStop {
+                                        vcpu: ev.id,
+                                        stop: Some(ev.stop),
+                                    };
                                     target.selection.stopped(ev.id);
                                     front.stopped(threads::tid_of(ev.id).get());
                                     let reason = stop::to_gdb::<A>(ev);
@@ -338,12 +459,22 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn) -> SessionResult {
                 let reason = match stop::reported(&events, true) {
                     Some(ev) => {
                         target.selection.stopped(ev.id);
+                        last = LastStop {
+                            vcpu: ev.id,
+                            stop: Some(ev.stop),
+                        };
                         stop::to_gdb::<A>(ev)
                     }
-                    None => MultiThreadStopReason::SignalWithThread {
-                        tid: threads::tid_of(target.selection.vcpu()),
-                        signal: Signal::SIGINT,
-                    },
+                    None => {
+                        last = LastStop {
+                            vcpu: target.selection.vcpu(),
+                            stop: Some(VcpuStop::Kicked),
+                        };
+                        MultiThreadStopReason::SignalWithThread {
+                            tid: threads::tid_of(target.selection.vcpu()),
+                            signal: Signal::SIGINT,
+                        }
+                    }
                 };
                 front.stopped(threads::tid_of(target.selection.vcpu()).get());
                 g.interrupt_handled(&mut target, Some(reason))?
