@@ -31,6 +31,9 @@ fn fuzz_smoke_run_finds_nothing() {
     let report = out.report();
     eprintln!("{report}");
     assert!(out.packets >= PACKETS, "{report}");
-    assert!(out.sessions > 1 && out.vms > 1, "the run must reconnect and reboot: {report}");
+    assert!(
+        out.sessions > 1 && out.vms > 1,
+        "the run must reconnect and reboot: {report}"
+    );
     assert!(out.clean(), "{report}");
 }

@@ -249,7 +249,10 @@ pub(crate) fn elf_symbols(data: &[u8]) -> Result<HashMap<String, u64>, &'static 
         .find(|&i| f.u32_at(section(i) + 4) == Ok(SHT_SYMTAB))
         .ok_or("no symbol table")?;
     let sh = section(symtab);
-    let (off, size) = (f.word_at(sh + sh_offset, is64)?, f.word_at(sh + sh_size, is64)?);
+    let (off, size) = (
+        f.word_at(sh + sh_offset, is64)?,
+        f.word_at(sh + sh_size, is64)?,
+    );
     let strtab = section(f.u32_at(sh + sh_link)? as usize);
     let (str_off, str_size) = (
         f.word_at(strtab + sh_offset, is64)?,

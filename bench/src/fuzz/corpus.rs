@@ -62,7 +62,11 @@ pub const UNKNOWN_LETTERS: &[u8] = b"jJKlLnNuUwyY";
 pub fn mutate(rng: &mut Rng, p: &[u8]) -> Vec<u8> {
     let mut v = p.to_vec();
     for _ in 0..1 + rng.below(3) {
-        let at = if v.is_empty() { 0 } else { rng.index(v.len() + 1) };
+        let at = if v.is_empty() {
+            0
+        } else {
+            rng.index(v.len() + 1)
+        };
         match rng.below(8) {
             0 if !v.is_empty() => {
                 let i = at.min(v.len() - 1);
@@ -117,10 +121,7 @@ mod tests {
         for _ in 0..10_000 {
             let src = rng.pick(&c).clone();
             let m = mutate(&mut rng, &src);
-            assert!(
-                read_only(&m) || UNKNOWN_LETTERS.contains(&m[0]),
-                "{m:?}"
-            );
+            assert!(read_only(&m) || UNKNOWN_LETTERS.contains(&m[0]), "{m:?}");
             assert!(!m.iter().any(|b| matches!(b, b'$' | b'#' | 0x03 | b'*')));
         }
     }

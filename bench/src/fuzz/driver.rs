@@ -44,6 +44,8 @@ const DEBUG_REGS: usize = 4;
 /// gdb's signal numbers for the stops the fuzzer causes: SIGINT, SIGTRAP.
 const SIGINT: u8 = 2;
 const SIGTRAP: u8 = 5;
+/// What kvmgdb prints when the guest dies with no session attached (src/cli.rs).
+const GUEST_STOPPED: &str = "kvmgdb: the guest stopped";
 /// A client-controlled buffer that grows by more than this is unbounded.
 const RSS_SLACK_KIB: u64 = 4 * 1024;
 /// The unterminated packet that checks it (RSP data bytes).
@@ -271,8 +273,9 @@ impl Fuzzer<'_> {
             }
             Fault::Wire(e) => {
                 let gone = self.vm.as_mut().is_some_and(|vm| {
-                    // A crash shows as a closed socket a moment before the exit status.
-                    vm.wait_exit(Duration::from_millis(200)).is_some()
+                    // A crash shows as a closed socket a moment before the exit status; one
+                    // missed here is caught when the next connection is refused.
+                    vm.wait_exit(Duration::from_millis(2)).is_some()
                 });
                 if gone {
                     self.vm_gone_finding();
@@ -307,7 +310,14 @@ impl Fuzzer<'_> {
         let stderr = vm.stderr();
         let tail: String = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
         if vm.panicked() {
-            self.finding(Class::Panic, format!("kvmgdb panicked ({status:?}): {tail}"));
+            self.finding(
+                Class::Panic,
+                format!("kvmgdb panicked ({status:?}): {tail}"),
+            );
+        } else if let Some(line) = stderr.lines().find(|l| l.contains(GUEST_STOPPED)) {
+            // The guest died while no session was there to see it (e.g. after a detach).
+            let line = line.to_string();
+            self.finding(Class::GuestDeath, format!("kvmgdb ended: {line}"));
         } else {
             self.finding(
                 Class::Crash,
@@ -413,7 +423,11 @@ impl Fuzzer<'_> {
         let r = self.reply()?;
         // `?` is the one non-resuming packet answered with a stop reply (RSP manual, "?").
         if data != b"?" && parse_stop(&r).is_ok_and(|s| s.is_some()) {
-            return Err(wrong(data, &r, "a stop reply to a packet that does not resume"));
+            return Err(wrong(
+                data,
+                &r,
+                "a stop reply to a packet that does not resume",
+            ));
         }
         Ok(r)
     }
@@ -656,7 +670,10 @@ impl Fuzzer<'_> {
     /// ran or a register was written since.
     fn check_registers(&mut self, what: &'static str) -> Step<Vec<u8>> {
         let r = self.request(b"g")?;
-        let layout = self.layout.clone().expect("the layout is read at session start");
+        let layout = self
+            .layout
+            .clone()
+            .expect("the layout is read at session start");
         let mut g = Vec::new();
         decode_hex(&r, &mut g).map_err(|e| wrong(b"g", &r, &e.to_string()))?;
         if g.len() != layout.g_len {
@@ -787,7 +804,11 @@ impl Fuzzer<'_> {
                 Err(Fault::Wire(WireError::Timeout(_))) => {
                     self.send_raw(&[0x03])?;
                     let (_, r) = self.wait_stop(req, REPLY_TIMEOUT)?;
-                    return Err(wrong(req, &r, "a breakpoint on the demo's hot path never hit"));
+                    return Err(wrong(
+                        req,
+                        &r,
+                        "a breakpoint on the demo's hot path never hit",
+                    ));
                 }
                 Err(e) => return Err(e),
             }
@@ -924,7 +945,9 @@ impl Fuzzer<'_> {
             0 => {
                 // P on a general register reads back, then the old value is restored.
                 self.begin("P write reads back");
-                let name = *self.rng.pick(&["r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"]);
+                let name = *self
+                    .rng
+                    .pick(&["r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"]);
                 let slot = layout.get(name).map_err(|e| Fault::Wrong(e.to_string()))?;
                 let old = self.read_reg(slot.num)?;
                 let new = self.rng.next_u64();
@@ -956,11 +979,10 @@ impl Fuzzer<'_> {
             2 => {
                 // A value no CPU accepts: refused, old value kept (SDM Vol. 3A, 2.5, 2.2.1).
                 self.begin("bad system-register write");
-                let (name, bad) = *self.rng.pick(&[
-                    ("cr0", 0u64),
-                    ("efer", 0),
-                    ("cr4", 0xffff_ffff),
-                ]);
+                let (name, bad) =
+                    *self
+                        .rng
+                        .pick(&[("cr0", 0u64), ("efer", 0), ("cr4", 0xffff_ffff)]);
                 let slot = layout.get(name).map_err(|e| Fault::Wrong(e.to_string()))?;
                 let old = self.read_reg(slot.num)?;
                 let req = format!("P{:x}={}", slot.num, hex(&bad.to_le_bytes()));
@@ -973,7 +995,9 @@ impl Fuzzer<'_> {
                     return Err(wrong(
                         req.as_bytes(),
                         &r,
-                        &format!("{name} = {bad:#x} must be refused, {name} kept ({old:#x}, now {now:#x})"),
+                        &format!(
+                            "{name} = {bad:#x} must be refused, {name} kept ({old:#x}, now {now:#x})"
+                        ),
                     ));
                 }
                 Ok(())
@@ -1046,7 +1070,11 @@ impl Fuzzer<'_> {
                 if r == b"OK" {
                     self.model().hw.insert(hot);
                 } else if free || !is_error(&r) {
-                    return Err(wrong(req.as_bytes(), &r, "a free debug register: must be OK"));
+                    return Err(wrong(
+                        req.as_bytes(),
+                        &r,
+                        "a free debug register: must be OK",
+                    ));
                 }
                 Ok(())
             }
@@ -1063,7 +1091,11 @@ impl Fuzzer<'_> {
                 if r == b"OK" {
                     self.model().watch.insert((kind, addr, len));
                 } else if free || !is_error(&r) {
-                    return Err(wrong(req.as_bytes(), &r, "a free debug register: must be OK"));
+                    return Err(wrong(
+                        req.as_bytes(),
+                        &r,
+                        "a free debug register: must be OK",
+                    ));
                 }
                 if self.rng.chance(50) {
                     if let Some(&(k, a, l)) = self.model().watch.iter().next() {
@@ -1095,7 +1127,9 @@ impl Fuzzer<'_> {
             return self.resume_step(req.as_bytes());
         }
         self.begin("continue");
-        let req = *self.rng.pick(&["c", "vCont;c", "vCont;c:p1.-1", "vCont;c:1"]);
+        let req = *self
+            .rng
+            .pick(&["c", "vCont;c", "vCont;c:p1.-1", "vCont;c:1"]);
         let together = self.rng.chance(20);
         if together {
             self.label = "continue and Ctrl-C in one write";
@@ -1125,7 +1159,9 @@ impl Fuzzer<'_> {
             ("qTStatus", "any", any),
             ("qSupported", "PacketSize", |r| packet_size(r).is_some()),
             ("QNonStop:0", "OK or empty", |r| r == b"OK" || r.is_empty()),
-            ("QThreadEvents:0", "OK or empty", |r| r == b"OK" || r.is_empty()),
+            ("QThreadEvents:0", "OK or empty", |r| {
+                r == b"OK" || r.is_empty()
+            }),
             ("qXfer:features:read:target.xml:0,40", "m or l data", |r| {
                 r.starts_with(b"m") || r.starts_with(b"l")
             }),
@@ -1161,25 +1197,32 @@ impl Fuzzer<'_> {
     /// `qRcmd`: console output, then OK (or an error for a command it does not know).
     fn monitor(&mut self) -> Step {
         self.label = "monitor command";
-        let cmd = *self.rng.pick(&["info registers", "info cpus", "info mem", "help", "nosuch"]);
+        let cmd = *self
+            .rng
+            .pick(&["info registers", "info cpus", "info mem", "help", "nosuch"]);
         let req = format!("qRcmd,{}", hex(cmd.as_bytes()));
         self.send(req.as_bytes())?;
         loop {
             let r = self.reply()?;
-            if r.first() == Some(&b'O') && r.len() > 1 && r[1..].iter().all(u8::is_ascii_hexdigit)
-            {
+            if r.first() == Some(&b'O') && r.len() > 1 && r[1..].iter().all(u8::is_ascii_hexdigit) {
                 continue;
             }
             if r == b"OK" || is_error(&r) {
                 return Ok(());
             }
-            return Err(wrong(req.as_bytes(), &r, "a monitor command ends in OK or E"));
+            return Err(wrong(
+                req.as_bytes(),
+                &r,
+                "a monitor command ends in OK or E",
+            ));
         }
     }
 
     fn act_threads(&mut self) -> Step {
         self.begin("thread selection");
-        let good = ["Hg0", "Hgp1.1", "Hc-1", "Hg1", "Hcp1.-1", "Hgp0.0", "T1", "Tp1.1"];
+        let good = [
+            "Hg0", "Hgp1.1", "Hc-1", "Hg1", "Hcp1.-1", "Hgp0.0", "T1", "Tp1.1",
+        ];
         let unsure = ["Hg-1", "Hgp1.-1", "T0", "T-1", "Hm1", "Hmp1.1"];
         let bad = ["Hgffff", "Hgp1.5", "Hc2", "Hgp2.1", "T2", "Tp1.2", "Hcp1.9"];
         let r = match self.rng.below(3) {
@@ -1190,8 +1233,10 @@ impl Fuzzer<'_> {
             1 => {
                 self.label = "thread packets gdbstub rejects";
                 let p = *self.rng.pick(&unsure);
-                self.expect(p.as_bytes(), "OK or an error", |r| r == b"OK" || is_error(r))
-                    .map(drop)
+                self.expect(p.as_bytes(), "OK or an error", |r| {
+                    r == b"OK" || is_error(r)
+                })
+                .map(drop)
             }
             _ => {
                 self.label = "a thread that does not exist";
@@ -1228,7 +1273,7 @@ impl Fuzzer<'_> {
                     0 => format!("M{w:x},4:zz112233"),
                     1 => format!("M{w:x},2:112233"),
                     2 => format!("M{w:x},4:1122"),
-                    _ => format!("Mzz,1:00"),
+                    _ => "Mzz,1:00".to_string(),
                 };
                 let off = (w - SCRATCH) as usize - MARKER_LEN;
                 for b in &mut self.model().scratch[off..off + 4] {
@@ -1276,10 +1321,18 @@ impl Fuzzer<'_> {
                 let now = self.read_reg(n)?;
                 if now != old {
                     self.write_reg(n, old)?;
-                    return Err(wrong(p.as_bytes(), &r, &format!("{name} changed from {old:#x} to {now:#x}")));
+                    return Err(wrong(
+                        p.as_bytes(),
+                        &r,
+                        &format!("{name} changed from {old:#x} to {now:#x}"),
+                    ));
                 }
                 if !is_error(&r) {
-                    return Err(wrong(p.as_bytes(), &r, "bad register data must be an error"));
+                    return Err(wrong(
+                        p.as_bytes(),
+                        &r,
+                        "bad register data must be an error",
+                    ));
                 }
                 Ok(())
             }
@@ -1309,7 +1362,15 @@ impl Fuzzer<'_> {
             5 => {
                 // vCont forms that resume nothing, or a thread that does not exist.
                 self.label = "vCont without a valid action";
-                let p = *self.rng.pick(&["vContX", "vCont;;", "vCont;t", "vCont;s:2", "vCont;x", "vCont;c:zz", "vCont"]);
+                let p = *self.rng.pick(&[
+                    "vContX",
+                    "vCont;;",
+                    "vCont;t",
+                    "vCont;s:2",
+                    "vCont;x",
+                    "vCont;c:zz",
+                    "vCont",
+                ]);
                 self.expect_no_resume(p.as_bytes())
             }
             _ => {
@@ -1346,7 +1407,11 @@ impl Fuzzer<'_> {
                             ));
                         }
                         if is_error(&r) {
-                            return Err(wrong(req.as_bytes(), &r, "the RAM there exists: give what fits"));
+                            return Err(wrong(
+                                req.as_bytes(),
+                                &r,
+                                "the RAM there exists: give what fits",
+                            ));
                         }
                         Ok(())
                     }
@@ -1394,10 +1459,12 @@ impl Fuzzer<'_> {
                 self.begin("stray bytes between packets");
                 let n = 1 + self.rng.index(16);
                 let bytes: Vec<u8> = (0..n)
-                    .map(|_| loop {
-                        let b = self.rng.next_u64() as u8;
-                        if !matches!(b, b'$' | 0x03 | b'-') {
-                            break b;
+                    .map(|_| {
+                        loop {
+                            let b = self.rng.next_u64() as u8;
+                            if !matches!(b, b'$' | 0x03 | b'-') {
+                                break b;
+                            }
                         }
                     })
                     .collect();
@@ -1463,7 +1530,11 @@ impl Fuzzer<'_> {
         if self.rng.chance(50) {
             return self.rng.pick(&fixed).to_vec();
         }
-        let ro: Vec<&Vec<u8>> = self.corpus.iter().filter(|p| corpus::read_only(p)).collect();
+        let ro: Vec<&Vec<u8>> = self
+            .corpus
+            .iter()
+            .filter(|p| corpus::read_only(p))
+            .collect();
         self.rng.pick(&ro).to_vec()
     }
 
@@ -1480,7 +1551,11 @@ impl Fuzzer<'_> {
         let mut naks = 0;
         let mut resent = false;
         loop {
-            let wait = if resent { REPLY_TIMEOUT } else { SENTINEL_RETRY };
+            let wait = if resent {
+                REPLY_TIMEOUT
+            } else {
+                SENTINEL_RETRY
+            };
             match self.conn().wire.next_event(wait) {
                 Ok(Event::Ack) => {}
                 Ok(Event::Nak) => naks += 1,
@@ -1538,11 +1613,7 @@ impl Fuzzer<'_> {
             bytes.extend(std::iter::repeat_n(b'0', HUGE_PACKET));
             self.send_raw(&bytes)?;
             std::thread::sleep(Duration::from_millis(200));
-            let grown = self
-                .vm
-                .as_ref()
-                .map_or(0, Vm::rss_kib)
-                .saturating_sub(rss);
+            let grown = self.vm.as_ref().map_or(0, Vm::rss_kib).saturating_sub(rss);
             if grown > RSS_SLACK_KIB {
                 return Err(Fault::Wrong(format!(
                     "an unterminated packet grew kvmgdb by {} MiB: unbounded buffer",
@@ -1608,7 +1679,11 @@ impl Fuzzer<'_> {
     /// `k` or `vKill;1`: the VM ends (and the next step boots a new one).
     fn act_kill(&mut self) -> Step {
         self.begin("kill");
-        let p: &[u8] = if self.rng.chance(50) { b"k" } else { b"vKill;1" };
+        let p: &[u8] = if self.rng.chance(50) {
+            b"k"
+        } else {
+            b"vKill;1"
+        };
         self.send(p)?;
         Err(Fault::Killed)
     }

@@ -119,9 +119,7 @@ impl Layout {
             let Ok(bits) = bits.parse::<usize>() else {
                 continue;
             };
-            let num = attr("regnum")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(next);
+            let num = attr("regnum").and_then(|n| n.parse().ok()).unwrap_or(next);
             next = num + 1;
             let slot = RegSlot {
                 num,
