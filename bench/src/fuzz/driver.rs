@@ -514,6 +514,12 @@ impl Fuzzer<'_> {
             self.write_scratch(0, &fill)?;
         }
         self.check_registers("registers at the session's first stop")?;
+        if unknown && self.rng.chance(50) {
+            // A fresh VM's first resume with gdb's Ctrl-C in the same write: the stop can
+            // land before the vCPU first entered KVM, whose registers must still be real.
+            self.label = "fresh VM: continue and Ctrl-C in one write";
+            self.resume_continue(b"vCont;c", true)?;
+        }
         Ok(())
     }
 
