@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// The hidden first argument that turns this binary into kvmgdb itself.
-const EXEC_KVMGDB: &str = "--exec-kvmgdb";
+pub const EXEC_KVMGDB: &str = "--exec-kvmgdb";
 
 /// Benchmark kvmgdb's gdb stub against QEMU's on the same guest.
 #[derive(Parser, Debug)]
@@ -77,8 +77,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Runs kvmgdb exactly as its own `main.rs` does.
-fn exec_kvmgdb(args: &[String]) -> ExitCode {
+/// Runs kvmgdb exactly as its own `main.rs` does (the `--exec-kvmgdb` mode of the bench
+/// binaries).
+pub fn exec_kvmgdb(args: &[String]) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let argv = std::iter::once("kvmgdb".to_string()).chain(args.iter().cloned());
     let parsed = match kvmgdb::cli::Args::try_parse_from(argv) {

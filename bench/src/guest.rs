@@ -41,7 +41,7 @@ impl BenchGuest {
     /// Reads the symbols of `path`.
     pub fn load(path: &Path) -> Result<BenchGuest, GuestError> {
         let data = std::fs::read(path).map_err(|e| GuestError::Read(path.to_path_buf(), e))?;
-        let syms = elf32_symbols(&data).map_err(|m| GuestError::Format(path.to_path_buf(), m))?;
+        let syms = elf_symbols(&data).map_err(|m| GuestError::Format(path.to_path_buf(), m))?;
         let get = |name: &'static str| syms.get(name).copied().ok_or(GuestError::Symbol(name));
         Ok(BenchGuest {
             path: path.to_path_buf(),
@@ -180,53 +180,125 @@ impl Pattern {
     }
 }
 
-/// The symbol table of an ELF32 little-endian file: name → value.
-fn elf32_symbols(data: &[u8]) -> Result<HashMap<String, u64>, &'static str> {
+/// Little-endian field readers over an ELF file, each failing on a truncated file.
+struct ElfBytes<'a>(&'a [u8]);
+
+impl ElfBytes<'_> {
+    fn bytes(&self, o: usize, n: usize) -> Result<&[u8], &'static str> {
+        o.checked_add(n)
+            .and_then(|end| self.0.get(o..end))
+            .ok_or("truncated")
+    }
+
+    fn u16_at(&self, o: usize) -> Result<u16, &'static str> {
+        let b = self.bytes(o, 2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32_at(&self, o: usize) -> Result<u32, &'static str> {
+        let b = self.bytes(o, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A 32-bit field in ELF32, a 64-bit one in ELF64 (addresses, offsets, sizes).
+    fn word_at(&self, o: usize, is64: bool) -> Result<usize, &'static str> {
+        if !is64 {
+            return Ok(self.u32_at(o)? as usize);
+        }
+        let b = self.bytes(o, 8)?;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        usize::try_from(u64::from_le_bytes(w)).map_err(|_| "field out of range")
+    }
+
+    /// Checks the magic and byte order; returns whether the file is ELF64.
+    fn class(&self) -> Result<bool, &'static str> {
+        if self.0.get(..4) != Some(b"\x7fELF".as_slice()) {
+            return Err("no ELF magic");
+        }
+        match (self.0.get(4), self.0.get(5)) {
+            (Some(1), Some(1)) => Ok(false),
+            (Some(2), Some(1)) => Ok(true),
+            _ => Err("not a little-endian ELF32 or ELF64 file"),
+        }
+    }
+}
+
+/// The symbol table of a little-endian ELF32 or ELF64 file: name → value.
+pub(crate) fn elf_symbols(data: &[u8]) -> Result<HashMap<String, u64>, &'static str> {
     const SHT_SYMTAB: u32 = 2;
-    let u16_at = |o: usize| -> Result<u16, &'static str> {
-        data.get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .ok_or("truncated")
+    let f = ElfBytes(data);
+    let is64 = f.class()?;
+    // (e_shoff, e_shentsize, e_shnum; sh_offset, sh_size, sh_link; symbol size, st_value)
+    let (shoff, shentsize, shnum) = if is64 {
+        (f.word_at(0x28, true)?, f.u16_at(0x3a)?, f.u16_at(0x3c)?)
+    } else {
+        (f.word_at(0x20, false)?, f.u16_at(0x2e)?, f.u16_at(0x30)?)
     };
-    let u32_at = |o: usize| -> Result<u32, &'static str> {
-        data.get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .ok_or("truncated")
+    let (sh_offset, sh_size, sh_link, sym_size, st_value) = if is64 {
+        (0x18, 0x20, 0x28, 24, 8)
+    } else {
+        (16, 20, 24, 16, 4)
     };
-    if data.get(..4) != Some(b"\x7fELF".as_slice()) {
-        return Err("no ELF magic");
-    }
-    if data[4] != 1 || data[5] != 1 {
-        return Err("not ELF32 little-endian");
-    }
-    let shoff = u32_at(0x20)? as usize;
-    let shentsize = u16_at(0x2e)? as usize;
-    let shnum = u16_at(0x30)? as usize;
-    if shentsize < 40 {
+    let (shentsize, shnum) = (shentsize as usize, shnum as usize);
+    if shentsize < sh_link + 4 {
         return Err("bad section header size");
     }
     let section = |i: usize| shoff + i * shentsize;
     let symtab = (0..shnum)
-        .find(|&i| u32_at(section(i) + 4) == Ok(SHT_SYMTAB))
+        .find(|&i| f.u32_at(section(i) + 4) == Ok(SHT_SYMTAB))
         .ok_or("no symbol table")?;
     let sh = section(symtab);
-    let (off, size) = (u32_at(sh + 16)? as usize, u32_at(sh + 20)? as usize);
-    let strtab = section(u32_at(sh + 24)? as usize);
-    let (str_off, str_size) = (u32_at(strtab + 16)? as usize, u32_at(strtab + 20)? as usize);
-    let strings = data
-        .get(str_off..str_off + str_size)
-        .ok_or("truncated string table")?;
+    let (off, size) = (
+        f.word_at(sh + sh_offset, is64)?,
+        f.word_at(sh + sh_size, is64)?,
+    );
+    let strtab = section(f.u32_at(sh + sh_link)? as usize);
+    let (str_off, str_size) = (
+        f.word_at(strtab + sh_offset, is64)?,
+        f.word_at(strtab + sh_size, is64)?,
+    );
+    let strings = f.bytes(str_off, str_size)?;
     let mut out = HashMap::new();
-    for sym in (off..off + size).step_by(16) {
-        let name_off = u32_at(sym)? as usize;
-        let value = u32_at(sym + 4)?;
+    for sym in (off..off.saturating_add(size)).step_by(sym_size) {
+        let name_off = f.u32_at(sym)? as usize;
+        let value = f.word_at(sym + st_value, is64)? as u64;
         let name = strings
             .get(name_off..)
             .and_then(|s| s.split(|&b| b == 0).next())
             .ok_or("bad symbol name")?;
         if !name.is_empty() {
-            out.insert(String::from_utf8_lossy(name).into_owned(), u64::from(value));
+            out.insert(String::from_utf8_lossy(name).into_owned(), value);
         }
+    }
+    Ok(out)
+}
+
+/// The file contents of an ELF64 file's executable PT_LOAD segments: (p_vaddr, bytes).
+pub(crate) fn elf64_code_segments(data: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, &'static str> {
+    const PT_LOAD: u32 = 1;
+    const PF_X: u32 = 1;
+    let f = ElfBytes(data);
+    if !f.class()? {
+        return Err("not ELF64");
+    }
+    let (phoff, phentsize, phnum) = (
+        f.word_at(0x20, true)?,
+        f.u16_at(0x36)? as usize,
+        f.u16_at(0x38)? as usize,
+    );
+    let mut out = Vec::new();
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        if f.u32_at(ph)? != PT_LOAD || f.u32_at(ph + 4)? & PF_X == 0 {
+            continue;
+        }
+        let (offset, vaddr, filesz) = (
+            f.word_at(ph + 8, true)?,
+            f.word_at(ph + 0x10, true)?,
+            f.word_at(ph + 0x20, true)?,
+        );
+        out.push((vaddr as u64, f.bytes(offset, filesz)?.to_vec()));
     }
     Ok(out)
 }

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod figures;
+pub mod fuzz;
 pub mod gdb;
 pub mod guest;
 pub mod measure;

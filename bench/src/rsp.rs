@@ -443,7 +443,7 @@ pub fn decode_hex(hex: &[u8], out: &mut Vec<u8>) -> Result<()> {
 }
 
 /// Undoes the protocol's run-length encoding: `c*n` is `c` repeated `n - 29 + 1` times.
-fn run_length_decode(p: &[u8]) -> Result<Vec<u8>> {
+pub fn run_length_decode(p: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(p.len() * 2);
     let mut i = 0;
     while i < p.len() {
