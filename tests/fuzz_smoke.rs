@@ -16,7 +16,6 @@ const PACKETS: u64 = 3000;
 const TIME_LIMIT: Duration = Duration::from_secs(120);
 
 #[test]
-#[ignore = "enabled by the coordinator once the issue-8 fixes are merged"]
 fn fuzz_smoke_run_finds_nothing() {
     require_kvm();
     let program = Program {

@@ -1063,9 +1063,14 @@ impl Fuzzer<'_> {
                 };
                 let req = format!("z{kind},{addr:x},1");
                 self.expect_ok(req.as_bytes())?;
+                // z0 and z1 remove only their own kind: a hardware breakpoint at the same
+                // address stays.
                 let m = self.model();
-                m.sw.remove(&addr);
-                m.hw.remove(&addr);
+                if kind == 0 {
+                    m.sw.remove(&addr);
+                } else {
+                    m.hw.remove(&addr);
+                }
                 Ok(())
             }
             2 => {
