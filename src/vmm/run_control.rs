@@ -41,6 +41,9 @@ pub struct RunControl {
     notify: Arc<EventFd>,
 }
 
+/// How long the memory-slot swap waits for its one instruction before kicking the vCPU.
+const SWAP_STEP_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The error stop an instruction gets when KVM cannot run it even with all RAM mapped.
 const EMULATION_FAILURE: VcpuStop = VcpuStop::InternalError {
     suberror: KVM_INTERNAL_ERROR_EMULATION,
@@ -202,9 +205,17 @@ impl RunControl {
         ram: &mut RamSwap<'_>,
     ) -> Result<VcpuEvent, VmError> {
         let watches = ram.debug.watches();
+        // Only watches that catch writes are compared afterwards; a read watch's bytes are
+        // not copied at all.
         let before: Vec<Vec<u8>> = watches
             .iter()
-            .map(|w| watch::watched_bytes(ram.mem, w))
+            .map(|w| {
+                if w.kind == WatchKind::Read {
+                    Vec::new()
+                } else {
+                    watch::watched_bytes(ram.mem, w)
+                }
+            })
             .collect();
         ram.slots.set_all_ram_mapped(true);
         ram.slots
@@ -215,10 +226,14 @@ impl RunControl {
         let result = match self.vcpus[id].start(true, false, step_over) {
             Err(e) => Err(e),
             Ok(()) => loop {
-                match self.events.recv() {
+                match self.events.recv_timeout(SWAP_STEP_TIMEOUT) {
                     Ok(ev) if ev.id == id => break Ok(ev),
                     Ok(ev) => self.pending.push_back(ev),
-                    Err(_) => break Err(VmError::VcpuGone(id)),
+                    // One instruction that does not finish (PVM hangs on `vmcall` until a
+                    // kick: docs/kvm-quirks.md) must not hang the stub: kick it out (again,
+                    // should a kick be lost); the stop then reads as an interruption.
+                    Err(RecvTimeoutError::Timeout) => self.vcpus[id].kick(),
+                    Err(RecvTimeoutError::Disconnected) => break Err(VmError::VcpuGone(id)),
                 }
             },
         };
@@ -240,8 +255,8 @@ impl RunControl {
         };
         if out.stop == VcpuStop::Step {
             for (w, old) in watches.iter().zip(&before) {
-                let new = watch::watched_bytes(ram.mem, w);
                 if w.kind != WatchKind::Read {
+                    let new = watch::watched_bytes(ram.mem, w);
                     if let Some(i) = new.iter().zip(old).position(|(a, b)| a != b) {
                         out.stop = VcpuStop::Watch {
                             kind: w.kind,

@@ -20,9 +20,12 @@ use parse::hex_digit;
 use std::fmt::Write as _;
 
 /// The PacketSize we advertise in qSupported (gdbstub advertises its packet buffer's size).
-/// gdb counts it as the whole packet, `$`, body, `#` and checksum, when it builds one; a
-/// reply's body never exceeds it.
+/// gdb counts it as the whole packet, `$`, body, `#` and checksum, when it builds one; the
+/// replies the front bounds (`m`, `qXfer`) never exceed it either, framed.
 pub const PACKET_SIZE: usize = PACKET_BUFFER;
+
+/// The longest reply body that, framed, fits [`PACKET_SIZE`].
+pub const MAX_REPLY_BODY: usize = PACKET_SIZE - 4;
 
 /// The longest packet body we accept: gdbstub's buffer holds the whole framed packet.
 const MAX_BODY: usize = PACKET_SIZE - 4;
@@ -418,7 +421,7 @@ mod tests {
         assert_eq!(verdict(&mut f, "Hm1", 1).0, Reply(E_INVAL));
         assert_eq!(
             verdict(&mut f, "m101020,ffffffff", 1),
-            (Rewrite, format!("m101020,{:x}", PACKET_SIZE / 2))
+            (Rewrite, format!("m101020,{:x}", MAX_REPLY_BODY / 2))
         );
         assert_eq!(verdict(&mut f, "G00112233", 1).0, Forward);
         assert_eq!(verdict(&mut f, "G0011", 1).0, Reply(E_INVAL));

@@ -5,7 +5,7 @@ use super::parse::{
     Id, PID, ThreadId, binary_len, hex_digit, is_hex_bytes, is_hex_bytes_or_empty, parse_hex,
     parse_thread, split_once,
 };
-use super::{Ctx, E_INVAL, E_SRCH, Fact, Front, PACKET_SIZE, Verdict, push_fmt};
+use super::{Ctx, E_INVAL, E_SRCH, Fact, Front, MAX_REPLY_BODY, PACKET_SIZE, Verdict, push_fmt};
 
 impl Front {
     pub(super) fn decide(&mut self, p: &[u8], ctx: &Ctx) -> Verdict {
@@ -160,7 +160,8 @@ impl Front {
         let Some((annex, offset, length)) = parsed else {
             return Verdict::Reply(E_INVAL);
         };
-        let max = ((PACKET_SIZE - 1) / 2) as u64;
+        // The reply: `$`, `m`/`l`, the data escaped (at most twice its length), `#xx`.
+        let max = ((PACKET_SIZE - 5) / 2) as u64;
         if length <= max {
             return Verdict::Forward;
         }
@@ -241,7 +242,8 @@ impl Front {
         if a > ctx.addr_max {
             return Verdict::Reply(E_INVAL);
         }
-        let max = (PACKET_SIZE / 2) as u64;
+        // The whole framed reply fits PacketSize: `$`, two hex digits a byte, `#xx`.
+        let max = (MAX_REPLY_BODY / 2) as u64;
         if n <= max {
             return Verdict::Forward;
         }
