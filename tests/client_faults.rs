@@ -91,6 +91,14 @@ impl Elf {
             .unwrap_or_else(|| panic!("demo.elf has no symbol {name}"))
     }
 
+    /// True when `addr` lies in a loaded section holding `_start` (the code, .text).
+    fn in_code(&self, addr: u64) -> bool {
+        let entry = self.sym("_start");
+        self.progbits.iter().any(|&(start, _, size)| {
+            (start..start + size).contains(&entry) && (start..start + size).contains(&addr)
+        })
+    }
+
     /// The `len` bytes the file loads at `addr`.
     fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {
         let &(start, off, _) = self
@@ -165,6 +173,32 @@ fn resume(c: &mut Client, k: &Kvmgdb, packet: &str) -> Stop {
         .unwrap_or_else(|e| panic!("{packet}: {e}\nkvmgdb stderr:\n{}", k.stderr()))
 }
 
+/// Byte offsets in the `g` data of the registers the demo's long mode fixes (gdb's amd64
+/// layout as QEMU numbers it, pinned by tests/registers.rs): RIP, CS, CR0, EFER.
+const G_RIP: usize = 128;
+const G_CS: usize = 140;
+const G_CR0: usize = 188;
+const G_EFER: usize = 228;
+
+/// The registers of `g` are state the demo can be in (as the fuzz oracle checks,
+/// bench/src/fuzz/driver/oracles.rs): RIP in its code, CR0.PE|PG (SDM Vol. 3A, 2.5),
+/// EFER.LMA (2.2.1), CS the 64-bit code selector 0x10 (README "Boot formats").
+#[track_caller]
+fn assert_long_mode(g: &[u8], elf: &Elf) {
+    assert!(g.len() >= G_EFER + 8, "g answered {} bytes", g.len());
+    let at = |o: usize, n: usize| {
+        let mut v = [0u8; 8];
+        v[..n].copy_from_slice(&g[o..o + n]);
+        u64::from_le_bytes(v)
+    };
+    let (rip, cs, cr0, efer) = (at(G_RIP, 8), at(G_CS, 4), at(G_CR0, 8), at(G_EFER, 8));
+    let shown = format!("rip={rip:#x} cs={cs:#x} cr0={cr0:#x} efer={efer:#x}");
+    assert!(elf.in_code(rip), "RIP outside demo.elf's code: {shown}");
+    assert_eq!(cr0 & (1 | 1 << 31), 1 | 1 << 31, "CR0 lacks PE|PG: {shown}");
+    assert_ne!(efer & 1 << 10, 0, "EFER lacks LMA: {shown}");
+    assert_eq!(cs, 0x10, "{shown}");
+}
+
 /// The checks every client after a fault makes: the stub answers, the registers are
 /// readable, the guest's code at `stale` (a breakpoint of a dead session) reads as the ELF
 /// has it, and a breakpoint of this session at bp_loop_target is the next stop, twice, so
@@ -181,7 +215,7 @@ fn check_fresh_session(c: &mut Client, k: &Kvmgdb, elf: &Elf, stale: u64) {
     let mut regs = Vec::new();
     c.read_registers(&mut scratch, &mut regs)
         .unwrap_or_else(|e| panic!("g: {e}\nkvmgdb stderr:\n{}", k.stderr()));
-    assert!(regs.len() >= 8 * 17, "g answered {} bytes", regs.len());
+    assert_long_mode(&regs, elf);
     assert_eq!(
         read_mem(c, k, stale, 4),
         elf.bytes(stale, 4),

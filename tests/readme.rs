@@ -34,8 +34,8 @@ fn the_readmes_register_writes_work_in_gdb() {
     );
     let dir = TestDir::new("readme-set");
     let k = Kvmgdb::start(&dir, Boot::guest("demo.elf"));
-    // Each command between markers, so whatever gdb answers is known to be its answer; a
-    // step after each, so the write has been through KVM and back.
+    // Each command between markers, so whatever gdb answers is known to be its answer; one
+    // step after them all, so the writes have been through KVM and back.
     let mut ex: Vec<String> = Vec::new();
     for (i, c) in commands.iter().enumerate() {
         ex.push(format!("echo <<<{i}\\n"));
