@@ -131,7 +131,10 @@ impl VcpuThread {
 
     /// Applies the debug table for a run (`step`, `mask` as for [`guest_debug`]) unless
     /// KVM already has exactly that. Steps from one stop to the next under the same IDT
-    /// catch the same handlers, so a run of them costs no ioctl either.
+    /// catch the same handlers, so a run of them costs no ioctl either. After a stop at a
+    /// caught handler the next step's catches differ (a handler at RIP is left out), so
+    /// it re-applies: this matters, because the fault's delivery cleared the trap flag
+    /// and KVM puts the one it steps with back only in KVM_SET_GUEST_DEBUG.
     pub(super) fn apply_debug(&mut self, step: bool, mask: Option<u64>) {
         let generation = self.debug.generation();
         let catch = self.catches(step);
