@@ -146,10 +146,16 @@ const TF: u64 = 1 << 8;
 /// Boots `code` with a 64-bit IDT at DATA whose #BP and #UD gates (interrupt gates, DPL 0)
 /// point at [`BP_HANDLER`] and [`UD_HANDLER`].
 fn with_idt(code: &[u8]) -> Guest {
+    with_gates(code, &[(3, BP_HANDLER), (6, UD_HANDLER)])
+}
+
+/// Boots `code` with a 64-bit IDT at DATA holding an interrupt gate (DPL 0) for each
+/// `(vector, handler)` of `gates`, and no other.
+fn with_gates(code: &[u8], gates: &[(usize, u64)]) -> Guest {
     let mut g = boot(code);
     let mut sregs = g.vm.state(VCPU).expect("state").sregs;
     let mut idt = vec![0u8; 16 * 32];
-    for (vector, handler) in [(3usize, BP_HANDLER), (6, UD_HANDLER)] {
+    for &(vector, handler) in gates {
         let gate = &mut idt[16 * vector..16 * vector + 16];
         gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
         gate[2..4].copy_from_slice(&sregs.cs.selector.to_le_bytes());
@@ -170,7 +176,12 @@ fn with_idt(code: &[u8]) -> Guest {
 
 /// The exception frame at RSP on entry to a handler (no error code): RIP, CS, RFLAGS.
 fn frame(g: &Guest) -> (u64, u64, u64) {
-    let rsp = g.regs().rsp;
+    frame_after(g, 0)
+}
+
+/// The exception frame at RSP + 8·`skip` (1 past an error code): RIP, CS, RFLAGS.
+fn frame_after(g: &Guest, skip: u64) -> (u64, u64, u64) {
+    let rsp = g.regs().rsp + 8 * skip;
     let q = |i: u64| u64::from_le_bytes(g.read(rsp + 8 * i, 8).try_into().unwrap());
     (q(0), q(1), q(2))
 }
@@ -214,23 +225,190 @@ fn a_step_onto_the_guests_int3_stops_at_its_handler_with_the_guests_rflags() {
     assert_eq!(regs.rflags & TF, 0);
 }
 
-/// `stepi` onto an exception the stepped instruction raises (ud2): the frame holds no trap
-/// flag either. (Where the step ends is KVM's: PVM ends it one instruction into the
-/// handler, docs/kvm-quirks.md "Steps into handlers".)
+/// `stepi` onto an exception the stepped instruction raises (ud2, delivered by KVM or the
+/// CPU, not by kvmgdb) ends at the handler's first instruction, before it runs, with the
+/// faulting instruction's address and no trap flag in the frame.
 #[test]
-fn a_step_onto_a_faulting_instruction_leaves_no_trap_flag_in_the_frame() {
+fn a_step_onto_a_faulting_instruction_stops_at_its_handler() {
     let mut g = with_idt(EXCEPTIONS_CODE);
     g.edit_regs(|r| r.rip = LOAD_ADDR + 1);
+    let flags = g.regs().rflags;
     assert_eq!(g.step().stop, VcpuStop::Step, "step onto ud2");
-    let rip = g.rip();
-    assert!(
-        (UD_HANDLER..UD_HANDLER + 8).contains(&rip),
-        "RIP {rip:#x} is in the #UD handler"
+    assert_eq!(
+        g.rip(),
+        UD_HANDLER,
+        "at the #UD handler's first instruction"
     );
-    let (_, _, rflags) = frame(&g);
+    assert_eq!(
+        g.regs().rdx,
+        0,
+        "the handler's first instruction has not run"
+    );
+    let (rip, _, rflags) = frame(&g);
+    assert_eq!(
+        rip,
+        LOAD_ADDR + 1,
+        "#UD is a fault: the frame points at the ud2"
+    );
     assert_eq!(rflags & TF, 0, "saved RFLAGS {rflags:#x} has no trap flag");
+    assert_eq!(rflags & !RF, flags, "saved RFLAGS is the guest's own");
+    assert_eq!(
+        g.step().stop,
+        VcpuStop::Step,
+        "the handler's first instruction"
+    );
+    assert_eq!(g.rip(), UD_HANDLER + 5);
     assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0x10)));
     assert_eq!(g.regs().rdx, 1, "the #UD handler ran once");
+}
+
+/// A guest that loads from RAX (set by the test: a non-canonical address for #GP, an
+/// unmapped one for #PF); the #GP and #PF handlers count in EDX, pop the error code and
+/// return past the load.
+#[rustfmt::skip]
+const FAULTS_CODE: &[u8] = &[
+    0x48, 0x8b, 0x18,                         // +0  mov (%rax), %rbx
+    0xff, 0xc1,                               // +3  inc %ecx
+    0xb0, 0x10,                               // +5  mov $0x10, %al
+    0xe6, 0xf4,                               // +7  out %al, $0xf4   (isa-debug-exit)
+    0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
+    0x48, 0x83, 0x44, 0x24, 0x08, 0x03,       // +16 gp_handler: addq $3, 8(%rsp)
+    0xff, 0xc2,                               // +22    inc %edx
+    0x48, 0x83, 0xc4, 0x08,                   // +24    add $8, %rsp
+    0x48, 0xcf,                               // +28    iretq
+    0x90, 0x90,
+    0x48, 0x83, 0x44, 0x24, 0x08, 0x03,       // +32 pf_handler: addq $3, 8(%rsp)
+    0xff, 0xc2,                               // +38    inc %edx
+    0x48, 0x83, 0xc4, 0x08,                   // +40    add $8, %rsp
+    0x48, 0xcf,                               // +44    iretq
+    0x90, 0x90,
+    0xf4,                                     // +48 ud_de_handler: hlt
+];
+const GP_HANDLER: u64 = LOAD_ADDR + 16;
+const PF_HANDLER: u64 = LOAD_ADDR + 32;
+const RF: u64 = 1 << 16;
+/// Loading from it raises #GP(0) (SDM Vol. 3, 3.3.7.1).
+const NON_CANONICAL: u64 = 0x8000_0000_0000_0000;
+/// Canonical, beyond the 4 GiB the entry page tables map: loading from it raises #PF.
+const UNMAPPED: u64 = 0x80_0000_0000;
+
+/// [`FAULTS_CODE`] with gates for #PF, #GP, #UD and #DE, each with its own handler, and
+/// RAX = `addr`.
+fn faults_guest(addr: u64) -> Guest {
+    let other = LOAD_ADDR + 48;
+    let mut g = with_gates(
+        FAULTS_CODE,
+        &[(14, PF_HANDLER), (13, GP_HANDLER), (6, other), (0, other)],
+    );
+    g.edit_regs(|r| r.rax = addr);
+    g
+}
+
+/// A step onto the load stopped at `handler`'s first instruction, with a frame (after the
+/// error code) that points at the load and holds no trap flag; continuing runs the
+/// handler once and returns past the load.
+fn assert_stopped_at_fault_handler(g: &mut Guest, handler: u64, what: &str) {
+    assert_eq!(
+        g.rip(),
+        handler,
+        "{what}: at the handler's first instruction"
+    );
+    assert_eq!(g.regs().rdx, 0, "{what}: the handler has not run");
+    let (rip, _, rflags) = frame_after(g, 1);
+    assert_eq!(
+        rip, LOAD_ADDR,
+        "{what}: a fault, the frame points at the load"
+    );
+    assert_eq!(
+        rflags & TF,
+        0,
+        "{what}: saved RFLAGS {rflags:#x} has no trap flag"
+    );
+    assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0x10)), "{what}");
+    let regs = g.regs();
+    assert_eq!((regs.rcx, regs.rdx), (1, 1), "{what}: the handler ran once");
+}
+
+/// `stepi` onto a load from a non-canonical address ends at the #GP handler's first
+/// instruction, and onto a load from an unmapped page at the #PF handler's, with CR2.
+#[test]
+fn a_step_onto_a_general_protection_or_page_fault_stops_at_its_handler() {
+    let mut g = faults_guest(NON_CANONICAL);
+    assert_eq!(g.step().stop, VcpuStop::Step, "step onto the #GP load");
+    assert_stopped_at_fault_handler(&mut g, GP_HANDLER, "#GP");
+
+    let mut g = faults_guest(UNMAPPED);
+    assert_eq!(g.step().stop, VcpuStop::Step, "step onto the #PF load");
+    let cr2 = g.vm.state(VCPU).expect("state").sregs.cr2;
+    assert_eq!(cr2, UNMAPPED, "CR2 is the faulting address");
+    assert_stopped_at_fault_handler(&mut g, PF_HANDLER, "#PF");
+}
+
+/// The handlers' breakpoints take only the debug registers the user's hardware breakpoints
+/// leave free, #PF's first, and never stand in for the user's: with three taken, a step
+/// onto a page fault still ends at its handler and the user's breakpoints are still
+/// reported as theirs; with two, #GP's is caught too.
+#[test]
+fn a_step_onto_a_fault_catches_its_handler_in_the_free_debug_registers() {
+    // Never reached: the guest exits before them.
+    let spare = [LOAD_ADDR + 9, LOAD_ADDR + 10];
+    let back = LOAD_ADDR + 3;
+
+    let mut g = faults_guest(UNMAPPED);
+    for addr in spare {
+        g.vm.add_hw_breakpoint(addr).expect("add_hw_breakpoint");
+    }
+    g.vm.add_hw_breakpoint(back).expect("add_hw_breakpoint");
+    assert_eq!(g.step().stop, VcpuStop::Step, "one free slot: #PF's");
+    assert_eq!(g.rip(), PF_HANDLER);
+    assert_eq!(
+        g.cont().stop,
+        VcpuStop::HwBreakpoint {
+            slot: 2,
+            addr: back
+        },
+        "the user's breakpoint past the load"
+    );
+    assert_eq!(g.regs().rdx, 1);
+    assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0x10)));
+
+    // Two free: #PF's and #GP's.
+    let mut g = faults_guest(NON_CANONICAL);
+    for addr in spare {
+        g.vm.add_hw_breakpoint(addr).expect("add_hw_breakpoint");
+    }
+    assert_eq!(g.step().stop, VcpuStop::Step, "two free slots");
+    assert_stopped_at_fault_handler(&mut g, GP_HANDLER, "#GP beside two breakpoints");
+
+    // None free: the step ends where KVM ends it (docs/kvm-quirks.md, "Steps into
+    // handlers"), never as one of the user's breakpoints.
+    let mut g = faults_guest(NON_CANONICAL);
+    for addr in [
+        LOAD_ADDR + 9,
+        LOAD_ADDR + 10,
+        LOAD_ADDR + 11,
+        LOAD_ADDR + 12,
+    ] {
+        g.vm.add_hw_breakpoint(addr).expect("add_hw_breakpoint");
+    }
+    let stop = g.step().stop;
+    assert!(
+        !matches!(stop, VcpuStop::HwBreakpoint { .. }),
+        "no free slot: {stop:?}"
+    );
+}
+
+/// The handlers' breakpoints exist only during a step: a continue after steps runs through
+/// the guest's faults and their handlers without stopping in them.
+#[test]
+fn a_continue_after_steps_does_not_stop_in_the_handlers() {
+    let mut g = faults_guest(NON_CANONICAL);
+    g.edit_regs(|r| r.rip = LOAD_ADDR + 3);
+    g.steps(1);
+    g.edit_regs(|r| r.rip = LOAD_ADDR);
+    assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0x10)));
+    let regs = g.regs();
+    assert_eq!((regs.rcx, regs.rdx), (2, 1), "the #GP handler ran once");
 }
 
 /// Continuing over the guest's int3 and ud2: each goes to its handler, once.
@@ -327,4 +505,24 @@ fn a_selector_loads_its_descriptor_or_is_refused() {
     );
     // A null data selector makes the register unusable.
     assert_eq!(load(SegReg::Es, 0).expect("null ES").unusable, 1);
+}
+
+/// Steps through plain instructions under an IDT: each ends after its instruction, as
+/// without the handlers' breakpoints (which consecutive steps share, so a run of them
+/// applies the debug state once).
+#[test]
+fn consecutive_steps_under_an_idt_step_one_instruction_each() {
+    let mut g = faults_guest(NON_CANONICAL);
+    g.edit_regs(|r| r.rip = LOAD_ADDR + 9);
+    for n in 1..=7 {
+        assert_eq!(g.step().stop, VcpuStop::Step, "step {n}");
+        assert_eq!(g.rip(), LOAD_ADDR + 9 + n, "step {n}: one nop");
+    }
+    // On into the #GP handler's first instruction, which is itself no catch.
+    assert_eq!(g.step().stop, VcpuStop::Step);
+    assert_eq!(
+        g.rip(),
+        GP_HANDLER + 6,
+        "the handler's first instruction ran"
+    );
 }

@@ -4,7 +4,7 @@
 use super::{BP_VECTOR, VcpuThread, tables};
 use crate::vmm::debug::table::Breakpoints;
 use crate::vmm::quirks::{self, Int3Report};
-use crate::x86::Dr7;
+use crate::x86::{DEBUG_SLOTS, Dr7};
 use kvm_bindings::{
     KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_INJECT_BP, KVM_GUESTDBG_SINGLESTEP,
     KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP, kvm_guest_debug,
@@ -19,9 +19,15 @@ pub(super) struct AppliedDebug {
     generation: u64,
     step: bool,
     mask: Option<u64>,
+    /// The handler addresses a step was given to catch (none outside a step).
+    catch: Catches,
     control: u32,
     debugreg: [u64; 8],
 }
+
+/// Handler addresses, most wanted first, where a step ends if the stepped instruction
+/// faults ([`tables::step_fault_handlers`]).
+pub(super) type Catches = [Option<u64>; DEBUG_SLOTS];
 
 /// How a single step treats interrupts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,12 +39,18 @@ pub(super) struct StepIrq {
 }
 
 /// The KVM_SET_GUEST_DEBUG argument for breakpoints `b`, `step`, and `mask` (a breakpoint
-/// address to leave out while stepping over it).
+/// address to leave out while stepping over it). A step also gets an execute breakpoint at
+/// each of the `catch` handlers, in order, in the debug registers `b` leaves free and at
+/// addresses none of its breakpoints has: an exception the stepped instruction raises is
+/// delivered without the single-step trap (delivery clears TF, and a faulting instruction
+/// raises none: SDM Vol. 3, 6.12.1.3, 18.3.1.4), so without them the step would run on
+/// through the handler; with them it ends before the handler's first instruction.
 pub(super) fn guest_debug(
     b: &Breakpoints,
     step: bool,
     mask: Option<u64>,
     irq: StepIrq,
+    catch: &Catches,
 ) -> kvm_guest_debug {
     let mut dbg = kvm_guest_debug::default();
     let mut control = 0;
@@ -67,6 +79,20 @@ pub(super) fn guest_debug(
         dbg.arch.debugreg[7] = masked.dr7();
     }
     if step {
+        let mut free = (0..DEBUG_SLOTS).filter(|&n| b.hw[n].is_none());
+        for &addr in catch.iter().flatten() {
+            if b.hw.contains(&Some(addr)) {
+                // The user's breakpoint there ends the step already.
+                continue;
+            }
+            let Some(n) = free.next() else { break };
+            // R/W and LEN stay 00: an execute breakpoint (SDM Vol. 3, 18.2.4).
+            dbg.arch.debugreg[n] = addr;
+            dbg.arch.debugreg[7] |= (Dr7::FIXED1 | Dr7::local_enable(n)).bits();
+            control |= KVM_GUESTDBG_USE_HW_BP;
+        }
+    }
+    if step {
         control |= KVM_GUESTDBG_SINGLESTEP;
         if irq.block_irq && irq.masks_irq {
             control |= KVM_GUESTDBG_BLOCKIRQ;
@@ -87,17 +113,33 @@ impl VcpuThread {
         }
     }
 
+    /// The handlers this run's steps catch: [`VcpuThread::step_catches`] during a step,
+    /// none otherwise, so the temporary breakpoints never outlive a step.
+    fn catches(&self, step: bool) -> Catches {
+        if step {
+            self.step_catches
+        } else {
+            [None; DEBUG_SLOTS]
+        }
+    }
+
     fn current_guest_debug(&self, step: bool, mask: Option<u64>) -> kvm_guest_debug {
         let irq = self.step_irq();
-        self.debug.with(|b| guest_debug(b, step, mask, irq))
+        let catch = self.catches(step);
+        self.debug.with(|b| guest_debug(b, step, mask, irq, &catch))
     }
 
     /// Applies the debug table for a run (`step`, `mask` as for [`guest_debug`]) unless
-    /// KVM already has exactly that.
+    /// KVM already has exactly that. Steps from one stop to the next under the same IDT
+    /// catch the same handlers, so a run of them costs no ioctl either. After a stop at a
+    /// caught handler the next step's catches differ (a handler at RIP is left out), so
+    /// it re-applies: this matters, because the fault's delivery cleared the trap flag
+    /// and KVM puts the one it steps with back only in KVM_SET_GUEST_DEBUG.
     pub(super) fn apply_debug(&mut self, step: bool, mask: Option<u64>) {
         let generation = self.debug.generation();
+        let catch = self.catches(step);
         if let Some(a) = self.applied {
-            if a.generation == generation && a.step == step && a.mask == mask {
+            if a.generation == generation && a.step == step && a.mask == mask && a.catch == catch {
                 return;
             }
         }
@@ -106,6 +148,7 @@ impl VcpuThread {
             generation,
             step,
             mask,
+            catch,
             control: dbg.control,
             debugreg: dbg.arch.debugreg,
         };
@@ -202,17 +245,18 @@ mod tests {
         block_irq: true,
         masks_irq: true,
     };
+    const NONE: Catches = [None; DEBUG_SLOTS];
 
     #[test]
     fn nothing_to_debug_leaves_guest_debug_off() {
-        let dbg = guest_debug(&Breakpoints::default(), false, None, IRQ);
+        let dbg = guest_debug(&Breakpoints::default(), false, None, IRQ, &NONE);
         assert_eq!(dbg.control, 0);
     }
 
     #[test]
     fn a_step_blocks_interrupts_only_when_kvm_can_and_the_debugger_wants_it() {
         let b = Breakpoints::default();
-        let on = guest_debug(&b, true, None, IRQ).control;
+        let on = guest_debug(&b, true, None, IRQ, &NONE).control;
         assert_eq!(
             on,
             KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_BLOCKIRQ
@@ -222,7 +266,7 @@ mod tests {
             ..IRQ
         };
         assert_eq!(
-            guest_debug(&b, true, None, off).control,
+            guest_debug(&b, true, None, off, &NONE).control,
             KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
         );
     }
@@ -232,11 +276,11 @@ mod tests {
         let mut b = Breakpoints::default();
         b.hw[0] = Some(0x1000);
         b.hw[2] = Some(0x3000);
-        let dbg = guest_debug(&b, false, None, IRQ);
+        let dbg = guest_debug(&b, false, None, IRQ, &NONE);
         assert_eq!(dbg.control, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP);
         assert_eq!(dbg.arch.debugreg[..4], [0x1000, 0, 0x3000, 0]);
         assert_eq!(dbg.arch.debugreg[7], (1 << 10) | 1 | (1 << 4));
-        let masked = guest_debug(&b, true, Some(0x1000), IRQ);
+        let masked = guest_debug(&b, true, Some(0x1000), IRQ, &NONE);
         assert_eq!(masked.arch.debugreg[..4], [0, 0, 0x3000, 0]);
         assert_eq!(masked.arch.debugreg[7], (1 << 10) | (1 << 4));
     }
@@ -252,10 +296,32 @@ mod tests {
                 insn: 0xcc,
             },
         );
-        let with = guest_debug(&b, false, None, IRQ).control;
+        let with = guest_debug(&b, false, None, IRQ, &NONE).control;
         assert_eq!(with, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP);
         b.sw.clear();
         b.sw_sticky = true;
-        assert_eq!(guest_debug(&b, false, None, IRQ).control, with);
+        assert_eq!(guest_debug(&b, false, None, IRQ, &NONE).control, with);
+    }
+
+    #[test]
+    fn a_step_catches_handlers_in_the_free_slots_only() {
+        let mut b = Breakpoints::default();
+        b.hw[1] = Some(0x1000);
+        let catch = [Some(0xa000), Some(0x1000), Some(0xb000), Some(0xc000)];
+        let dbg = guest_debug(&b, true, None, IRQ, &catch);
+        // 0x1000 is the user's breakpoint already; the others fill slots 0, 2, 3.
+        assert_eq!(dbg.arch.debugreg[..4], [0xa000, 0x1000, 0xb000, 0xc000]);
+        assert_eq!(
+            dbg.arch.debugreg[7],
+            (1 << 10) | 1 | (1 << 2) | (1 << 4) | (1 << 6)
+        );
+        assert_ne!(dbg.control & KVM_GUESTDBG_USE_HW_BP, 0);
+        // The masked slot stays the user's: no catch moves into it.
+        let masked = guest_debug(&b, true, Some(0x1000), IRQ, &catch);
+        assert_eq!(masked.arch.debugreg[..4], [0xa000, 0, 0xb000, 0xc000]);
+        assert_eq!(masked.arch.debugreg[7] & (0b11 << 2), 0);
+        // No step, no catches.
+        let cont = guest_debug(&b, false, None, IRQ, &catch);
+        assert_eq!(cont.arch.debugreg[..4], [0, 0x1000, 0, 0]);
     }
 }

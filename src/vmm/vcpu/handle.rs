@@ -122,6 +122,8 @@ impl VcpuHandle {
             was_idle_hlt: false,
             applied: None,
             step_to_handler: None,
+            step_catches: Default::default(),
+            step_from: Default::default(),
         };
         let join = std::thread::Builder::new()
             .name(format!("vcpu{id}"))

@@ -115,6 +115,11 @@ pub struct VcpuThread {
     /// During a step that delivers the guest's own #BP: the debug-register slot and the
     /// handler address where the step ends ([`VcpuThread::inject_guest_breakpoint`]).
     step_to_handler: Option<(usize, u64)>,
+    /// During a step: the exception handlers where it ends if the stepped instruction
+    /// faults ([`tables::step_fault_handlers`], armed by [`guest_debug::guest_debug`]).
+    step_catches: guest_debug::Catches,
+    /// Where the step that [`VcpuThread::step_catches`] serves started.
+    step_from: tables::StepFrom,
 }
 
 /// What one KVM_RUN exit asks of the run loop.
@@ -256,14 +261,27 @@ impl VcpuThread {
     /// before its instruction runs, as it would be on arriving there.
     fn run(&mut self, step: bool, step_over: Option<u64>) -> Exit {
         self.step_to_handler = None;
-        let pc = match self.snapshot() {
-            Ok(s) => s.linear_rip(),
+        let state = match self.snapshot() {
+            Ok(s) => s,
             Err(e) => return VcpuStop::RunError(e).into(),
         };
+        let pc = state.linear_rip();
         let bp_here = step_over == Some(pc)
             && self
                 .debug
                 .with(|b| b.sw.contains_key(&pc) || b.hw_slot_at(pc).is_some());
+        // Every run that steps (the masked step of a continue too) catches the handlers of
+        // the IDT as it is now: guest-memory reads, no ioctl.
+        self.step_catches = if step || bp_here {
+            tables::step_fault_handlers(&self.mem, &state.sregs, pc)
+        } else {
+            Default::default()
+        };
+        self.step_from = tables::StepFrom {
+            rip: state.regs.rip,
+            cs: state.sregs.cs.selector,
+            rflags: state.regs.rflags,
+        };
         if quirks::step_masked_first(bp_here) {
             let exit = self.run_masked(true, pc);
             match exit {
@@ -478,6 +496,13 @@ impl VcpuThread {
                         return Some(VcpuStop::Step);
                     }
                 }
+                if step && self.is_step_catch(dr6, arch.pc) {
+                    // The stepped instruction faulted and its handler is about to run.
+                    if let Ok(s) = self.snapshot() {
+                        tables::untrap_fault_frame(&self.mem, &s.regs, &s.sregs, self.step_from);
+                    }
+                    return Some(VcpuStop::Step);
+                }
                 // An execute breakpoint is a fault taken before its instruction runs, with
                 // its B bit set and BS clear (SDM Vol. 3, 18.2.3, 18.3.1.1); on a step it
                 // means the step never left the instruction, which is that breakpoint's
@@ -510,6 +535,17 @@ impl VcpuThread {
                 VcpuStop::Step
             }
         })
+    }
+
+    /// Whether a debug exit at `pc` with `dr6` is one of the step's execute breakpoints at
+    /// an exception handler ([`VcpuThread::step_catches`]), not the user's.
+    fn is_step_catch(&self, dr6: Dr6, pc: u64) -> bool {
+        self.step_catches.contains(&Some(pc))
+            && self.debug.with(|b| {
+                !b.hw.contains(&Some(pc))
+                    && (0..crate::x86::DEBUG_SLOTS)
+                        .any(|n| dr6.bits() & (1 << n) != 0 && b.hw[n].is_none())
+            })
     }
 
     /// KVM_EXIT_INTERNAL_ERROR, classified by [`quirks::classify_internal_error`]; None

@@ -4,10 +4,12 @@
 
 use crate::memory::GuestMem;
 use crate::vmm::stop::paging_regs;
+use crate::x86::DEBUG_SLOTS;
+use crate::x86::Rflags;
 use crate::x86::descriptors::{self, Descriptor, GateKind, TYPE_ACCESSED, TYPE_CODE};
 use crate::x86::descriptors::{SegmentDescriptor, TYPE_READ_OR_WRITE, TableMode};
-use crate::x86::paging::{GuestVirtAddr, read_virt};
-use kvm_bindings::{kvm_segment, kvm_sregs};
+use crate::x86::paging::{GuestVirtAddr, read_virt, write_virt};
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 
 /// Why a selector cannot be loaded into a segment register: the fault a `mov` (or, for
 /// CS, a far jump) would take (SDM Vol. 3, 3.4.3, 5.5; Vol. 2, MOV and JMP).
@@ -228,4 +230,98 @@ pub fn exception_handler(mem: &GuestMem, sregs: &kvm_sregs, vector: u8) -> Optio
         return None;
     };
     Some(cs.base.wrapping_add(gate.offset) & 0xffff_ffff)
+}
+
+/// The exceptions a stepped instruction most often raises, most likely first: #PF, #GP,
+/// #UD, #DE (SDM Vol. 3, 6.15).
+pub const STEP_FAULT_VECTORS: [u8; DEBUG_SLOTS] = [14, 13, 6, 0];
+
+/// The handlers a single step from linear address `rip` may enter through the IDT when the
+/// stepped instruction faults ([`STEP_FAULT_VECTORS`], in that order, each address once),
+/// for execute breakpoints that end the step at the handler's first instruction. A handler
+/// at `rip` itself is left out: a breakpoint there would fire before the stepped
+/// instruction ran. Empty in real mode (the IVT is out of scope) and where the IDT or its
+/// gates cannot be read.
+pub fn step_fault_handlers(
+    mem: &GuestMem,
+    sregs: &kvm_sregs,
+    rip: u64,
+) -> [Option<u64>; DEBUG_SLOTS] {
+    let mut out = [None; DEBUG_SLOTS];
+    if table_mode(sregs) == TableMode::Real {
+        return out;
+    }
+    let mut n = 0;
+    for vector in STEP_FAULT_VECTORS {
+        let Some(handler) = exception_handler(mem, sregs, vector) else {
+            continue;
+        };
+        if handler != rip && !out.contains(&Some(handler)) {
+            out[n] = Some(handler);
+            n += 1;
+        }
+    }
+    out
+}
+
+/// Where a single step started: what the frame of a fault its instruction raised holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepFrom {
+    /// RIP of the stepped instruction (a fault's frame saves it: SDM Vol. 3, 6.5).
+    pub rip: u64,
+    /// CS selector.
+    pub cs: u16,
+    /// RFLAGS as the guest has it, without the trap flag KVM steps with (KVM hides that
+    /// one from KVM_GET_REGS).
+    pub rflags: u64,
+}
+
+/// At a handler's first instruction, entered from a fault of the instruction a step ran
+/// from `from`: takes out of the frame the trap flag the step put in it, when the guest's
+/// own RFLAGS had none. The CPU saves RFLAGS, with the TF KVM steps with, before it clears
+/// TF (SDM Vol. 3, 6.12.1.3), and the handler's `iret` would turn single-stepping on in
+/// the guest. The frame (RIP, CS, RFLAGS, after an error code or not: SDM Vol. 3, 6.12.1,
+/// 6.14.2) is recognised by its saved RIP and CS; anything else is left alone. True if
+/// the trap flag was taken out.
+pub fn untrap_fault_frame(
+    mem: &GuestMem,
+    regs: &kvm_regs,
+    sregs: &kvm_sregs,
+    from: StepFrom,
+) -> bool {
+    let tf = Rflags::TF.bits();
+    if from.rflags & tf != 0 {
+        return false;
+    }
+    let long = table_mode(sregs) == TableMode::Long;
+    let (word, sp) = if long {
+        (8, regs.rsp)
+    } else {
+        (4, sregs.ss.base.wrapping_add(regs.rsp) & 0xffff_ffff)
+    };
+    let mut raw = [0u8; 32];
+    let raw = &mut raw[..4 * word];
+    if !read_linear(mem, sregs, sp, raw) {
+        return false;
+    }
+    let at = |i: usize| {
+        let mut b = [0u8; 8];
+        b[..word].copy_from_slice(&raw[i * word..(i + 1) * word]);
+        u64::from_le_bytes(b)
+    };
+    let rip_mask = if long { u64::MAX } else { 0xffff_ffff };
+    // Without an error code the frame starts at RSP, with one a word above.
+    let Some(first) = (0..2).find(|&e| {
+        at(e) & rip_mask == from.rip & rip_mask && at(e + 1) & 0xffff == u64::from(from.cs)
+    }) else {
+        return false;
+    };
+    let saved = at(first + 2);
+    if saved & tf == 0 {
+        return false;
+    }
+    // TF is bit 8: byte 1 of the saved RFLAGS, a write that never crosses a page.
+    let byte_at = sp.wrapping_add((word * (first + 2)) as u64 + 1);
+    let byte = [((saved & !tf) >> 8) as u8];
+    write_virt(mem, &paging_regs(sregs), GuestVirtAddr(byte_at), &byte) == 1
 }
