@@ -526,3 +526,45 @@ fn consecutive_steps_under_an_idt_step_one_instruction_each() {
         "the handler's first instruction ran"
     );
 }
+
+/// A guest that executes its own int3 in a loop; the #BP handler counts in EDX.
+#[rustfmt::skip]
+const INT3_LOOP_CODE: &[u8] = &[
+    0xcc,             // +0  1: int3
+    0xeb, 0xfd,       // +1     jmp 1b
+    0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
+    0xff, 0xc2,       // +16 BP_HANDLER: inc %edx
+    0x48, 0xcf,       // +18    iretq
+];
+
+/// A kick (Ctrl-C) that lands while the VMM delivers the guest's own #BP must not stop the
+/// vCPU with the #BP still queued in KVM, invisible to the debugger: a following step
+/// would deliver it with the step's trap flag saved in the frame, and the handler's
+/// `iretq` would then trap (found by the fuzz harness as a triple fault in the demo).
+#[test]
+fn a_kick_racing_the_guests_int3_leaves_no_trap_flag_in_its_frame() {
+    let mut g = with_idt(INT3_LOOP_CODE);
+    for round in 0..300u64 {
+        g.vm.resume(&[(VCPU, false)]).expect("resume");
+        std::thread::sleep(std::time::Duration::from_micros(round % 50));
+        g.vm.stop_all();
+        let before = g.regs();
+        g.step();
+        let rip = g.rip();
+        if (BP_HANDLER..BP_HANDLER + 4).contains(&rip) {
+            let (_, _, rflags) = frame(&g);
+            assert_eq!(
+                rflags & TF,
+                0,
+                "round {round}: TF leaked into the #BP frame"
+            );
+        }
+        // The step moved exactly one instruction of the guest's: the int3 (into its
+        // handler), the jmp, or one of the handler's.
+        assert!(
+            rip != before.rip || before.rip == BP_HANDLER,
+            "round {round}: the step did not move from {:#x}",
+            before.rip
+        );
+    }
+}

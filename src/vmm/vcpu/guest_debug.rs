@@ -201,15 +201,17 @@ impl VcpuThread {
                 self.vcpu.sync_regs_mut().regs = state.regs;
             }
         }
-        let handler_stop = if step {
+        // The handler's breakpoint also bounds a continue's delivery run, so that run can
+        // be made immune to kicks (see `VcpuThread::bp_delivery`): once KVM has queued the
+        // #BP, a kick must not report a stop with it still queued, invisible to the
+        // debugger, to be delivered by a later step with the trap flag in its frame.
+        let handler_stop = {
             let free = self.debug.with(|b| b.hw.iter().position(Option::is_none));
             free.zip(tables::exception_handler(
                 &self.mem,
                 &state.sregs,
                 BP_VECTOR as u8,
             ))
-        } else {
-            None
         };
         let mut dbg = self.current_guest_debug(step && handler_stop.is_none(), mask);
         if let Some((slot, handler)) = handler_stop {
@@ -225,6 +227,7 @@ impl VcpuThread {
         match self.vcpu.set_guest_debug(&dbg) {
             Ok(()) => {
                 self.step_to_handler = handler_stop;
+                self.bp_delivery = handler_stop.is_some();
                 true
             }
             Err(e) => {

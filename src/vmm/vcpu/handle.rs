@@ -122,6 +122,7 @@ impl VcpuHandle {
             was_idle_hlt: false,
             applied: None,
             step_to_handler: None,
+            bp_delivery: false,
             step_catches: Default::default(),
             step_from: Default::default(),
         };

@@ -64,6 +64,29 @@ pub fn kick(state: &KickState, thread: Option<&JoinHandle<()>>) {
     }
 }
 
+/// Runs `f` with the kick signal blocked in this thread (pthread_sigmask(3)): a kick sent
+/// meanwhile is delivered, and sets immediate_exit, once `f` returns. For a KVM_RUN that
+/// must not be interrupted and is bounded by other means.
+pub fn with_kick_blocked<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: sigset_t is plain data for which all-zero bytes are a valid value;
+    // sigemptyset initialises it properly below.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; pthread_sigmask writes the old mask into it.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above: `set` and `old` are valid, exclusively borrowed sigset_t values.
+    let blocked = unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, kick_signal());
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) == 0
+    };
+    let r = f();
+    if blocked {
+        // SAFETY: restores the mask saved above; `old` is a valid sigset_t.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
+    r
+}
+
 thread_local! {
     /// This thread's `kvm_run.immediate_exit`, for the kick signal handler.
     static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(std::ptr::null_mut()) };

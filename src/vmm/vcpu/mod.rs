@@ -115,6 +115,12 @@ pub struct VcpuThread {
     /// During a step that delivers the guest's own #BP: the debug-register slot and the
     /// handler address where the step ends ([`VcpuThread::inject_guest_breakpoint`]).
     step_to_handler: Option<(usize, u64)>,
+    /// The next KVM_RUN delivers a #BP KVM has queued for the guest and ends at its
+    /// handler's breakpoint: it runs with the kick signal blocked and immediate_exit clear,
+    /// so a kick cannot stop the vCPU with the #BP still queued (a later step would deliver
+    /// it with the trap flag saved in the guest's frame; its `iretq` then traps with no
+    /// handler). The kick is reported at the handler instead, a state the debugger can see.
+    bp_delivery: bool,
     /// During a step: the exception handlers where it ends if the stepped instruction
     /// faults ([`tables::step_fault_handlers`], armed by [`guest_debug::guest_debug`]).
     step_catches: guest_debug::Catches,
@@ -170,6 +176,10 @@ impl VcpuThread {
                         // passed off as the guest's state.
                         Err(e) => (VcpuStop::RunError(e).into(), CpuSnapshot::default()),
                     };
+                    // Any stop satisfies a kick that raced it: the controller only waits for
+                    // this vCPU to stop, and a kick left pending would end the next run
+                    // before it starts.
+                    self.kick.take();
                     let event = ThreadEvent {
                         id: self.id,
                         exit,
@@ -367,7 +377,16 @@ impl VcpuThread {
 
     /// One KVM_RUN and what its exit asks for.
     fn run_once(&mut self, step: bool, mask: Option<u64>) -> Outcome {
-        match self.vcpu.run() {
+        let result = if std::mem::take(&mut self.bp_delivery) {
+            // Bounded by the handler's breakpoint; a kick meanwhile stays pending.
+            kick::with_kick_blocked(|| {
+                self.vcpu.set_kvm_immediate_exit(0);
+                self.vcpu.run()
+            })
+        } else {
+            self.vcpu.run()
+        };
+        match result {
             Ok(VcpuExit::IoOut(port, data)) => match lock(&self.devices).io_out(port, data) {
                 IoAction::Exit(code) => Outcome::Done(VcpuStop::Exit(code).into()),
                 IoAction::Continue => Outcome::Io(None),
@@ -492,8 +511,18 @@ impl VcpuThread {
                 let dr6 = Dr6::from_bits_retain(arch.dr6);
                 if let Some((slot, handler)) = self.step_to_handler.take() {
                     if dr6.hit_slot() == Some(slot) && arch.pc == handler {
-                        // The step delivering the guest's #BP reached its handler.
-                        return Some(VcpuStop::Step);
+                        // The delivery of the guest's #BP reached its handler: the end of a
+                        // step, or of a kicked continue; else the continue goes on without
+                        // the handler's breakpoint.
+                        if step {
+                            return Some(VcpuStop::Step);
+                        }
+                        if self.kick.take() {
+                            return Some(VcpuStop::Kicked);
+                        }
+                        self.applied = None;
+                        self.apply_debug(step, mask);
+                        return None;
                     }
                 }
                 if step && self.is_step_catch(dr6, arch.pc) {
