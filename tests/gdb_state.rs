@@ -154,18 +154,23 @@ fn registers_after_detach_and_an_immediate_reconnect_are_the_vcpus() {
         c.expect_ok(b"D").expect("D");
     }
     // The guest survived all of it: a breakpoint at tick still hits.
-    let (mut c, _raw) = attach(&k);
+    breakpoint_at_tick_still_hits(&mut k, &demo, "after the reconnects");
+}
+
+/// A new session's breakpoint at `tick` is the next stop, in long mode, and kvmgdb lives.
+fn breakpoint_at_tick_still_hits(k: &mut Kvmgdb, demo: &Demo, what: &str) {
+    let (mut c, _raw) = attach(k);
     c.expect_ok(format!("Z0,{:x},1", demo.tick).as_bytes())
         .expect("Z0 at tick");
     let stop = c.resume(b"vCont;c").expect("the stop at tick");
     assert_eq!(
         stop.signal(),
         Some(SIGTRAP),
-        "{stop:?}\nkvmgdb stderr:\n{}",
+        "{what}: {stop:?}\nkvmgdb stderr:\n{}",
         k.stderr()
     );
-    assert_eq!(assert_long_mode(&mut c, &k, &demo, "at tick"), demo.tick);
-    assert!(k.is_running(), "kvmgdb exited:\n{}", k.stderr());
+    assert_eq!(assert_long_mode(&mut c, k, demo, what), demo.tick);
+    assert!(k.is_running(), "{what}: kvmgdb exited:\n{}", k.stderr());
 }
 
 #[test]
@@ -237,7 +242,7 @@ fn steps_detaches_and_reconnects_racing_the_guests_int3_leave_it_alive() {
     let demo = Demo::load().expect("the demo's symbols");
     for vm in 0..6 {
         let dir = TestDir::new(&format!("state-step-detach-{vm}"));
-        let k = Kvmgdb::start_tcp(&dir, Boot::guest("demo.elf"));
+        let mut k = Kvmgdb::start_tcp(&dir, Boot::guest("demo.elf"));
         for round in 0..8 {
             let (mut c, _raw) = attach(&k);
             if round % 2 == 1 {
@@ -256,18 +261,6 @@ fn steps_detaches_and_reconnects_racing_the_guests_int3_leave_it_alive() {
             }
             c.expect_ok(b"D").expect("D");
         }
-        let (mut c, _raw) = attach(&k);
-        c.expect_ok(format!("Z0,{:x},1", demo.tick).as_bytes())
-            .expect("Z0 at tick");
-        let stop = c.resume(b"vCont;c").expect("the stop at tick");
-        assert_eq!(
-            stop.signal(),
-            Some(SIGTRAP),
-            "VM {vm}: {stop:?}\nkvmgdb stderr:\n{}",
-            k.stderr()
-        );
-        assert_eq!(assert_long_mode(&mut c, &k, &demo, "at tick"), demo.tick);
-        let mut k = k;
-        assert!(k.is_running(), "VM {vm}: kvmgdb exited:\n{}", k.stderr());
+        breakpoint_at_tick_still_hits(&mut k, &demo, &format!("VM {vm}"));
     }
 }
