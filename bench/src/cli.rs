@@ -3,7 +3,7 @@
 //!
 //! The kvmgdb side runs as `kvmgdb-bench --exec-kvmgdb ARGS…`, which calls the same
 //! `kvmgdb::cli::run` as the `kvmgdb` binary: the benchmark always measures the library it
-//! was built with, even when `cargo run -p kvmgdb-bench` did not rebuild `kvmgdb`.
+//! was built with, even when `cargo run -p kvmgdb-bench --bin kvmgdb-bench` did not rebuild `kvmgdb`.
 
 use crate::guest::{BenchGuest, Pattern};
 use crate::measure::{self, BenchError, Counts};
