@@ -186,6 +186,31 @@ fn frame_after(g: &Guest, skip: u64) -> (u64, u64, u64) {
     (q(0), q(1), q(2))
 }
 
+/// Steps onto `what` and checks the step ended at `handler`'s first instruction, before it
+/// ran (the handlers count in EDX), with a frame whose saved RIP is `frame_rip` (past a
+/// trap, at a fault) and whose saved RFLAGS has no trap flag. Returns that RFLAGS.
+fn step_into_handler(g: &mut Guest, what: &str, handler: u64, frame_rip: u64) -> u64 {
+    assert_eq!(g.step().stop, VcpuStop::Step, "step onto {what}");
+    assert_eq!(
+        g.rip(),
+        handler,
+        "at the handler's first instruction ({what})"
+    );
+    assert_eq!(
+        g.regs().rdx,
+        0,
+        "the handler's first instruction has not run ({what})"
+    );
+    let (rip, _, rflags) = frame(g);
+    assert_eq!(rip, frame_rip, "the frame's saved RIP ({what})");
+    assert_eq!(
+        rflags & TF,
+        0,
+        "saved RFLAGS {rflags:#x} has no trap flag ({what})"
+    );
+    rflags
+}
+
 /// `stepi` onto the guest's own int3 ends at the #BP handler's first instruction, and the
 /// frame holds the guest's RFLAGS without the trap flag the step used, so the handler's
 /// `iretq` returns to plain running (with TF leaked, the next instruction would raise a
@@ -194,24 +219,7 @@ fn frame_after(g: &Guest, skip: u64) -> (u64, u64, u64) {
 fn a_step_onto_the_guests_int3_stops_at_its_handler_with_the_guests_rflags() {
     let mut g = with_idt(EXCEPTIONS_CODE);
     let flags = g.regs().rflags;
-    assert_eq!(g.step().stop, VcpuStop::Step, "step onto int3");
-    assert_eq!(
-        g.rip(),
-        BP_HANDLER,
-        "at the #BP handler's first instruction"
-    );
-    assert_eq!(
-        g.regs().rdx,
-        0,
-        "the handler's first instruction has not run"
-    );
-    let (rip, _, rflags) = frame(&g);
-    assert_eq!(
-        rip,
-        LOAD_ADDR + 1,
-        "#BP is a trap: the frame points past the int3"
-    );
-    assert_eq!(rflags & TF, 0, "saved RFLAGS {rflags:#x} has no trap flag");
+    let rflags = step_into_handler(&mut g, "int3", BP_HANDLER, LOAD_ADDR + 1);
     assert_eq!(rflags, flags, "saved RFLAGS is the guest's own");
     assert_eq!(
         g.step().stop,
@@ -233,24 +241,7 @@ fn a_step_onto_a_faulting_instruction_stops_at_its_handler() {
     let mut g = with_idt(EXCEPTIONS_CODE);
     g.edit_regs(|r| r.rip = LOAD_ADDR + 1);
     let flags = g.regs().rflags;
-    assert_eq!(g.step().stop, VcpuStop::Step, "step onto ud2");
-    assert_eq!(
-        g.rip(),
-        UD_HANDLER,
-        "at the #UD handler's first instruction"
-    );
-    assert_eq!(
-        g.regs().rdx,
-        0,
-        "the handler's first instruction has not run"
-    );
-    let (rip, _, rflags) = frame(&g);
-    assert_eq!(
-        rip,
-        LOAD_ADDR + 1,
-        "#UD is a fault: the frame points at the ud2"
-    );
-    assert_eq!(rflags & TF, 0, "saved RFLAGS {rflags:#x} has no trap flag");
+    let rflags = step_into_handler(&mut g, "ud2", UD_HANDLER, LOAD_ADDR + 1);
     assert_eq!(rflags & !RF, flags, "saved RFLAGS is the guest's own");
     assert_eq!(
         g.step().stop,

@@ -282,16 +282,8 @@ impl MemSlots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::GuestAddress;
 
-    fn wp(gpa: u64, len: u64, kind: WatchKind) -> Watchpoint {
-        Watchpoint {
-            addr: 0xffff_0000 + gpa,
-            len,
-            kind,
-            pieces: vec![(GuestAddress(gpa), len, 0xffff_0000 + gpa)],
-        }
-    }
+    use crate::vmm::debug::watch::test_watchpoint as wp;
 
     #[test]
     fn layout_carves_pages() {

@@ -70,18 +70,22 @@ pub fn watched_bytes(mem: &GuestMem, w: &Watchpoint) -> Vec<u8> {
     out
 }
 
+/// A watchpoint on `len` bytes at guest-physical `gpa`, linear 0xffff_0000 above it.
+#[cfg(test)]
+pub(crate) fn test_watchpoint(gpa: u64, len: u64, kind: WatchKind) -> Watchpoint {
+    Watchpoint {
+        addr: 0xffff_0000 + gpa,
+        len,
+        kind,
+        pieces: vec![(GuestAddress(gpa), len, 0xffff_0000 + gpa)],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn wp(gpa: u64, len: u64, kind: WatchKind) -> Watchpoint {
-        Watchpoint {
-            addr: 0xffff_0000 + gpa,
-            len,
-            kind,
-            pieces: vec![(GuestAddress(gpa), len, 0xffff_0000 + gpa)],
-        }
-    }
+    use super::test_watchpoint as wp;
 
     #[test]
     fn hits_filter_by_range_and_direction() {
