@@ -159,8 +159,8 @@ pub fn run(args: Args) -> Result<u8, CliError> {
     if !kvm_caps.set_guest_debug {
         return Err(caps::CapsError::NoGuestDebug.into());
     }
-    let plan =
-        boot::plan(&image, "", args.memory).map_err(|e| CliError::Boot(symbols.clone(), e))?;
+    let plan = boot::plan(&boot::BootRequest::new(&image, args.memory))
+        .map_err(|e| CliError::Boot(symbols.clone(), e))?;
     let machine = MachineConfig {
         memory_size: args.memory,
         vcpus: 1,

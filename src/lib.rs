@@ -12,6 +12,7 @@ pub mod gdb;
 pub mod guests;
 pub mod inspect;
 pub mod memory;
+pub mod platform;
 pub mod runner;
 pub mod vmm;
 pub mod x86;

@@ -314,7 +314,7 @@ impl Corpus {
 /// Fails unless `image` plans for `RAM` bytes: the valid starting point of a mutation.
 #[track_caller]
 fn assert_plans(image: &[u8]) {
-    if let Err(e) = boot::plan(image, "", RAM) {
+    if let Err(e) = boot::plan(&boot::BootRequest::new(image, RAM)) {
         panic!("the valid image does not plan: {e}");
     }
 }

@@ -333,10 +333,56 @@ pub fn check_prefix(prefix: &[u8]) -> Result<(), LoadError> {
     }
 }
 
-/// Plans the boot of `image` with `cmdline` on a machine with `ram_size` bytes of RAM (laid
-/// out as `memory::create_guest_memory` does), telling the format apart as the module
+/// A file handed to the kernel beside it: a Linux initrd, or a Multiboot module. QEMU's
+/// `-initrd "mod1 args,mod2"` gives one per comma-separated item.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Module {
+    /// The module's command line as the user wrote it: its path, then its arguments
+    /// (Multiboot passes the whole string, as QEMU does).
+    pub cmdline: String,
+    /// The file's bytes.
+    pub data: Vec<u8>,
+}
+
+/// Everything a boot is planned from: the image, what the user hands the kernel, and the
+/// machine it boots on.
+#[derive(Clone, Copy, Debug)]
+pub struct BootRequest<'a> {
+    /// The kernel image's bytes.
+    pub image: &'a [u8],
+    /// The image's name as a boot loader shows it (its path): Multiboot command lines start
+    /// with it.
+    pub image_name: &'a str,
+    /// The kernel command line (`-append`).
+    pub cmdline: &'a str,
+    /// The initrd or Multiboot modules (`-initrd`), in order. A Linux kernel gets them
+    /// concatenated as one initrd.
+    pub modules: &'a [Module],
+    /// Bytes of guest RAM, laid out as `memory::create_guest_memory` does.
+    pub ram_size: u64,
+    /// Number of vCPUs the machine has (the firmware tables list them).
+    pub vcpus: usize,
+}
+
+impl<'a> BootRequest<'a> {
+    /// A request for `image` alone on `ram_size` bytes of RAM and one vCPU: no name, no
+    /// command line, no modules.
+    pub fn new(image: &'a [u8], ram_size: u64) -> BootRequest<'a> {
+        BootRequest {
+            image,
+            image_name: "",
+            cmdline: "",
+            modules: &[],
+            ram_size,
+            vcpus: 1,
+        }
+    }
+}
+
+/// Plans the boot that `req` asks for, telling the image's format apart as the module
 /// documentation describes.
-pub fn plan(image: &[u8], cmdline: &str, ram_size: u64) -> Result<BootPlan, LoadError> {
+pub fn plan(req: &BootRequest) -> Result<BootPlan, LoadError> {
+    let (image, cmdline, ram_size) = (req.image, req.cmdline, req.ram_size);
     if image.is_empty() {
         return Err(LoadError::Empty);
     }
@@ -360,6 +406,14 @@ mod tests {
     use super::*;
     use crate::memory::create_guest_memory;
     use crate::x86::{PTE_PRESENT, PTE_PS, PTE_WRITABLE};
+
+    /// `image` with `cmdline` on `ram_size` bytes of RAM, nothing else.
+    fn plan(image: &[u8], cmdline: &str, ram_size: u64) -> Result<BootPlan, LoadError> {
+        super::plan(&BootRequest {
+            cmdline,
+            ..BootRequest::new(image, ram_size)
+        })
+    }
 
     fn elf64(entry: u64, paddr: u64, filesz: u64, memsz: u64) -> Vec<u8> {
         let mut f = vec![0u8; 0x200];

@@ -117,7 +117,7 @@ pub fn multiboot_entry() -> u64 {
 fn boot_image(image: &[u8], vcpus: usize) -> Guest {
     let kvm = Kvm::new().unwrap_or_else(|e| panic!("KVM not available: cannot open /dev/kvm: {e}"));
     let serial = Serial::default();
-    let plan = boot::plan(image, "", MEMORY_SIZE)
+    let plan = boot::plan(&boot::BootRequest::new(image, MEMORY_SIZE))
         .unwrap_or_else(|e| panic!("cannot plan the boot of the test image: {e}"));
     let machine = MachineConfig {
         memory_size: MEMORY_SIZE,
