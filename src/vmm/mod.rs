@@ -10,6 +10,7 @@
 //! - [`quirks`]: where this machine's KVM differs from hardware KVM;
 //! - [`devices`]: the port-I/O and MMIO devices.
 
+pub mod complete;
 pub mod cpuid;
 pub mod debug;
 pub mod devices;
