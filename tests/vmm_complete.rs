@@ -350,6 +350,103 @@ fn a_misaligned_movdqa_raises_gp_and_loads_nothing() {
     assert_eq!(g.xmm(0), 0x55, "xmm0 unchanged");
 }
 
+/// A guest that runs `xrstor64 (%rdi)` from an XSAVE area at DATA2 holding `area`, with
+/// EDX:EAX = `rfbm`, after setting XCR0 to x87 | SSE | AVX with `xsetbv`; the vCPU's XMM5
+/// holds 0x55 and its MXCSR 0x1f80 before. With the handler of [`with_handler`].
+fn xrstor(area: &[(usize, usize, u128)], rfbm: u64) -> Guest {
+    #[rustfmt::skip]
+    const CODE: &[u8] = &[
+        0x0f, 0x20, 0xe0,             // +0  mov %cr4, %rax
+        0x48, 0x0d, 0x00, 0x00, 0x04, 0x00, // +3 or $0x40000, %rax  (OSXSAVE)
+        0x0f, 0x22, 0xe0,             // +9  mov %rax, %cr4
+        0xb8, 0x07, 0x00, 0x00, 0x00, // +12 mov $7, %eax
+        0x31, 0xd2,                   // +17 xor %edx, %edx
+        0x31, 0xc9,                   // +19 xor %ecx, %ecx
+        0x0f, 0x01, 0xd1,             // +21 xsetbv
+        0x4c, 0x89, 0xc0,             // +24 mov %r8, %rax
+        0x4c, 0x89, 0xca,             // +27 mov %r9, %rdx
+        0xbf, 0x00, 0x10, 0x20, 0x00, // +30 mov $DATA2, %edi
+        0x48, 0x0f, 0xae, 0x2f,       // +35 xrstor64 (%rdi)
+        0xf4,                         // +39 hlt
+    ];
+    let mut g = with_handler(CODE);
+    let mut bytes = vec![0u8; 1024];
+    for &(off, len, v) in area {
+        bytes[off..off + len].copy_from_slice(&v.to_le_bytes()[..len]);
+    }
+    g.write(DATA2, &bytes);
+    g.edit_xsave(|x| x.put(xsave::XMM0 + 16 * 5, 16, 0x55));
+    g.edit_regs(|r| {
+        r.r8 = rfbm & 0xffff_ffff;
+        r.r9 = rfbm >> 32;
+    });
+    g
+}
+
+#[test]
+fn xrstor_loads_the_requested_components_and_initializes_the_absent_ones() {
+    const XMM3: u128 = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
+    const YMM3_HI: u128 = 0xfedc_ba98_7654_3210_8899_aabb_ccdd_eeff;
+    let full = [
+        (xsave::FCW, 2, 0x027f),
+        (xsave::FSW, 2, 0x3800),
+        (xsave::MXCSR, 4, 0x7f80),
+        (xsave::XMM0 + 16 * 3, 16, XMM3),
+        (xsave::YMM_HI + 16 * 3, 16, YMM3_HI),
+        (xsave::XSTATE_BV, 8, 0b111),
+    ];
+    let mut g = xrstor(&full, u64::MAX);
+    g.run_to_hlt(39);
+    let x = g.xsave();
+    assert_eq!(x.get(xsave::FCW, 2), 0x027f, "x87 loaded");
+    assert_eq!(x.get(xsave::FSW, 2), 0x3800);
+    assert_eq!(x.get(xsave::MXCSR, 4), 0x7f80, "MXCSR loaded");
+    assert_eq!(x.get(xsave::XMM0 + 16 * 3, 16), XMM3, "XMM3 loaded");
+    assert_eq!(x.get(xsave::XMM0 + 16 * 5, 16), 0, "XMM5 loaded (zeros)");
+    assert_eq!(
+        x.get(xsave::YMM_HI + 16 * 3, 16),
+        YMM3_HI,
+        "YMM3's upper half loaded"
+    );
+
+    // XSTATE_BV names x87 only: SSE and AVX go to their initial configuration, but the
+    // standard form loads MXCSR all the same.
+    let mut only_x87 = full;
+    only_x87[5] = (xsave::XSTATE_BV, 8, 0b001);
+    let mut g = xrstor(&only_x87, u64::MAX);
+    g.run_to_hlt(39);
+    let x = g.xsave();
+    assert_eq!(x.get(xsave::FCW, 2), 0x027f);
+    assert_eq!(x.get(xsave::XMM0 + 16 * 5, 16), 0, "XMM5 initialized");
+    assert_eq!(x.get(xsave::XMM0 + 16 * 3, 16), 0, "XMM3 initialized");
+    assert_eq!(x.get(xsave::MXCSR, 4), 0x7f80, "MXCSR loaded even so");
+
+    // EDX:EAX asks for x87 only: SSE and MXCSR stay as they were.
+    let mut g = xrstor(&full, 0b001);
+    g.run_to_hlt(39);
+    let x = g.xsave();
+    assert_eq!(x.get(xsave::FCW, 2), 0x027f);
+    assert_eq!(x.get(xsave::XMM0 + 16 * 5, 16), 0x55, "XMM5 untouched");
+    assert_eq!(x.get(xsave::MXCSR, 4), 0x1f80, "MXCSR untouched");
+}
+
+#[test]
+fn xrstor_of_a_component_outside_xcr0_raises_gp() {
+    // XSTATE_BV bit 9 (PKRU) while XCR0 is x87 | SSE | AVX: #GP(0), nothing loaded.
+    let area = [
+        (xsave::FCW, 2, 0x027f),
+        (xsave::XSTATE_BV, 8, 0b10_0000_0011),
+    ];
+    let mut g = xrstor(&area, u64::MAX);
+    let (code, rip) = run_into_handler(&mut g, true);
+    assert_eq!(
+        (code, rip),
+        (Some(0), LOAD_ADDR + 35),
+        "#GP(0) at the xrstor"
+    );
+    assert_eq!(g.xsave().get(xsave::FCW, 2), 0x037f, "FCW unchanged");
+}
+
 #[test]
 fn a_watchpoint_on_the_memory_a_completion_writes_is_reported_after_it() {
     #[rustfmt::skip]
@@ -466,6 +563,7 @@ fn cost_of_each_completion() {
         ("clac/stac", &[0x0f, 0x01, 0xca]),            // clac
         ("SSE move", &[0x66, 0x44, 0x0f, 0x6e, 0xf9]), // movd %ecx, %xmm15
         ("rdssp", &[0xf3, 0x48, 0x0f, 0x1e, 0xc8]),    // rdsspq %rax
+        ("xrstor", &[0x48, 0x0f, 0xae, 0x2f]),         // xrstor64 (%rdi): x87, initial
     ];
     let mut report = String::new();
     for (name, insn) in cases {
@@ -482,6 +580,10 @@ fn cost_of_each_completion() {
         code.push(0xf4); // hlt
         let mut g = boot(&code);
         g.write(DATA, &0x1f80u32.to_le_bytes());
+        // xrstor needs CR4.OSXSAVE; XCR0 stays x87 and EDX:EAX is whatever the loop has.
+        let mut sregs = g.vm.state(VCPU).expect("state").sregs;
+        sregs.cr4 |= 1 << 18;
+        g.vm.set_sregs(VCPU, sregs).expect("set_sregs");
         let entry = TABLE
             .iter()
             .find(|c| c.name == *name)

@@ -94,6 +94,16 @@ pub struct Operand {
     stack: bool,
 }
 
+impl Operand {
+    /// The part of the operand `by` bytes in.
+    pub fn offset(self, by: u64) -> Operand {
+        Operand {
+            linear: self.linear.wrapping_add(by),
+            ..self
+        }
+    }
+}
+
 /// The state of one completion.
 pub struct Cpu<'a> {
     vcpu: &'a VcpuFd,
@@ -105,7 +115,8 @@ pub struct Cpu<'a> {
     /// The XSAVE area, once read, normalized (every component XSTATE_BV marks initial
     /// holds its initial configuration).
     xsave: Option<Box<kvm_xsave>>,
-    /// The XSTATE_BV bits of the components changed.
+    /// Whether the area was changed, and the XSTATE_BV bits of the components changed.
+    dirty: bool,
     changed: u64,
     /// Writes held until [`Cpu::commit`], so a fault part-way writes nothing.
     writes: Vec<(GuestAddress, Vec<u8>)>,
@@ -123,6 +134,7 @@ impl<'a> Cpu<'a> {
             regs: state.regs,
             sregs: state.sregs,
             xsave: None,
+            dirty: false,
             changed: 0,
             writes: Vec::new(),
             accesses: Vec::new(),
@@ -181,6 +193,7 @@ impl<'a> Cpu<'a> {
     /// The x87/SSE/AVX state, to change the components `bv` (XSTATE_BV bits): they are
     /// marked as holding state when [`Cpu::commit`] writes the area back.
     pub fn xsave_mut(&mut self, bv: u64) -> Result<&mut kvm_xsave, CannotComplete> {
+        self.dirty = true;
         self.changed |= bv;
         self.xsave_loaded()
     }
@@ -188,7 +201,7 @@ impl<'a> Cpu<'a> {
     /// Writes back what the completion changed, apart from the general-purpose registers
     /// (the caller loads those): the XSAVE area and the held memory writes.
     pub fn commit(&mut self) -> Result<(), CannotComplete> {
-        if let (true, Some(x)) = (self.changed != 0, self.xsave.as_deref_mut()) {
+        if let (true, Some(x)) = (self.dirty, self.xsave.as_deref_mut()) {
             let bv = area::xstate_bv(x) | self.changed;
             x.put(area::XSTATE_BV, 8, bv.into());
             // SAFETY: `x` is a whole `kvm_xsave` (4 KiB), the size KVM_SET_XSAVE reads.
@@ -202,6 +215,11 @@ impl<'a> Cpu<'a> {
                 .map_err(|_| CannotComplete::NotRam("write", gpa.0))?;
         }
         Ok(())
+    }
+
+    /// The KVM vCPU, for state that has no accessor here (XCR0).
+    pub fn vcpu(&self) -> &VcpuFd {
+        self.vcpu
     }
 
     /// The value of a general-purpose register of any size (AH–BH excluded).

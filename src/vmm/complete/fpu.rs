@@ -84,7 +84,7 @@ pub fn fninit(cpu: &mut Cpu<'_>, _: &Instruction) -> Result<Option<Exception>, C
 }
 
 /// This CPU's MXCSR_MASK, as KVM_GET_XSAVE reports it (SDM Vol. 1, 11.6.6).
-fn mxcsr_mask(cpu: &mut Cpu<'_>) -> Result<u32, CannotComplete> {
+pub(super) fn mxcsr_mask(cpu: &mut Cpu<'_>) -> Result<u32, CannotComplete> {
     Ok(match cpu.xsave()?.get(MXCSR_MASK_OFFSET, 4) as u32 {
         0 => MXCSR_MASK_DEFAULT,
         m => m,
