@@ -605,3 +605,65 @@ fn cost_of_each_completion() {
     }
     println!("{report}");
 }
+
+#[test]
+fn a_step_onto_a_completion_that_faults_ends_at_the_handler() {
+    #[rustfmt::skip]
+    const CODE: &[u8] = &[
+        0xbf, 0x00, 0x10, 0x20, 0x00, // +0  mov $DATA2, %edi
+        0x0f, 0xae, 0x17,             // +5  ldmxcsr (%rdi)  (a reserved bit: #GP)
+        0xf4,                         // +8  hlt
+    ];
+    let mut g = with_handler(CODE);
+    g.write(DATA2, &0x1_1f80u32.to_le_bytes());
+    g.steps(1);
+    assert_eq!(g.step().stop, VcpuStop::Step);
+    assert_eq!(g.rip(), HANDLER, "at the #GP handler's first instruction");
+    let rsp = g.regs().rsp;
+    assert_eq!(
+        g.read_u64(rsp + 8),
+        LOAD_ADDR + 5,
+        "the frame points at the ldmxcsr"
+    );
+}
+
+#[test]
+fn a_guest_completing_instructions_in_a_loop_can_be_interrupted() {
+    #[rustfmt::skip]
+    const CODE: &[u8] = &[
+        0xf3, 0x48, 0x0f, 0xb8, 0xc7, // +0 1: popcnt %rdi, %rax
+        0xff, 0xc1,                   // +5    inc %ecx
+        0xeb, 0xf7,                   // +7    jmp 1b
+    ];
+    let mut g = boot(CODE);
+    g.vm.resume(&[(VCPU, false)]).expect("resume");
+    // The first KVM_RUN of a vCPU takes tens of ms on PVM; 200 ms give thousands of laps.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        g.vm.poll_event().is_none(),
+        "a completed instruction is no stop"
+    );
+    let stops = g.vm.stop_all();
+    assert_eq!(stops.len(), 1);
+    assert_eq!(stops[0].stop, VcpuStop::Kicked);
+    assert!(g.regs().rcx > 10, "the loop ran: {} laps", g.regs().rcx);
+    assert!(g.rip() < LOAD_ADDR + 9);
+}
+
+#[test]
+fn popcnt_is_completed_in_32_bit_protected_mode() {
+    #[rustfmt::skip]
+    const CODE: &[u8] = &[
+        0xbe, 0x00, 0x00, 0x20, 0x00, // +0  mov $DATA, %esi
+        0xf3, 0x0f, 0xb8, 0xc7,       // +5  popcnt %edi, %eax
+        0xf3, 0x0f, 0xb8, 0x1e,       // +9  popcnt (%esi), %ebx
+        0xf4,                         // +13 hlt
+    ];
+    let mut g = boot_multiboot(CODE);
+    g.write(DATA, &0x8000_0001u32.to_le_bytes());
+    g.edit_regs(|r| r.rdi = 0xffff);
+    let ev = g.cont();
+    assert_eq!(ev.stop, VcpuStop::Halted, "at {:#x}", g.rip());
+    assert_eq!(g.rip(), multiboot_entry() + 14);
+    assert_eq!((g.regs().rax, g.regs().rbx), (16, 2));
+}
