@@ -190,6 +190,11 @@ pub fn complete(
 ) -> Result<Done, CannotComplete> {
     let entry = lookup(insn.mnemonic())
         .ok_or_else(|| CannotComplete::NotInTable(format!("{:?}", insn.mnemonic())))?;
+    if insn.has_lock_prefix() {
+        // LOCK is valid only on read-modify-write memory instructions, none of these
+        // (SDM Vol. 2A, LOCK).
+        return Ok(Done::Raised(Exception::UD));
+    }
     let mut cpu = Cpu::new(vcpu, mem, *state);
     if let Some(exception) = (entry.run)(&mut cpu, insn)? {
         return Ok(Done::Raised(exception));
