@@ -535,7 +535,7 @@ mod tests {
 
     /// An a.out-kludge Multiboot image: 4 KiB of NOPs loaded at 1 MiB, bss to 1 MiB + 8 KiB,
     /// entered at 1 MiB + 0x40.
-    fn aout_kludge() -> Vec<u8> {
+    pub(super) fn aout_kludge() -> Vec<u8> {
         let mut img = vec![0x90u8; 0x1000];
         let flags = MULTIBOOT_AOUT_KLUDGE | 2;
         let hdr: [u32; 8] = [
@@ -566,7 +566,7 @@ mod tests {
         Ok((mem, plan))
     }
 
-    fn blob_at(plan: &BootPlan, at: u64) -> &[u8] {
+    pub(super) fn blob_at(plan: &BootPlan, at: u64) -> &[u8] {
         plan.writes
             .iter()
             .find_map(|w| match w {
@@ -576,11 +576,11 @@ mod tests {
             .unwrap_or_else(|| panic!("no blob at {at:#x} in {:?}", plan.writes))
     }
 
-    fn u32_at(b: &[u8], off: usize) -> u32 {
+    pub(super) fn u32_at(b: &[u8], off: usize) -> u32 {
         u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
     }
 
-    fn u64_at(b: &[u8], off: usize) -> u64 {
+    pub(super) fn u64_at(b: &[u8], off: usize) -> u64 {
         u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
     }
 

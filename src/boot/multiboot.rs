@@ -366,3 +366,135 @@ fn info_block(
     };
     Ok((block, list))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::plan;
+    use super::super::tests::{aout_kludge, blob_at, u32_at};
+    use super::*;
+
+    fn c_str(b: &[u8]) -> &str {
+        std::str::from_utf8(&b[..b.iter().position(|&c| c == 0).expect("NUL")]).unwrap()
+    }
+
+    /// Modules land page aligned after the kernel's bss, listed with their strings; the
+    /// command line starts with the image name.
+    #[test]
+    fn modules_and_command_line() {
+        let img = aout_kludge();
+        let modules = [
+            Module {
+                cmdline: "/boot/xen-initrd dom0".into(),
+                data: vec![7; 4097],
+            },
+            Module {
+                cmdline: "second".into(),
+                data: b"2nd".to_vec(),
+            },
+        ];
+        let req = BootRequest {
+            image_name: "xen.gz",
+            cmdline: "console=com1",
+            modules: &modules,
+            ..BootRequest::new(&img, 16 << 20)
+        };
+        let p = plan(&req).unwrap();
+        let mbi = blob_at(&p, layout::MULTIBOOT_INFO);
+        assert_eq!(
+            u32_at(mbi, 0),
+            1 | 4 | 8 | 64 | 512,
+            "mem, cmdline, mods, mmap, name"
+        );
+        let cmd = (layout::MULTIBOOT_CMDLINE - layout::MULTIBOOT_INFO) as usize;
+        assert_eq!(c_str(&mbi[cmd..]), "xen.gz console=com1");
+        assert_eq!(u32_at(mbi, 20), 2, "mods_count");
+        assert_eq!(u64::from(u32_at(mbi, 24)), layout::BOOT_INFO, "mods_addr");
+        let list = blob_at(&p, layout::BOOT_INFO);
+        // The kernel's bss ends at 1 MiB + 8 KiB.
+        let want = [
+            (0x10_2000, 0x10_2000 + 4097, "/boot/xen-initrd dom0"),
+            (0x10_4000, 0x10_4003, "second"),
+        ];
+        for (i, (start, end, string)) in want.into_iter().enumerate() {
+            let e = &list[16 * i..16 * (i + 1)];
+            assert_eq!((u32_at(e, 0), u32_at(e, 4), u32_at(e, 12)), (start, end, 0));
+            let at = (u64::from(u32_at(e, 8)) - layout::BOOT_INFO) as usize;
+            assert_eq!(c_str(&list[at..]), string);
+            assert_eq!(blob_at(&p, start.into()), &modules[i].data[..]);
+        }
+        // Without modules: no flag, no list; a name alone is the whole command line.
+        let req = BootRequest {
+            image_name: "k",
+            ..BootRequest::new(&img, 16 << 20)
+        };
+        let p = plan(&req).unwrap();
+        let mbi = blob_at(&p, layout::MULTIBOOT_INFO);
+        assert_eq!(u32_at(mbi, 0) & 8, 0);
+        assert_eq!((u32_at(mbi, 20), u32_at(mbi, 24)), (0, 0));
+        assert_eq!(c_str(&mbi[cmd..]), "k");
+    }
+
+    /// Modules that do not fit RAM, or whose strings overflow their area, are refused.
+    #[test]
+    fn modules_that_do_not_fit() {
+        let img = aout_kludge();
+        let big = [Module {
+            cmdline: "big".into(),
+            data: vec![0; 15 << 20],
+        }];
+        let req = BootRequest {
+            modules: &big,
+            ..BootRequest::new(&img, 16 << 20)
+        };
+        assert!(matches!(
+            plan(&req),
+            Err(LoadError::BootDataDoesNotFit {
+                start: 0x10_2000,
+                ..
+            })
+        ));
+        let long = [Module {
+            cmdline: "x".repeat(0x6_0000),
+            data: vec![1],
+        }];
+        let req = BootRequest {
+            modules: &long,
+            ..BootRequest::new(&img, 16 << 20)
+        };
+        assert!(matches!(
+            plan(&req),
+            Err(LoadError::BootInfoTooLarge { .. })
+        ));
+    }
+
+    /// A kernel loaded over the ACPI tables' area is refused.
+    #[test]
+    fn kernel_over_the_firmware_area() {
+        let mut img = aout_kludge();
+        // header_addr, load_addr, bss_end_addr and entry moved to 0xe0000.
+        for (off, v) in [
+            (0x1c, 0xe_0010u32),
+            (0x20, 0xe_0000),
+            (0x28, 0),
+            (0x2c, 0xe_0040),
+        ] {
+            img[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let sum = 0u32
+            .wrapping_sub(MULTIBOOT_HEADER_MAGIC)
+            .wrapping_sub(u32_at(&img, 0x14));
+        img[0x18..0x1c].copy_from_slice(&sum.to_le_bytes());
+        let err = plan(&BootRequest::new(&img, 16 << 20)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LoadError::OverlapsFirmware {
+                    area_start: 0xe_0000,
+                    area_end: 0xf_0000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

@@ -453,3 +453,297 @@ fn boot_information(
     info[..4].copy_from_slice(&total.to_le_bytes());
     info
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{aout_kludge, blob_at, u32_at, u64_at};
+    use super::super::{MemWrite, Module, check_prefix, plan};
+    use super::*;
+    use crate::platform::ACPI_RSDP;
+
+    /// Where the test images' header lies in the file, and the file in memory.
+    const HDR_AT: usize = 0x40;
+    const LOAD: u32 = 0x10_0000;
+    const ENTRY: u32 = LOAD + 0x100;
+
+    /// A header tag: type, flags, payload.
+    type Tag = (u16, u16, Vec<u8>);
+
+    fn words(w: &[u32]) -> Vec<u8> {
+        w.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// The address tag (the whole file at 1 MiB, bss to 1 MiB + 8 KiB) and the entry tag.
+    fn flat() -> Vec<Tag> {
+        vec![
+            (
+                HTAG_ADDRESS,
+                0,
+                words(&[LOAD + HDR_AT as u32, LOAD, 0, LOAD + 0x2000]),
+            ),
+            (HTAG_ENTRY, 0, words(&[ENTRY])),
+        ]
+    }
+
+    /// A 4 KiB image of NOPs with a Multiboot2 header for `arch` holding `tags` and the end
+    /// tag at [`HDR_AT`].
+    fn image_arch(arch: u32, tags: &[Tag]) -> Vec<u8> {
+        let mut h = Vec::new();
+        for (kind, flags, payload) in tags.iter().chain([&(HTAG_END, 0, vec![])]) {
+            h.extend_from_slice(&kind.to_le_bytes());
+            h.extend_from_slice(&flags.to_le_bytes());
+            h.extend_from_slice(&(8 + payload.len() as u32).to_le_bytes());
+            h.extend_from_slice(payload);
+            h.resize(h.len().next_multiple_of(8), 0);
+        }
+        let len = (HEADER_FIXED + h.len()) as u32;
+        let sum = 0u32
+            .wrapping_sub(MULTIBOOT2_HEADER_MAGIC)
+            .wrapping_sub(arch)
+            .wrapping_sub(len);
+        let mut img = vec![0x90u8; 0x1000];
+        let fixed = words(&[MULTIBOOT2_HEADER_MAGIC, arch, len, sum]);
+        img[HDR_AT..HDR_AT + 16].copy_from_slice(&fixed);
+        img[HDR_AT + 16..HDR_AT + 16 + h.len()].copy_from_slice(&h);
+        img
+    }
+
+    fn image(tags: &[Tag]) -> Vec<u8> {
+        image_arch(ARCH_I386, tags)
+    }
+
+    fn boot(img: &[u8]) -> Result<BootPlan, LoadError> {
+        plan(&BootRequest::new(img, 16 << 20))
+    }
+
+    /// The refusal message of `img`.
+    fn refusal(img: &[u8]) -> String {
+        match boot(img) {
+            Err(LoadError::Multiboot2(m)) => m,
+            other => panic!("expected a Multiboot2 refusal, got {other:?}"),
+        }
+    }
+
+    /// The boot information's tags: (type, payload), checking sizes and alignment.
+    fn info_tags(info: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        assert_eq!(u32_at(info, 0) as usize, info.len(), "total_size");
+        let mut tags = Vec::new();
+        let mut at = 8;
+        loop {
+            assert_eq!(at % 8, 0, "tag alignment");
+            let (kind, size) = (u32_at(info, at), u32_at(info, at + 4) as usize);
+            tags.push((kind, info[at + 8..at + size].to_vec()));
+            at += size.next_multiple_of(8);
+            if kind == ITAG_END {
+                assert_eq!(
+                    (size, at),
+                    (8, info.len()),
+                    "the end tag closes the structure"
+                );
+                return tags;
+            }
+        }
+    }
+
+    fn c_str(b: &[u8]) -> &str {
+        std::str::from_utf8(&b[..b.iter().position(|&c| c == 0).expect("NUL")]).unwrap()
+    }
+
+    /// An a.out-style image with modules: the entry state, where everything lands, and
+    /// every boot information tag.
+    #[test]
+    fn flat_image_with_modules() {
+        let mut tags = flat();
+        let wanted = [1, 2, 3, 4, 6, 14, 15];
+        tags.push((HTAG_INFO_REQUEST, 0, words(&wanted)));
+        tags.push((HTAG_MODULE_ALIGN, 0, vec![]));
+        tags.push((HTAG_FRAMEBUFFER, TAG_OPTIONAL, words(&[1024, 768, 32])));
+        tags.push((HTAG_CONSOLE_FLAGS, 0, words(&[2])));
+        let img = image(&tags);
+        let modules = [
+            Module {
+                cmdline: "initrd.img root=/dev/ram".into(),
+                data: vec![0xab; 5000],
+            },
+            Module {
+                cmdline: "m2".into(),
+                data: b"MOD2".to_vec(),
+            },
+        ];
+        let req = BootRequest {
+            image_name: "/boot/kernel",
+            cmdline: "console=ttyS0",
+            modules: &modules,
+            vcpus: 2,
+            ..BootRequest::new(&img, 16 << 20)
+        };
+        let plan = plan(&req).unwrap();
+        assert_eq!(plan.info.format, BootFormat::Multiboot2);
+        assert_eq!(plan.info.entry, u64::from(ENTRY));
+        assert!(plan.info.image_is_32bit);
+        let bsp = plan.bsp();
+        assert_eq!(bsp.regs.rax, 0x36d7_6289);
+        assert_eq!(bsp.regs.rbx, layout::BOOT_INFO);
+        assert_eq!(bsp.regs.rip, u64::from(ENTRY));
+        assert_eq!(
+            (bsp.sregs.cs.db, bsp.sregs.cr0),
+            (1, 0x11),
+            "32-bit, paging off"
+        );
+        assert_eq!(blob_at(&plan, LOAD.into()), &img[..]);
+        assert!(plan.writes.contains(&MemWrite::Zero {
+            gpa: 0x10_1000,
+            len: 0x1000
+        }));
+        // Modules: page aligned from the end of the bss.
+        assert_eq!(blob_at(&plan, 0x10_2000), &modules[0].data[..]);
+        assert_eq!(blob_at(&plan, 0x10_4000), b"MOD2");
+
+        let tags = info_tags(blob_at(&plan, layout::BOOT_INFO));
+        let kinds: Vec<u32> = tags.iter().map(|t| t.0).collect();
+        assert_eq!(kinds, [1, 2, 3, 3, 4, 6, 14, 15, 0]);
+        assert_eq!(c_str(&tags[0].1), "/boot/kernel console=ttyS0");
+        assert_eq!(c_str(&tags[1].1), "kvmgdb");
+        for (t, (start, end, name)) in tags[2..4].iter().zip([
+            (0x10_2000, 0x10_2000 + 5000, "initrd.img root=/dev/ram"),
+            (0x10_4000, 0x10_4004, "m2"),
+        ]) {
+            assert_eq!((u32_at(&t.1, 0), u32_at(&t.1, 4)), (start, end));
+            assert_eq!(c_str(&t.1[8..]), name);
+        }
+        assert_eq!(
+            (u32_at(&tags[4].1, 0), u32_at(&tags[4].1, 4)),
+            (639, 15 << 10)
+        );
+        let mmap = &tags[5].1;
+        assert_eq!(
+            (u32_at(mmap, 0), u32_at(mmap, 4)),
+            (24, 0),
+            "entry size, version"
+        );
+        assert_eq!(mmap.len(), 8 + 24 * plan.memory_map.len());
+        for (i, r) in plan.memory_map.iter().enumerate() {
+            let e = 8 + 24 * i;
+            assert_eq!(u64_at(mmap, e), r.addr);
+            assert_eq!(u64_at(mmap, e + 8), r.size);
+            assert_eq!(u32_at(mmap, e + 16), r.kind as u32);
+        }
+        // The RSDP copies match the tables the plan writes at ACPI_RSDP.
+        let rsdp = &blob_at(&plan, ACPI_RSDP)[..36];
+        assert_eq!(tags[7].1, rsdp, "new RSDP");
+        let old = &tags[6].1;
+        assert_eq!((old.len(), old[15]), (20, 0), "old RSDP: ACPI 1.0");
+        assert_eq!(old.iter().fold(0u8, |a, &b| a.wrapping_add(b)), 0);
+        assert_eq!(old[16..20], rsdp[16..20], "the RSDT address");
+    }
+
+    /// The header is found 8-byte aligned in the first 32 KiB, before a Multiboot v1 header.
+    #[test]
+    fn header_search() {
+        let img = image(&flat());
+        let mut far = vec![0u8; 0x6000];
+        far.extend_from_slice(&img);
+        assert!(check_prefix(&far).is_ok());
+        assert_eq!(blob_at(&boot(&far).unwrap(), LOAD.into()), &img[..]);
+        let mut too_far = vec![0u8; MULTIBOOT2_SEARCH];
+        too_far.extend_from_slice(&img);
+        assert!(find_header(&too_far).is_none());
+        let mut misaligned = vec![0u8; 4];
+        misaligned.extend_from_slice(&img);
+        assert!(find_header(&misaligned).is_none());
+        // A Multiboot v1 image that also carries a Multiboot2 header boots as Multiboot2.
+        let mut both = aout_kludge();
+        both[0x800..0x840].copy_from_slice(&img[HDR_AT..HDR_AT + 0x40]);
+        let p = boot(&both).unwrap();
+        assert_eq!(p.info.format, BootFormat::Multiboot2);
+        // A bad checksum is reported as such.
+        let mut bad = image(&flat());
+        bad[HDR_AT + 12] ^= 1;
+        assert!(matches!(
+            boot(&bad),
+            Err(LoadError::BadMultiboot2Checksum(HDR_AT))
+        ));
+        assert!(matches!(
+            check_prefix(&bad),
+            Err(LoadError::BadMultiboot2Checksum(HDR_AT))
+        ));
+    }
+
+    /// Each refusal names what is refused.
+    #[test]
+    fn refusals_name_the_tag() {
+        let with = |extra: Tag| {
+            let mut t = flat();
+            t.push(extra);
+            image(&t)
+        };
+        let m = refusal(&image_arch(4, &flat()));
+        assert!(m.contains("architecture 4 (MIPS32)"), "{m}");
+        let m = refusal(&with((HTAG_INFO_REQUEST, 0, words(&[1, 8]))));
+        assert!(m.contains("tag 8 (framebuffer info)"), "{m}");
+        boot(&with((HTAG_INFO_REQUEST, TAG_OPTIONAL, words(&[8, 9])))).unwrap();
+        let m = refusal(&with((HTAG_FRAMEBUFFER, 0, words(&[0, 0, 32]))));
+        assert!(m.contains("framebuffer tag is required"), "{m}");
+        let m = refusal(&with((HTAG_EFI_BS, 0, vec![])));
+        assert!(m.contains("EFI boot services tag"), "{m}");
+        boot(&with((HTAG_EFI_AMD64_ENTRY, TAG_OPTIONAL, words(&[ENTRY])))).unwrap();
+        let m = refusal(&with((HTAG_EFI_I386_ENTRY, 0, words(&[ENTRY]))));
+        assert!(m.contains("EFI i386 entry address tag"), "{m}");
+        let m = refusal(&with((HTAG_CONSOLE_FLAGS, 0, words(&[1]))));
+        assert!(m.contains("console flags tag"), "{m}");
+        boot(&with((HTAG_CONSOLE_FLAGS, TAG_OPTIONAL, words(&[1])))).unwrap();
+        let m = refusal(&with((42, 0, vec![])));
+        assert!(m.contains("header tag type 42"), "{m}");
+        boot(&with((42, TAG_OPTIONAL, vec![]))).unwrap();
+        let m = refusal(&with((HTAG_ENTRY, 0, vec![])));
+        assert!(m.contains("too short"), "{m}");
+        let m = refusal(&image(&[]));
+        assert!(m.contains("no address tag"), "{m}");
+        let m = refusal(&image(&flat()[..1]));
+        assert!(m.contains("no entry address tag"), "{m}");
+        let m = refusal(&with((HTAG_INFO_REQUEST, 0, words(&[21]))));
+        assert!(m.contains("load base address (21)"), "{m}");
+        // header_length running past the file, and tags with no end tag.
+        let mut img = image(&flat());
+        img.truncate(HDR_AT + 24);
+        assert!(refusal(&img).contains("header_length"));
+        let mut img = image(&flat());
+        let tag_len = 8 + 16 + 8 + 4 + 4; // up to the end tag
+        img[HDR_AT + 16 + tag_len..HDR_AT + 16 + tag_len + 8].fill(0xee);
+        assert!(refusal(&img).contains("size"), "{}", refusal(&img));
+    }
+
+    /// A relocatable image loads where it is linked, if the tag allows it, and is told
+    /// where (tag 21); otherwise it is refused.
+    #[test]
+    fn relocatable() {
+        let reloc = |min: u32, max: u32, align: u32| {
+            let mut t = flat();
+            t.push((HTAG_RELOCATABLE, 0, words(&[min, max, align, 0])));
+            image(&t)
+        };
+        let p = boot(&reloc(0x10_0000, 0x1000_0000, 0x1000)).unwrap();
+        let tags = info_tags(blob_at(&p, layout::BOOT_INFO));
+        let base = tags.iter().find(|t| t.0 == ITAG_LOAD_BASE_ADDR).unwrap();
+        assert_eq!(u32_at(&base.1, 0), LOAD);
+        let m = refusal(&reloc(0x20_0000, 0x1000_0000, 0x1000));
+        assert!(m.contains("does not relocate"), "{m}");
+        assert!(refusal(&reloc(0, 0x10_1000, 0x1000)).contains("relocatable tag"));
+        assert!(refusal(&reloc(0, 0x1000_0000, 0x20_0000)).contains("relocatable tag"));
+    }
+
+    /// load_addr -1 loads the file from its start.
+    #[test]
+    fn load_from_file_start() {
+        let img = image(&[
+            (
+                HTAG_ADDRESS,
+                0,
+                words(&[LOAD + HDR_AT as u32, u32::MAX, 0, 0]),
+            ),
+            (HTAG_ENTRY, 0, words(&[ENTRY])),
+        ]);
+        let p = boot(&img).unwrap();
+        assert_eq!(blob_at(&p, LOAD.into()), &img[..]);
+    }
+}
