@@ -119,10 +119,7 @@ fn boot_image(image: &[u8], vcpus: usize) -> Guest {
     let serial = Serial::default();
     let plan = boot::plan(&boot::BootRequest::new(image, MEMORY_SIZE))
         .unwrap_or_else(|e| panic!("cannot plan the boot of the test image: {e}"));
-    let machine = MachineConfig {
-        memory_size: MEMORY_SIZE,
-        vcpus,
-    };
+    let machine = MachineConfig::new(MEMORY_SIZE, vcpus);
     let vm = Vm::new(kvm, machine, plan, Box::new(serial.clone()))
         .unwrap_or_else(|e| panic!("cannot build the VM: {e}"));
     Guest { vm, serial }
