@@ -4,6 +4,7 @@
 
 mod vmm_support;
 
+use kvmgdb::vmm::cpuid::{KVM_CPUID_FEATURES, kvm_feature};
 use kvmgdb::vmm::stop::VcpuStop;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vmm_support::*;
@@ -346,4 +347,95 @@ fn with_no_reboot_a_reset_ends_the_machine_with_status_0() {
     let mut g = boot_configured(RESET_GUEST, |m| m.no_reboot = true);
     assert_eq!(g.cont().stop, VcpuStop::Exit(0));
     assert_eq!(g.serial.text(), "A");
+}
+
+/// A guest that stores CPUID leaf 1 EBX and ECX, leaf 0x4000_0000 EBX, ECX and EDX and leaf
+/// 0x4000_0001 EAX at `CPUID_OUT`, then exits.
+#[rustfmt::skip]
+const CPUID_GUEST: &[u8] = &[
+    0xb8, 0x01, 0x00, 0x00, 0x00,             // +0 mov $0x1,%eax
+    0x0f, 0xa2,                               // +5 cpuid
+    0x89, 0x1c, 0x25, 0x00, 0x30, 0x20, 0x00, // +7 mov %ebx,0x203000
+    0x89, 0x0c, 0x25, 0x04, 0x30, 0x20, 0x00, // +14 mov %ecx,0x203004
+    0xb8, 0x00, 0x00, 0x00, 0x40,             // +21 mov $0x40000000,%eax
+    0x0f, 0xa2,                               // +26 cpuid
+    0x89, 0x1c, 0x25, 0x08, 0x30, 0x20, 0x00, // +28 mov %ebx,0x203008
+    0x89, 0x0c, 0x25, 0x0c, 0x30, 0x20, 0x00, // +35 mov %ecx,0x20300c
+    0x89, 0x14, 0x25, 0x10, 0x30, 0x20, 0x00, // +42 mov %edx,0x203010
+    0xb8, 0x01, 0x00, 0x00, 0x40,             // +49 mov $0x40000001,%eax
+    0x0f, 0xa2,                               // +54 cpuid
+    0x89, 0x04, 0x25, 0x14, 0x30, 0x20, 0x00, // +56 mov %eax,0x203014
+    0x31, 0xc0,                               // +63 xor %eax,%eax
+    0xe6, 0xf4,                               // +65 out %al,$0xf4
+];
+const CPUID_OUT: u64 = 0x20_3000;
+/// CPUID.01H:ECX: CMPXCHG16B and the hypervisor bit.
+const ECX_CX16: u32 = 1 << 13;
+const ECX_HYPERVISOR: u32 = 1 << 31;
+
+#[test]
+fn the_guest_sees_the_hypervisor_leaves_and_only_runnable_features() {
+    let mut g = boot(CPUID_GUEST);
+    assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0)));
+    let ecx = g.read_u32(CPUID_OUT + 4);
+    assert_eq!(g.read_u32(CPUID_OUT) >> 24, VCPU as u32, "leaf 1 APIC id");
+    assert_ne!(ecx & ECX_HYPERVISOR, 0);
+    assert_eq!(&g.read(CPUID_OUT + 8, 12), b"KVMKVMKVM\0\0\0");
+    let pv = g.read_u32(CPUID_OUT + 0x14);
+    assert_eq!(pv, g.vm.cpuid(KVM_CPUID_FEATURES, 0).unwrap().eax);
+    if g.vm.machine_facts().pvm {
+        // PVM's emulator cannot run `lock cmpxchg16b`; it honours the hidden bit.
+        assert_eq!(ecx & ECX_CX16, 0, "CX16 shown on PVM");
+        assert_eq!(pv & kvm_feature::PV_UNHALT, 0, "a hypercall feature on PVM");
+    }
+}
+
+/// A guest that writes EDX:EAX to MSR ECX, then exits; any #GP is a triple fault (the
+/// entry IDT is empty).
+#[rustfmt::skip]
+const WRMSR_GUEST: &[u8] = &[
+    0x0f, 0x30, // +0 wrmsr
+    0x31, 0xc0, // +2 xor %eax,%eax
+    0xe6, 0xf4, // +4 out %al,$0xf4
+];
+
+#[test]
+fn every_advertised_paravirtual_msr_takes_the_guests_write() {
+    use kvm_feature::*;
+    // The MSR each feature is driven by, and a value Linux writes to it.
+    let area = DATA | 1;
+    let msrs = [
+        (CLOCKSOURCE2, 0x4b56_4d01, area),
+        (STEAL_TIME, 0x4b56_4d03, area),
+        (PV_EOI, 0x4b56_4d04, area),
+        (ASYNC_PF_INT, 0x4b56_4d05, 0xec),
+        (POLL_CONTROL, 0x4b56_4d06, 0),
+    ];
+    let pv = boot(WRMSR_GUEST)
+        .vm
+        .cpuid(KVM_CPUID_FEATURES, 0)
+        .unwrap()
+        .eax;
+    let mut tried = 0;
+    for (feature, msr, value) in msrs {
+        if pv & feature == 0 {
+            continue;
+        }
+        tried += 1;
+        let mut g = boot(WRMSR_GUEST);
+        g.edit_regs(|r| {
+            r.rcx = msr;
+            r.rax = value & 0xffff_ffff;
+            r.rdx = value >> 32;
+        });
+        assert_eq!(
+            g.cont().stop,
+            VcpuStop::Exit(exit_status(0)),
+            "wrmsr {msr:#x} (feature {feature:#x} advertised) faulted"
+        );
+    }
+    assert!(
+        tried >= 2,
+        "kvmclock and steal time at least are advertised"
+    );
 }

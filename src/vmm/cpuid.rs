@@ -102,6 +102,19 @@ const PV_FEATURES_IN_KERNEL: u32 = kvm_feature::CLOCKSOURCE
     | kvm_feature::ASYNC_PF_INT
     | kvm_feature::CLOCKSOURCE_STABLE_BIT;
 
+/// The paravirtual features that need KVM's in-kernel local APIC: PV_EOI and PV_UNHALT
+/// and PV_SEND_IPI (APIC state), async page faults (KVM refuses MSR_KVM_ASYNC_PF_EN
+/// without one), and POLL_CONTROL (measured on PVM: a guest `wrmsr` of
+/// MSR_KVM_POLL_CONTROL takes #GP without an irqchip and succeeds with one; this is the
+/// failed write Linux 6.1 logged on kvmgdb before it had an irqchip).
+const PV_FEATURES_NEED_LAPIC: u32 = kvm_feature::PV_EOI
+    | kvm_feature::PV_UNHALT
+    | kvm_feature::PV_SEND_IPI
+    | kvm_feature::ASYNC_PF
+    | kvm_feature::ASYNC_PF_VMEXIT
+    | kvm_feature::ASYNC_PF_INT
+    | kvm_feature::POLL_CONTROL;
+
 /// CPUID.01H:ECX.CMPXCHG16B.
 const CPUID_1_ECX_CX16: u32 = 1 << 13;
 /// CPUID.01H:ECX.HYPERVISOR: a hypervisor is present.
@@ -111,7 +124,8 @@ const CPUID_1_EBX_APIC_ID_SHIFT: u32 = 24;
 
 /// The CPUID table of the machine, from KVM's supported one (KVM_GET_SUPPORTED_CPUID):
 /// the hypervisor bit and leaves present, paravirtual features limited to what KVM backs
-/// without the VMM ([`PV_FEATURES_IN_KERNEL`], less `quirks::pv_features_hidden`), and the
+/// without the VMM ([`PV_FEATURES_IN_KERNEL`], less [`PV_FEATURES_NEED_LAPIC`] without an
+/// in-kernel irqchip, less `quirks::pv_features_hidden`), and the
 /// features this KVM cannot run hidden (`quirks::cpuid_ecx1_hidden`). Everything else,
 /// TSC bits included (invariant TSC only if KVM reports it), is KVM's.
 pub fn machine_cpuid(supported: &CpuId, machine: MachineFacts) -> CpuId {
@@ -140,7 +154,10 @@ pub fn machine_cpuid(supported: &CpuId, machine: MachineFacts) -> CpuId {
                 [e.ebx, e.ecx, e.edx] = KVM_SIGNATURE;
             }
             KVM_CPUID_FEATURES => {
-                let keep = PV_FEATURES_IN_KERNEL & !quirks::pv_features_hidden(machine);
+                let mut keep = PV_FEATURES_IN_KERNEL & !quirks::pv_features_hidden(machine);
+                if !machine.in_kernel_irqchip {
+                    keep &= !PV_FEATURES_NEED_LAPIC;
+                }
                 let dropped = e.eax & !keep;
                 if dropped != 0 {
                     log::debug!("CPUID 0x40000001: paravirtual features {dropped:#x} hidden");
@@ -242,6 +259,22 @@ mod tests {
         let pv = leaf(&t, KVM_CPUID_FEATURES, 0).eax;
         assert_eq!(pv & quirks::pv_features_hidden(PVM), 0);
         assert_ne!(pv & kvm_feature::CLOCKSOURCE2, 0);
+        assert_ne!(
+            pv & kvm_feature::POLL_CONTROL,
+            0,
+            "PVM serves it with an irqchip"
+        );
+    }
+
+    #[test]
+    fn without_an_irqchip_no_feature_that_needs_the_local_apic() {
+        let no_chip = MachineFacts {
+            in_kernel_irqchip: false,
+            pvm: false,
+        };
+        let pv = leaf(&machine_cpuid(&supported(), no_chip), KVM_CPUID_FEATURES, 0).eax;
+        assert_eq!(pv & PV_FEATURES_NEED_LAPIC, 0);
+        assert_ne!(pv & kvm_feature::STEAL_TIME, 0);
     }
 
     #[test]

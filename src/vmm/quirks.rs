@@ -49,15 +49,17 @@ pub fn cpuid_ecx1_hidden(machine: MachineFacts, cx16: u32) -> u32 {
     if machine.pvm { cx16 } else { 0 }
 }
 
-/// Paravirtual features (CPUID 0x4000_0001 EAX) to hide besides those KVM needs the VMM
-/// for. On PVM, `vmcall` at CPL0 hangs the vCPU (docs/kvm-quirks.md, "Other facts"), so
-/// every feature the guest drives by hypercall goes: PV_UNHALT (KVM_HC_KICK_CPU),
-/// PV_SEND_IPI, PV_SCHED_YIELD; and POLL_CONTROL, whose MSR PVM refuses (a guest
-/// `wrmsr` of MSR_KVM_POLL_CONTROL takes #GP, measured: docs/kvm-quirks.md, "CPUID").
+/// Paravirtual features (CPUID 0x4000_0001 EAX) to hide on this KVM besides those the
+/// machine model lacks (`cpuid::machine_cpuid`). On PVM (measured: docs/kvm-quirks.md,
+/// "CPUID"): `vmcall` at CPL0 hangs the vCPU, so every feature the guest drives by
+/// hypercall goes (PV_UNHALT's KVM_HC_KICK_CPU, PV_SEND_IPI, PV_SCHED_YIELD); and a guest
+/// `wrmsr` of MSR_KVM_ASYNC_PF_INT takes #GP even with an in-kernel irqchip, so async page
+/// faults go (ASYNC_PF_INT, and ASYNC_PF and ASYNC_PF_VMEXIT, which Linux ≥ 5.10 uses only
+/// with it). Hardware KVM serves them all in the kernel: nothing is hidden there.
 pub fn pv_features_hidden(machine: MachineFacts) -> u32 {
     use super::cpuid::kvm_feature::*;
     if machine.pvm {
-        PV_UNHALT | PV_SEND_IPI | PV_SCHED_YIELD | POLL_CONTROL
+        PV_UNHALT | PV_SEND_IPI | PV_SCHED_YIELD | ASYNC_PF_INT | ASYNC_PF | ASYNC_PF_VMEXIT
     } else {
         0
     }
