@@ -21,8 +21,48 @@ const ONE_BYTE_INSN: u64 = 1;
 pub struct MachineFacts {
     /// Whether the VM created an in-kernel interrupt controller (KVM_CREATE_IRQCHIP). With
     /// one, `hlt` blocks inside KVM until an interrupt instead of exiting to the VMM
-    /// (docs/kvm-quirks.md, "hlt"). kvmgdb creates none today.
+    /// (docs/kvm-quirks.md, "hlt"). kvmgdb creates one wherever KVM offers it
+    /// (KVM_CAP_IRQCHIP); a halt is then noticed by `vcpu::halt_watch`.
     pub in_kernel_irqchip: bool,
+    /// Whether `/dev/kvm` is PVM ([`detect_pvm`]).
+    pub pvm: bool,
+}
+
+/// Where the running kernel lists its loaded modules (sysfs, Documentation/ABI
+/// "/sys/module"): PVM is the `kvm_pvm` module, hardware KVM `kvm_intel` or `kvm_amd`.
+const PVM_MODULE: &str = "/sys/module/kvm_pvm";
+
+/// Whether this machine's KVM is PVM: the `kvm_pvm` module is loaded. Used only for the
+/// CPUID facts below, which no KVM capability or CPUID bit reveals (KVM_SET_CPUID2 takes
+/// a cleared bit silently whether or not the guest will see it cleared).
+pub fn detect_pvm() -> bool {
+    std::path::Path::new(PVM_MODULE).exists()
+}
+
+/// The CPUID.01H:ECX bits of `cx16` (CMPXCHG16B) to hide from the guest. PVM's emulator
+/// cannot run `lock cmpxchg16b` at CPL0 (Linux dies on it in the slab allocator) and
+/// honours the cleared bit, so the kernel takes its fallback (docs/kvm-quirks.md, "CPUID").
+/// Hardware KVM runs the instruction: nothing is hidden there. XSAVE, POPCNT and SMAP would
+/// need hiding too, but PVM ignores those bits: the guest must be told (`noxsave
+/// clearcpuid=…`) or the instructions completed.
+pub fn cpuid_ecx1_hidden(machine: MachineFacts, cx16: u32) -> u32 {
+    if machine.pvm { cx16 } else { 0 }
+}
+
+/// Paravirtual features (CPUID 0x4000_0001 EAX) to hide on this KVM besides those the
+/// machine model lacks (`cpuid::machine_cpuid`). On PVM (measured: docs/kvm-quirks.md,
+/// "CPUID"): `vmcall` at CPL0 hangs the vCPU, so every feature the guest drives by
+/// hypercall goes (PV_UNHALT's KVM_HC_KICK_CPU, PV_SEND_IPI, PV_SCHED_YIELD); and a guest
+/// `wrmsr` of MSR_KVM_ASYNC_PF_INT takes #GP even with an in-kernel irqchip, so async page
+/// faults go (ASYNC_PF_INT, and ASYNC_PF and ASYNC_PF_VMEXIT, which Linux ≥ 5.10 uses only
+/// with it). Hardware KVM serves them all in the kernel: nothing is hidden there.
+pub fn pv_features_hidden(machine: MachineFacts) -> u32 {
+    use super::cpuid::kvm_feature::*;
+    if machine.pvm {
+        PV_UNHALT | PV_SEND_IPI | PV_SCHED_YIELD | ASYNC_PF_INT | ASYNC_PF | ASYNC_PF_VMEXIT
+    } else {
+        0
+    }
 }
 
 /// What was learned about this KVM at run time.
@@ -191,9 +231,11 @@ mod tests {
 
     const NO_IRQCHIP: MachineFacts = MachineFacts {
         in_kernel_irqchip: false,
+        pvm: true,
     };
     const IRQCHIP: MachineFacts = MachineFacts {
         in_kernel_irqchip: true,
+        pvm: true,
     };
     const PVM: Quirks = Quirks {
         int3_is_emulation_failure: true,

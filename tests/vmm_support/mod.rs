@@ -113,16 +113,24 @@ pub fn multiboot_entry() -> u64 {
     LOAD_ADDR + MULTIBOOT_HEADER.len() as u64
 }
 
-/// The one place that builds a [`Vm`], so that a change to `Vm::new` touches only this.
+/// Boots `code` as [`boot`] does, on a machine `configure` changes (say, `no_reboot`).
+pub fn boot_configured(code: &[u8], configure: impl FnOnce(&mut MachineConfig)) -> Guest {
+    let mut machine = MachineConfig::new(MEMORY_SIZE, 1);
+    configure(&mut machine);
+    boot_machine(&elf64(code, LOAD_ADDR), machine)
+}
+
+/// Builds the machine for `image` with `vcpus` vCPUs.
 fn boot_image(image: &[u8], vcpus: usize) -> Guest {
+    boot_machine(image, MachineConfig::new(MEMORY_SIZE, vcpus))
+}
+
+/// The one place that builds a [`Vm`], so that a change to `Vm::new` touches only this.
+fn boot_machine(image: &[u8], machine: MachineConfig) -> Guest {
     let kvm = Kvm::new().unwrap_or_else(|e| panic!("KVM not available: cannot open /dev/kvm: {e}"));
     let serial = Serial::default();
     let plan = boot::plan(&boot::BootRequest::new(image, MEMORY_SIZE))
         .unwrap_or_else(|e| panic!("cannot plan the boot of the test image: {e}"));
-    let machine = MachineConfig {
-        memory_size: MEMORY_SIZE,
-        vcpus,
-    };
     let vm = Vm::new(kvm, machine, plan, Box::new(serial.clone()))
         .unwrap_or_else(|e| panic!("cannot build the VM: {e}"));
     Guest { vm, serial }

@@ -3,6 +3,7 @@
 //! snapshot. This file is the thread loop and the dispatch of KVM exits.
 
 pub mod guest_debug;
+pub mod halt_watch;
 pub mod handle;
 pub mod kick;
 pub mod tables;
@@ -35,6 +36,9 @@ pub enum Exit {
     /// do some accesses (`lidt` from MMIO, say) to one. Run control runs the instruction
     /// again with the pages mapped.
     NeedsRam,
+    /// The guest reset the machine (this says how); the I/O that did it has completed.
+    /// Run control resets the machine.
+    Reset(&'static str),
 }
 
 impl From<VcpuStop> for Exit {
@@ -164,11 +168,13 @@ impl VcpuThread {
                     if state.is_some() {
                         halted_idle = false;
                     }
+                    self.kick.set_in_run(true);
                     let exit = match self.apply_state(state.as_deref()) {
                         Err(e) => VcpuStop::RunError(e).into(),
                         Ok(()) if halted_idle && !step => self.idle_until_kick().into(),
                         Ok(()) => self.run(step, step_over),
                     };
+                    self.kick.set_in_run(false);
                     halted_idle = exit == Exit::Stop(VcpuStop::Kicked) && self.was_idle_hlt;
                     self.was_idle_hlt = false;
                     let (exit, state) = match self.snapshot() {
@@ -388,10 +394,18 @@ impl VcpuThread {
             self.vcpu.run()
         };
         match result {
-            Ok(VcpuExit::IoOut(port, data)) => match lock(&self.devices).io_out(port, data) {
-                IoAction::Exit(code) => Outcome::Done(VcpuStop::Exit(code).into()),
-                IoAction::Continue => Outcome::Io(None),
-            },
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let action = lock(&self.devices).io_out(port, data);
+                match action {
+                    IoAction::Exit(code) => Outcome::Done(VcpuStop::Exit(code).into()),
+                    IoAction::Reset(how) => {
+                        // Finish the `out` inside KVM so no I/O is pending across the reset.
+                        self.complete_io();
+                        Outcome::Done(Exit::Reset(how))
+                    }
+                    IoAction::Continue => Outcome::Io(None),
+                }
+            }
             Ok(VcpuExit::IoIn(port, data)) => {
                 lock(&self.devices).io_in(port, data);
                 Outcome::Io(None)
@@ -442,12 +456,29 @@ impl VcpuThread {
         }
     }
 
-    fn kicked_or_again(&self) -> Outcome {
+    fn kicked_or_again(&mut self) -> Outcome {
         if self.kick.take() {
-            Outcome::Done(VcpuStop::Kicked.into())
-        } else {
-            Outcome::Again
+            return Outcome::Done(VcpuStop::Kicked.into());
         }
+        if self.kick.take_probe() && self.halted_for_good() {
+            return Outcome::Done(VcpuStop::Halted.into());
+        }
+        Outcome::Again
+    }
+
+    /// For a halt probe ([`halt_watch`]): whether the vCPU sits in `hlt` inside KVM
+    /// (KVM_MP_STATE_HALTED, which only an in-kernel local APIC reports) with interrupts
+    /// off, which nothing but an NMI or INIT could end. RIP is then past the `hlt`, as
+    /// after a KVM_EXIT_HLT.
+    fn halted_for_good(&mut self) -> bool {
+        let halted = self
+            .vcpu
+            .get_mp_state()
+            .is_ok_and(|s| s.mp_state == kvm_bindings::KVM_MP_STATE_HALTED);
+        halted
+            && self
+                .snapshot()
+                .is_ok_and(|s| !Rflags::from_bits_retain(s.regs.rflags).contains(Rflags::IF))
     }
 
     /// A `hlt` exit: one of our `hlt` breakpoints, the end of a step, or the guest idling.
