@@ -560,10 +560,10 @@ fn cost_of_each_completion() {
         ("ldmxcsr", &[0x0f, 0xae, 0x17]),              // ldmxcsr (%rdi)
         ("stmxcsr", &[0x0f, 0xae, 0x1f]),              // stmxcsr (%rdi)
         ("popcnt", &[0xf3, 0x48, 0x0f, 0xb8, 0xc7]),   // popcnt %rdi, %rax
-        ("clac/stac", &[0x0f, 0x01, 0xca]),            // clac
-        ("SSE move", &[0x66, 0x44, 0x0f, 0x6e, 0xf9]), // movd %ecx, %xmm15
-        ("rdssp", &[0xf3, 0x48, 0x0f, 0x1e, 0xc8]),    // rdsspq %rax
-        ("xrstor", &[0x48, 0x0f, 0xae, 0x2f]),         // xrstor64 (%rdi): x87, initial
+        ("clac", &[0x0f, 0x01, 0xca]),                 // clac
+        ("movd", &[0x66, 0x44, 0x0f, 0x6e, 0xf9]),     // movd %ecx, %xmm15
+        ("rdsspq", &[0xf3, 0x48, 0x0f, 0x1e, 0xc8]),   // rdsspq %rax
+        ("xrstor64", &[0x48, 0x0f, 0xae, 0x2f]),       // xrstor64 (%rdi): x87, initial
         // For comparison: a port I/O exit the VMM handles (no device at port 0x80).
         ("out", &[0xe6, 0x80]),                        // out %al, $0x80
     ];
