@@ -222,21 +222,25 @@ fn popcnt_counts_bits_in_every_size_and_sets_only_zf() {
         0x66, 0xf3, 0x0f, 0xb8, 0xdf,       // +11 popcnt %di, %bx
         0xf3, 0x0f, 0xb8, 0xcf,             // +16 popcnt %edi, %ecx
         0xf3, 0x48, 0x0f, 0xb8, 0x16,       // +20 popcnt (%rsi), %rdx
-        0xf3, 0x4c, 0x0f, 0xb8, 0x4e, 0x08, // +25 popcnt 0x8(%rsi), %r9 (zero)
-        0xf4,                               // +31 hlt
+        0xf3, 0x4e, 0x0f, 0xb8, 0x5c, 0x96, 0xfc, // +25 popcnt -0x4(%rsi,%r10,4), %r11
+        0xf3, 0x4c, 0x0f, 0xb8, 0x4e, 0x08, // +32 popcnt 0x8(%rsi), %r9 (zero)
+        0xf4,                               // +38 hlt
     ];
     let mut g = boot(CODE);
     g.write(DATA, &u64::MAX.to_le_bytes());
     g.write(DATA + 8, &0u64.to_le_bytes());
+    g.write(DATA + 16, &0x0101u64.to_le_bytes());
     g.edit_regs(|r| {
+        r.r10 = 5; // DATA - 4 + 5·4 = DATA + 16
         r.rdi = 0xf0f0_0000_0000_0007;
         r.rbx = 0xdead_0000_0000_ffff;
         r.rcx = u64::MAX;
         r.r9 = 77;
     });
-    g.run_to_hlt(31);
+    g.run_to_hlt(38);
     let r = g.regs();
     assert_eq!(r.rax, 11, "64-bit");
+    assert_eq!(r.r11, 2, "base + index·scale + displacement");
     assert_eq!(r.rbx, 0xdead_0000_0000_0003, "16-bit keeps the upper bits");
     assert_eq!(r.rcx, 3, "32-bit zero-extends");
     assert_eq!(r.rdx, 64, "from memory");
