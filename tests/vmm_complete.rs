@@ -355,11 +355,18 @@ fn a_misaligned_movdqa_raises_gp_and_loads_nothing() {
 }
 
 /// A guest that runs `xrstor64 (%rdi)` from an XSAVE area at DATA2 holding `area`, with
-/// EDX:EAX = `rfbm`, after setting XCR0 to x87 | SSE | AVX with `xsetbv`; the vCPU's XMM5
-/// holds 0x55 and its MXCSR 0x1f80 before. With the handler of [`with_handler`].
+/// EDX:EAX = `rfbm` ([`xsave_guest`]).
 fn xrstor(area: &[(usize, usize, u128)], rfbm: u64) -> Guest {
+    xsave_guest([0x48, 0x0f, 0xae, 0x2f], area, rfbm) // xrstor64 (%rdi)
+}
+
+/// A guest that runs the 4-byte `insn` with RDI = DATA2, which holds `area`, and EDX:EAX =
+/// `rfbm`, after setting CR4.OSXSAVE, and XCR0 to x87 | SSE | AVX with `xsetbv` (ECX = 0);
+/// the vCPU's XMM5 holds 0x55 and its MXCSR 0x1f80 before. With the handler of
+/// [`with_handler`]; `insn` is at `LOAD_ADDR + 35`, a `hlt` at +39.
+fn xsave_guest(insn: [u8; 4], area: &[(usize, usize, u128)], rfbm: u64) -> Guest {
     #[rustfmt::skip]
-    const CODE: &[u8] = &[
+    let mut code = vec![
         0x0f, 0x20, 0xe0,             // +0  mov %cr4, %rax
         0x48, 0x0d, 0x00, 0x00, 0x04, 0x00, // +3 or $0x40000, %rax  (OSXSAVE)
         0x0f, 0x22, 0xe0,             // +9  mov %rax, %cr4
@@ -370,10 +377,10 @@ fn xrstor(area: &[(usize, usize, u128)], rfbm: u64) -> Guest {
         0x4c, 0x89, 0xc0,             // +24 mov %r8, %rax
         0x4c, 0x89, 0xca,             // +27 mov %r9, %rdx
         0xbf, 0x00, 0x10, 0x20, 0x00, // +30 mov $DATA2, %edi
-        0x48, 0x0f, 0xae, 0x2f,       // +35 xrstor64 (%rdi)
-        0xf4,                         // +39 hlt
     ];
-    let mut g = with_handler(CODE);
+    code.extend_from_slice(&insn); //    +35 insn
+    code.push(0xf4); //                  +39 hlt
+    let mut g = with_handler(&code);
     let mut bytes = vec![0u8; 1024];
     for &(off, len, v) in area {
         bytes[off..off + len].copy_from_slice(&v.to_le_bytes()[..len]);
@@ -449,6 +456,64 @@ fn xrstor_of_a_component_outside_xcr0_raises_gp() {
         "#GP(0) at the xrstor"
     );
     assert_eq!(g.xsave().get(xsave::FCW, 2), 0x037f, "FCW unchanged");
+}
+
+#[test]
+fn xsave_writes_the_requested_components_and_their_xstate_bv_bits() {
+    const XMM3: u128 = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
+    const FILL: u128 = u128::from_le_bytes([0xaa; 16]);
+    // The area is 0xaa everywhere but XSTATE_BV, which has a bit outside RFBM.
+    let mut area: Vec<(usize, usize, u128)> = (0..64).map(|i| (16 * i, 16, FILL)).collect();
+    area.push((xsave::XSTATE_BV, 16, 1 << 9));
+    let mut g = xsave_guest([0x48, 0x0f, 0xae, 0x27], &area, 0b011); // xsave64 (%rdi)
+    g.edit_xsave(|x| {
+        x.put(xsave::FCW, 2, 0x027f);
+        x.put(xsave::MXCSR, 4, 0x7f80);
+        x.put(xsave::XMM0 + 16 * 3, 16, XMM3);
+        x.put(xsave::YMM_HI + 16 * 3, 16, 0x77);
+    });
+    g.run_to_hlt(39);
+    let at = |off: usize, len: usize| {
+        let mut b = [0u8; 16];
+        b[..len].copy_from_slice(&g.read(DATA2 + off as u64, len));
+        u128::from_le_bytes(b)
+    };
+    assert_eq!(at(xsave::FCW, 2), 0x027f, "x87 saved");
+    assert_eq!(at(xsave::MXCSR, 4), 0x7f80, "MXCSR saved");
+    assert_eq!(at(xsave::XMM0 + 16 * 3, 16), XMM3, "XMM3 saved");
+    assert_eq!(at(xsave::XMM0 + 16 * 5, 16), 0x55, "XMM5 saved");
+    assert_eq!(
+        at(xsave::YMM_HI + 16 * 3, 16),
+        FILL,
+        "AVX not requested: untouched"
+    );
+    assert_eq!(
+        at(464, 16),
+        FILL,
+        "the legacy region's software bytes untouched"
+    );
+    assert_eq!(
+        at(xsave::XSTATE_BV, 8),
+        (1 << 9) | 0b011,
+        "x87 and SSE marked, the bit outside RFBM kept"
+    );
+    assert_eq!(
+        at(xsave::XSTATE_BV + 8, 8),
+        0,
+        "XCOMP_BV untouched (it was 0)"
+    );
+}
+
+#[test]
+fn xgetbv_reads_xcr0() {
+    let mut g = xsave_guest([0x0f, 0x01, 0xd0, 0x90], &[], 0); // xgetbv; nop
+    g.edit_regs(|r| r.rdx = u64::MAX);
+    g.run_to_hlt(39);
+    assert_eq!(
+        (g.regs().rax, g.regs().rdx),
+        (7, 0),
+        "XCR0 as the guest set it"
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Instructions this KVM cannot run, completed by the VMM.
 //!
 //! PVM emulates all CPL0 guest code, and its emulator gives up on some instructions a
-//! kernel uses every boot: `fwait`, `ldmxcsr`, `popcnt`, `clac`, SSE moves, `xrstor`… Each
+//! kernel uses every boot: `fwait`, `ldmxcsr`, `popcnt`, `clac`, SSE moves, `xrstor`,
+//! `xsave`, `xgetbv`… Each
 //! ends the run in KVM_EXIT_INTERNAL_ERROR (suberror 1, emulation failure) with RIP at the
 //! instruction and the vCPU intact (docs/kvm-quirks.md, "Completions"). Hardware KVM runs
 //! them all natively, so there this layer never runs.
@@ -113,7 +114,7 @@ impl Completion {
 
 /// Every instruction kvmgdb completes, found on PVM while booting Linux
 /// (docs/kvm-quirks.md, "Completions"), with the function of its family.
-pub static TABLE: [Completion; 19] = [
+pub static TABLE: [Completion; 24] = [
     Completion::new("fwait", Mnemonic::Wait, fpu::fwait),
     Completion::new("fninit", Mnemonic::Fninit, fpu::fninit),
     Completion::new("ldmxcsr", Mnemonic::Ldmxcsr, fpu::ldmxcsr),
@@ -131,6 +132,11 @@ pub static TABLE: [Completion; 19] = [
     Completion::new("movupd", Mnemonic::Movupd, sse::mov),
     Completion::new("xrstor", Mnemonic::Xrstor, xsave::xrstor),
     Completion::new("xrstor64", Mnemonic::Xrstor64, xsave::xrstor),
+    Completion::new("xsave", Mnemonic::Xsave, xsave::xsave),
+    Completion::new("xsave64", Mnemonic::Xsave64, xsave::xsave),
+    Completion::new("xsaveopt", Mnemonic::Xsaveopt, xsave::xsave),
+    Completion::new("xsaveopt64", Mnemonic::Xsaveopt64, xsave::xsave),
+    Completion::new("xgetbv", Mnemonic::Xgetbv, xsave::xgetbv),
     Completion::new("rdsspd", Mnemonic::Rdsspd, cet::rdssp),
     Completion::new("rdsspq", Mnemonic::Rdsspq, cet::rdssp),
 ];

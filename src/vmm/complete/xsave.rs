@@ -1,9 +1,15 @@
-//! `xrstor` / `xrstor64`, standard form: the state components the requested-feature
-//! bitmap names, from an XSAVE area in guest memory into the vCPU's (KVM_SET_XSAVE)
-//! (SDM Vol. 1, 13.8.1; Vol. 2B, XRSTOR).
+//! The XSAVE feature set, standard form: `xrstor` / `xrstor64` (the state components the
+//! requested-feature bitmap names, from an XSAVE area in guest memory into the vCPU's,
+//! KVM_SET_XSAVE), `xsave` / `xsaveopt` and their 64-bit forms (the other way, from
+//! KVM_GET_XSAVE), and `xgetbv` (SDM Vol. 1, 13.7, 13.8.1; Vol. 2B, XRSTOR, XSAVE,
+//! XSAVEOPT, XGETBV).
+//!
+//! The x87 pointers are copied as they are: the 32-bit layout of the forms without REX.W
+//! lands as is in (or comes from) the 64-bit layout of KVM's area; only FIP and FDP
+//! differ, which no guest code reads back but through these instructions.
 
 use super::CannotComplete;
-use super::cpu::{Cpu, Exception};
+use super::cpu::{Cpu, Exception, Operand};
 use crate::x86::xsave::{
     BV_AVX, BV_SSE, BV_X87, FCW, FCW_INIT, LEGACY_SIZE, MXCSR, MXCSR_INIT, ST0, XMM0, XSTATE_BV,
     XsaveBytes,
@@ -37,8 +43,47 @@ fn component(i: u32) -> (usize, usize) {
     (r.ebx as usize, r.eax as usize)
 }
 
-/// `xrstor`: #UD without CR4.OSXSAVE, #NM with CR0.TS, #GP(0) for an area not 64-byte
-/// aligned, a header whose bytes 23:8 are not zero, XSTATE_BV bits outside XCR0, or an
+/// The checks every XSAVE-family instruction with a memory area makes first: #UD without
+/// CR4.OSXSAVE, #NM with CR0.TS, then #GP(0) for an area not 64-byte aligned. The area
+/// and RFBM = XCR0 & EDX:EAX.
+fn xsave_area(
+    cpu: &mut Cpu<'_>,
+    insn: &Instruction,
+) -> Result<Result<(Operand, u64, u64), Exception>, CannotComplete> {
+    if !cpu.cr4().contains(Cr4::OSXSAVE) {
+        return Ok(Err(Exception::UD));
+    }
+    if cpu.cr0().contains(Cr0::TS) {
+        return Ok(Err(Exception::NM));
+    }
+    let at = cpu.operand(insn, 0)?;
+    if at.linear % ALIGN != 0 {
+        return Ok(Err(Exception::GP0));
+    }
+    let xcr0 = xcr0(cpu)?;
+    let rfbm = xcr0 & ((cpu.regs.rdx & 0xffff_ffff) << 32 | (cpu.regs.rax & 0xffff_ffff));
+    Ok(Ok((at, xcr0, rfbm)))
+}
+
+/// The extended components (2 and up) in `rfbm`, as (XSTATE_BV bit, offset, size); an
+/// error for one beyond KVM's 4 KiB area.
+fn extended_components(rfbm: u64) -> Result<Vec<(u64, usize, usize)>, CannotComplete> {
+    (2..63)
+        .filter(|i| rfbm & (1u64 << i) != 0)
+        .map(|i| {
+            let (off, size) = component(i);
+            if off + size > KVM_XSAVE_SIZE {
+                return Err(CannotComplete::State(
+                    "xsave",
+                    "a component beyond KVM's 4 KiB area",
+                ));
+            }
+            Ok((1u64 << i, off, size))
+        })
+        .collect()
+}
+
+/// `xrstor`: the checks of [`xsave_area`], then #GP(0) for a header whose bytes 23:8 are not zero, XSTATE_BV bits outside XCR0, or an
 /// MXCSR with reserved bits. Then, for each component in RFBM = XCR0 & EDX:EAX: loaded
 /// from memory when its XSTATE_BV bit is set, else put in its initial configuration;
 /// the others stay. MXCSR is loaded whenever RFBM has SSE or AVX. The compacted form
@@ -46,18 +91,10 @@ fn component(i: u32) -> (usize, usize) {
 /// copied as stored: the 32-bit layout of `xrstor` lands as is in the 64-bit layout of
 /// KVM's area (FIP and FDP only, which no guest code reads back but through `xsave`).
 pub fn xrstor(cpu: &mut Cpu<'_>, insn: &Instruction) -> Result<Option<Exception>, CannotComplete> {
-    if !cpu.cr4().contains(Cr4::OSXSAVE) {
-        return Ok(Some(Exception::UD));
-    }
-    if cpu.cr0().contains(Cr0::TS) {
-        return Ok(Some(Exception::NM));
-    }
-    let at = cpu.operand(insn, 0)?;
-    if at.linear % ALIGN != 0 {
-        return Ok(Some(Exception::GP0));
-    }
-    let xcr0 = xcr0(cpu)?;
-    let rfbm = xcr0 & ((cpu.regs.rdx & 0xffff_ffff) << 32 | (cpu.regs.rax & 0xffff_ffff));
+    let (at, xcr0, rfbm) = match xsave_area(cpu, insn)? {
+        Ok(area) => area,
+        Err(e) => return Ok(Some(e)),
+    };
     let mut head = vec![0u8; LEGACY_SIZE + HEADER_SIZE];
     if let Some(e) = cpu.read(at, &mut head)? {
         return Ok(Some(e));
@@ -138,6 +175,77 @@ pub fn xrstor(cpu: &mut Cpu<'_>, insn: &Instruction) -> Result<Option<Exception>
         }
     }
     x.put(XSTATE_BV, 8, new_bv.into());
+    Ok(None)
+}
+
+/// MXCSR and MXCSR_MASK, which XSAVE writes when RFBM has SSE or AVX (SDM Vol. 1, 13.7).
+const MXCSR_PAIR: std::ops::Range<usize> = MXCSR..ST0;
+
+/// `xsave` and `xsaveopt` (with or without REX.W): the checks of [`xsave_area`]; then each
+/// component in RFBM is written to the area and its XSTATE_BV bit set to whether it holds
+/// state (KVM's XSTATE_BV, the closest thing to XINUSE a VMM can read); MXCSR and
+/// MXCSR_MASK too when RFBM has SSE or AVX. XSTATE_BV bits outside RFBM, the rest of the
+/// header and bytes 416–511 of the legacy region are left as they are (SDM Vol. 1, 13.7).
+/// Writing every requested component is a valid `xsaveopt`: its init and modified
+/// optimizations are permissions, not duties (SDM Vol. 1, 13.6).
+pub fn xsave(cpu: &mut Cpu<'_>, insn: &Instruction) -> Result<Option<Exception>, CannotComplete> {
+    let (at, _, rfbm) = match xsave_area(cpu, insn)? {
+        Ok(area) => area,
+        Err(e) => return Ok(Some(e)),
+    };
+    let mut header = [0u8; 8];
+    if let Some(e) = cpu.read(at.offset(XSTATE_BV as u64), &mut header)? {
+        return Ok(Some(e));
+    }
+    let extended = extended_components(rfbm)?;
+    let x = cpu.xsave()?;
+    let in_use = crate::x86::xsave::xstate_bv(x);
+    let mut pieces: Vec<std::ops::Range<usize>> = Vec::new();
+    if rfbm & BV_X87 != 0 {
+        pieces.extend([X87_CONTROL, X87_REGS]);
+    }
+    if rfbm & (BV_SSE | BV_AVX) != 0 {
+        pieces.push(MXCSR_PAIR);
+    }
+    if rfbm & BV_SSE != 0 {
+        pieces.push(XMMS);
+    }
+    pieces.extend(extended.iter().map(|&(_, off, size)| off..off + size));
+    let writes: Vec<(usize, Vec<u8>)> = pieces
+        .into_iter()
+        .map(|r| (r.start, r.map(|o| x.byte(o)).collect()))
+        .collect();
+    let bv = (u64::from_le_bytes(header) & !rfbm) | (in_use & rfbm);
+    for (off, data) in writes {
+        if let Some(e) = cpu.write(at.offset(off as u64), &data)? {
+            return Ok(Some(e));
+        }
+    }
+    cpu.write(at.offset(XSTATE_BV as u64), &bv.to_le_bytes())
+}
+
+/// XCR1 (ECX = 1 of `xgetbv`): XINUSE, when CPUID.(EAX=0DH, ECX=1):EAX bit 2 says the CPU
+/// has it (SDM Vol. 1, 13.6).
+const XGETBV_XINUSE: u32 = 1;
+const CPUID_XGETBV_ECX1: u32 = 1 << 2;
+
+/// `xgetbv`: #UD without CR4.OSXSAVE; ECX 0 reads XCR0 (from KVM_GET_XCRS), ECX 1 XINUSE
+/// where the CPU has it (XCR0 & KVM's XSTATE_BV, as for `xsave`); any other ECX is #GP(0).
+/// The result goes to EDX:EAX, zero-extended (SDM Vol. 2B, XGETBV).
+pub fn xgetbv(cpu: &mut Cpu<'_>, _: &Instruction) -> Result<Option<Exception>, CannotComplete> {
+    if !cpu.cr4().contains(Cr4::OSXSAVE) {
+        return Ok(Some(Exception::UD));
+    }
+    let xcr0 = xcr0(cpu)?;
+    let value = match cpu.regs.rcx as u32 {
+        XCR0 => xcr0,
+        XGETBV_XINUSE if std::arch::x86_64::__cpuid_count(0xd, 1).eax & CPUID_XGETBV_ECX1 != 0 => {
+            xcr0 & crate::x86::xsave::xstate_bv(cpu.xsave()?)
+        }
+        _ => return Ok(Some(Exception::GP0)),
+    };
+    cpu.regs.rax = value & 0xffff_ffff;
+    cpu.regs.rdx = value >> 32;
     Ok(None)
 }
 
