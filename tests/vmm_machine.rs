@@ -439,3 +439,23 @@ fn every_advertised_paravirtual_msr_takes_the_guests_write() {
         "kvmclock and steal time at least are advertised"
     );
 }
+
+#[test]
+fn serial_input_raises_the_receive_interrupt() {
+    use std::io::Write;
+    /// COM1 IER: received-data interrupt.
+    const IER_RDA: u64 = 0x01;
+    let mut g = irq_guest(MASK_TIMER_COM1, DIV_1KHZ, IER_RDA, 200);
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    g.vm.attach_serial_input(Box::new(theirs))
+        .expect("serial input");
+    g.vm.resume(&[(VCPU, false)]).expect("resume");
+    ours.write_all(b"x").expect("write");
+    assert_eq!(
+        wait_stop(&mut g.vm, STOP_TIMEOUT).stop,
+        VcpuStop::Exit(exit_status(0))
+    );
+    assert!(g.read_u32(COM1_IRQS) >= 1, "no IRQ 4 for the input");
+    // IIR as the handler read it: received data available (0x4), FIFOs (0xc0).
+    assert_eq!(g.read(IIR, 1)[0], 0xc4);
+}
