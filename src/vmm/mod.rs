@@ -11,6 +11,7 @@
 //! - [`devices`]: the port-I/O and MMIO devices;
 //! - [`irqchip`]: KVM's in-kernel PICs, IOAPIC, local APICs and PIT.
 
+pub mod complete;
 pub mod cpuid;
 pub mod debug;
 pub mod devices;

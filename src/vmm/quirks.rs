@@ -99,6 +99,8 @@ pub struct InternalErrorExit {
     pub code_byte: Option<u8>,
     /// Whether watchpoints have taken pages out of guest RAM's memory slots.
     pub watches: bool,
+    /// Whether the instruction at RIP decodes to one kvmgdb completes (`vmm::complete`).
+    pub completable: bool,
 }
 
 /// What an internal error means.
@@ -114,6 +116,10 @@ pub enum InternalErrorCause {
     /// slots (fetching code from it, or an access its emulator cannot do as MMIO, such as
     /// `lidt`): run it again with guest RAM mapped.
     NeedsRam,
+    /// An instruction PVM's emulator cannot run and kvmgdb completes itself
+    /// (docs/kvm-quirks.md, "Completions"): `fwait`, `ldmxcsr`, `popcnt`, `clac`… RIP is at
+    /// it and the vCPU intact. Hardware KVM runs them natively and never exits for them.
+    Complete,
     /// A real internal error: the vCPU stops for good.
     Genuine,
 }
@@ -122,7 +128,9 @@ pub enum InternalErrorCause {
 ///
 /// Precondition: the suberror is KVM_INTERNAL_ERROR_EMULATION; any other suberror is
 /// [`InternalErrorCause::Genuine`]. `GuestInt3` needs the byte at RIP to be `0xCC`, so RIP
-/// is known to be at a one-byte int3.
+/// is known to be at a one-byte int3. `Complete` needs the emulation failure too: other
+/// suberrors (an event KVM could not deliver, say) are no instruction the emulator gave up
+/// on, and completing the one at RIP would run it where the CPU never got to.
 pub fn classify_internal_error(exit: &InternalErrorExit) -> InternalErrorCause {
     if exit.suberror != KVM_INTERNAL_ERROR_EMULATION {
         return InternalErrorCause::Genuine;
@@ -132,6 +140,9 @@ pub fn classify_internal_error(exit: &InternalErrorExit) -> InternalErrorCause {
     }
     if exit.code_byte == Some(INT3) {
         return InternalErrorCause::GuestInt3;
+    }
+    if exit.completable {
+        return InternalErrorCause::Complete;
     }
     unexplained_emulation_failure(exit.watches)
 }
@@ -249,6 +260,7 @@ mod tests {
             planted_byte: planted,
             code_byte: code,
             watches,
+            completable: false,
         }
     }
 
@@ -274,6 +286,22 @@ mod tests {
             NeedsRam
         );
         assert_eq!(classify_internal_error(&exit(None, None, false)), Genuine);
+        let completable = InternalErrorExit {
+            completable: true,
+            ..exit(None, Some(0x9b), true)
+        };
+        assert_eq!(classify_internal_error(&completable), Complete);
+        // Our breakpoint still wins: its byte is what KVM failed on.
+        let planted = InternalErrorExit {
+            completable: true,
+            ..exit(Some(INT3), Some(INT3), false)
+        };
+        assert_eq!(classify_internal_error(&planted), OurBreakpoint);
+        let delivery = InternalErrorExit {
+            suberror: 3,
+            ..completable
+        };
+        assert_eq!(classify_internal_error(&delivery), Genuine);
         let other = InternalErrorExit {
             suberror: 2,
             ..exit(Some(INT3), Some(INT3), true)

@@ -230,7 +230,7 @@ impl VcpuHandle {
         self.state = state;
         self.reported_pc = state.linear_rip();
         self.last_stop = Some(stop);
-        if stop.is_fatal() {
+        if stop.freezes() {
             self.frozen = Some(stop);
         }
     }

@@ -8,6 +8,7 @@ pub mod handle;
 pub mod kick;
 pub mod tables;
 
+use super::complete::{self, CannotComplete, Done};
 use super::debug::table::DebugTable;
 use super::debug::watch::WatchKind;
 use super::devices::{Devices, IoAction};
@@ -609,7 +610,8 @@ impl VcpuThread {
     }
 
     /// KVM_EXIT_INTERNAL_ERROR, classified by [`quirks::classify_internal_error`]; None
-    /// means "keep running" (the guest's own int3 was delivered to it).
+    /// means "keep running" (the guest's own int3 was delivered to it, or an instruction
+    /// KVM could not run was completed).
     fn on_internal_error(&mut self, step: bool, mask: Option<u64>) -> Option<Exit> {
         // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the union
         // member KVM filled in.
@@ -620,11 +622,15 @@ impl VcpuThread {
         };
         let pc = state.linear_rip();
         let planted = self.debug.with(|b| b.sw.get(&pc).copied());
+        let insn = complete::decode(&self.mem, &state);
         let exit = InternalErrorExit {
             suberror,
             planted_byte: planted.and_then(|bp| self.mem.read_obj::<u8>(bp.gpa).ok()),
             code_byte: self.code_byte(&state, pc),
             watches: self.debug.with(|b| !b.watch.is_empty()),
+            completable: insn
+                .as_ref()
+                .is_ok_and(|i| complete::lookup(i.mnemonic()).is_some()),
         };
         let cause = match quirks::classify_internal_error(&exit) {
             InternalErrorCause::GuestInt3 => {
@@ -634,16 +640,90 @@ impl VcpuThread {
                 }
                 quirks::unexplained_emulation_failure(exit.watches)
             }
+            InternalErrorCause::Complete => {
+                let done = insn
+                    .as_ref()
+                    .map_err(|_| CannotComplete::Undecodable(pc))
+                    .and_then(|i| self.complete_instruction(step, &state, i));
+                match done {
+                    Ok(exit) => return exit,
+                    Err(e) => {
+                        log::warn!("vCPU {}: at {pc:#x}: {e}", self.id);
+                        quirks::unexplained_emulation_failure(exit.watches)
+                    }
+                }
+            }
             cause => cause,
         };
+        if cause == InternalErrorCause::Genuine {
+            match &insn {
+                Ok(i) => log::warn!(
+                    "vCPU {}: KVM could not run `{:?}` at {pc:#x} (no completion for it)",
+                    self.id,
+                    i.code()
+                ),
+                Err(e) => log::warn!(
+                    "vCPU {}: KVM could not run the code at {pc:#x}: {e}",
+                    self.id
+                ),
+            }
+        }
         Some(match cause {
             InternalErrorCause::OurBreakpoint => {
                 self.debug.learn_int3_fails(&self.mem);
                 VcpuStop::SwBreakpoint(pc).into()
             }
             InternalErrorCause::NeedsRam => Exit::NeedsRam,
-            InternalErrorCause::GuestInt3 | InternalErrorCause::Genuine => genuine,
+            InternalErrorCause::GuestInt3
+            | InternalErrorCause::Complete
+            | InternalErrorCause::Genuine => genuine,
         })
+    }
+
+    /// Completes `insn`, an instruction KVM could not run (`vmm::complete`), and says what
+    /// follows: None to run on; the end of a step; or a watchpoint the instruction's memory
+    /// access hit (reported after it, as the MMIO path reports one). An exception the
+    /// instruction raises is handed to KVM, which delivers it on the next run (a step
+    /// then ends at the handler, as for any faulting instruction).
+    fn complete_instruction(
+        &mut self,
+        step: bool,
+        state: &CpuSnapshot,
+        insn: &iced_x86::Instruction,
+    ) -> Result<Option<Exit>, CannotComplete> {
+        match complete::complete(&self.vcpu, &self.mem, state, insn)? {
+            Done::Executed { regs, accesses } => {
+                let change = StateChange {
+                    regs: Some(regs),
+                    sregs: None,
+                };
+                if let Err(e) = self.apply_state(Some(&change)) {
+                    return Ok(Some(VcpuStop::RunError(e).into()));
+                }
+                let hit = self.debug.with(|b| {
+                    accesses
+                        .iter()
+                        .find_map(|a| b.watch_hit(a.gpa, a.len, a.write))
+                });
+                if let Some((kind, addr)) = hit {
+                    return Ok(Some(VcpuStop::Watch { kind, addr }.into()));
+                }
+                Ok(step.then_some(VcpuStop::Step.into()))
+            }
+            Done::Raised(exception) => {
+                log::debug!(
+                    "vCPU {}: `{:?}` raises vector {} for the guest",
+                    self.id,
+                    insn.code(),
+                    exception.vector
+                );
+                let sregs = complete::inject(&self.vcpu, &state.sregs, exception)?;
+                if self.sync_regs {
+                    self.vcpu.sync_regs_mut().sregs = sregs;
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// The code byte at linear address `pc`, read through the guest's page tables.
