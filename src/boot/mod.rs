@@ -577,11 +577,11 @@ mod tests {
             .unwrap_or_else(|| panic!("no blob at {at:#x} in {:?}", plan.writes))
     }
 
-    fn u32_at(b: &[u8], off: usize) -> u32 {
+    pub(super) fn u32_at(b: &[u8], off: usize) -> u32 {
         u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
     }
 
-    fn u64_at(b: &[u8], off: usize) -> u64 {
+    pub(super) fn u64_at(b: &[u8], off: usize) -> u64 {
         u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
     }
 

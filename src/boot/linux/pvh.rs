@@ -7,7 +7,7 @@
 
 use super::super::entry::{self, CpuMode};
 use super::super::{BootFormat, BootInfo, BootPlan, BootRequest, LoadError, MemWrite, RamMap};
-use super::{CMDLINE, CMDLINE_SLOT, DEFAULT_INITRD_ADDR_MAX, kernel_args};
+use super::{CMDLINE, elf_kernel_args};
 use crate::boot::layout::{self, MemoryRange};
 use crate::platform;
 use linux_loader::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
@@ -40,13 +40,7 @@ pub(in crate::boot) fn plan(
     kernel_end: u64,
 ) -> Result<BootPlan, LoadError> {
     let memory_map = ram.memory_map();
-    let args = kernel_args(
-        req,
-        ram,
-        CMDLINE_SLOT - 1,
-        DEFAULT_INITRD_ADDR_MAX,
-        kernel_end,
-    )?;
+    let args = elf_kernel_args(req, ram, kernel_end)?;
     writes.push(entry::gdt(CpuMode::Protected));
     writes.push(start_info(args.initrd, &memory_map));
     writes.extend(args.writes);
@@ -150,13 +144,7 @@ mod tests {
     use super::super::tests::{INITRD, blob, modules};
     use super::*;
     use crate::boot::elf::{EM_X86_64, PT_LOAD};
-
-    fn u32_at(b: &[u8], off: u64) -> u32 {
-        u32::from_le_bytes(b[off as usize..off as usize + 4].try_into().unwrap())
-    }
-    fn u64_at(b: &[u8], off: u64) -> u64 {
-        u64::from_le_bytes(b[off as usize..off as usize + 8].try_into().unwrap())
-    }
+    use crate::boot::tests::{u32_at, u64_at};
 
     /// An ELF64 vmlinux in miniature: one PT_LOAD of 0x100 bytes at 16 MiB (virtual
     /// 0xffffffff81000000, e_entry its physical start) and a PT_NOTE holding a GNU note
@@ -240,7 +228,7 @@ mod tests {
         );
 
         let page = blob(&plan, START_INFO);
-        let at = |a: u64| a - START_INFO;
+        let at = |a: u64| (a - START_INFO) as usize;
         assert_eq!(u32_at(page, 0), 0x336e_c578, "magic");
         assert_eq!(u32_at(page, 4), 1, "version");
         assert_eq!(u32_at(page, 12), 1, "nr_modules");
@@ -257,7 +245,7 @@ mod tests {
         assert_eq!(u64_at(page, at(MODLIST) + 8), 16);
         assert_eq!(blob(&plan, initrd), INITRD);
         for (i, r) in map.iter().enumerate() {
-            let e = at(MEMMAP) + 24 * i as u64;
+            let e = at(MEMMAP) + 24 * i;
             assert_eq!(u64_at(page, e), r.addr);
             assert_eq!(u64_at(page, e + 8), r.size);
             assert_eq!(u32_at(page, e + 16), r.kind as u32);
