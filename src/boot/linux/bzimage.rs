@@ -99,8 +99,10 @@ pub(in crate::boot) fn plan(req: &BootRequest, ram: &RamMap) -> Result<BootPlan,
                 need: setup_size as u64 + 1,
                 have: image.len() as u64,
             })?;
+    // syssize counts 16-byte paragraphs, rounded up: memtest86+ does not pad its file to
+    // the last paragraph (its x64.bin ends 8 bytes short of syssize * 16).
     let syssize = u64::from(hdr.syssize) * 16;
-    if version >= PROTOCOL_SYSSIZE && syssize > kernel.len() as u64 {
+    if version >= PROTOCOL_SYSSIZE && syssize > (kernel.len() as u64).next_multiple_of(16) {
         return Err(LoadError::BzImageTruncated {
             what: "its protected-mode kernel (syssize)",
             need: (setup_size as u64) + syssize,
@@ -358,6 +360,8 @@ mod tests {
         img[0x236..0x238].copy_from_slice(&0x9u16.to_le_bytes());
         img[0x238..0x23c].copy_from_slice(&255u32.to_le_bytes());
         img[0x258..0x260].copy_from_slice(&0x10_0000u64.to_le_bytes());
+        // Its file ends 8 bytes short of syssize's last paragraph (memtest86+ 6.10 x64.bin).
+        img.truncate(img.len() - 8);
         let plan = plan_for(&img, "console=ttyS0,115200", 64 << 20).unwrap();
         assert_eq!(plan.info.format, BootFormat::BzImage64);
         assert_eq!(plan.bsp().regs.rip, 0x10_0200);
