@@ -221,6 +221,8 @@ pub(super) fn plan_elf64(
         });
     }
     let kernel_end = loaded_ranges(elf).iter().map(|r| r.1).max().unwrap_or(0);
+    // linux-loader reports what the last PT_NOTE segment says (each one overwrites the
+    // answer); a vmlinux has one, holding the PVH note among Linux's others.
     if let PvhBootCapability::PvhEntryPresent(pvh) = loaded.pvh_boot_cap {
         check_entry(pvh.0, &loaded_ranges(elf))?;
         return linux::pvh::plan(req, ram, writes, pvh.0, kernel_end);
