@@ -89,24 +89,33 @@ fn bzimage(entry32: &[u8], entry64: Option<&[u8]>) -> Vec<u8> {
     img
 }
 
-/// An ELF64 with `code` in one PT_LOAD at 16 MiB and a PVH note naming its start.
-fn pvh_elf(code: &[u8]) -> Vec<u8> {
+/// An ELF64 (or, not `elf64`, an ELF32) with `code` in one PT_LOAD at 16 MiB and a PVH
+/// note naming its start.
+fn pvh_elf(code: &[u8], elf64: bool) -> Vec<u8> {
     const LOAD: u64 = 0x100_0000;
+    // Field width, header size and program header size of the class (gABI, ch. 4 and 5).
+    let (w, ehsize, phsize) = if elf64 { (8, 64, 56) } else { (4, 52, 32) };
     let mut f = vec![0u8; 0x200];
+    let put = |f: &mut Vec<u8>, at: usize, v: u64, w: usize| {
+        f[at..at + w].copy_from_slice(&v.to_le_bytes()[..w]);
+    };
     f[..4].copy_from_slice(b"\x7fELF");
-    f[4..7].copy_from_slice(&[2, 1, 1]); // ELFCLASS64, little-endian, version 1
+    f[4..7].copy_from_slice(&[if elf64 { 2 } else { 1 }, 1, 1]); // class, LE, version 1
     f[16] = 2; // ET_EXEC
-    f[18] = 62; // EM_X86_64
-    f[24..32].copy_from_slice(&LOAD.to_le_bytes());
-    f[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
-    f[52..54].copy_from_slice(&64u16.to_le_bytes());
-    f[54..56].copy_from_slice(&56u16.to_le_bytes());
-    f[56..58].copy_from_slice(&2u16.to_le_bytes());
+    f[18] = if elf64 { 62 } else { 3 }; // EM_X86_64, EM_386
+    put(&mut f, 24, LOAD, w); // e_entry
+    put(&mut f, 24 + w, ehsize as u64, w); // e_phoff
+    let counts = 24 + 3 * w + 4 + 2; // e_ehsize, then e_phentsize, e_phnum
+    put(&mut f, counts - 2, ehsize as u64, 2);
+    put(&mut f, counts, phsize as u64, 2);
+    put(&mut f, counts + 2, 2, 2);
     let mut ph = |i: usize, p_type: u32, offset: u64, addr: u64, size: u64| {
-        let at = 64 + 56 * i;
-        f[at..at + 4].copy_from_slice(&p_type.to_le_bytes());
+        let at = ehsize + phsize * i;
+        put(&mut f, at, p_type.into(), 4);
+        // ELF64 puts p_flags after p_type; ELF32 after p_memsz.
+        let fields = at + if elf64 { 8 } else { 4 };
         for (k, v) in [offset, addr, addr, size, size].iter().enumerate() {
-            f[at + 8 + 8 * k..at + 16 + 8 * k].copy_from_slice(&v.to_le_bytes());
+            put(&mut f, fields + w * k, *v, w);
         }
     };
     // The note: namesz 4, descsz 4, type 18 (XEN_ELFNOTE_PHYS32_ENTRY), "Xen\0", entry.
@@ -162,5 +171,10 @@ fn bzimage_32bit_entry_gets_the_zero_page_in_esi() {
 
 #[test]
 fn pvh_entry_gets_start_info_in_ebx() {
-    echoes_cmdline_and_counts_the_map(&pvh_elf(ECHO_PVH), boot::BootFormat::Pvh);
+    echoes_cmdline_and_counts_the_map(&pvh_elf(ECHO_PVH, true), boot::BootFormat::Pvh);
+}
+
+#[test]
+fn elf32_pvh_entry_gets_start_info_in_ebx() {
+    echoes_cmdline_and_counts_the_map(&pvh_elf(ECHO_PVH, false), boot::BootFormat::Pvh);
 }
