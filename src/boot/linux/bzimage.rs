@@ -146,8 +146,8 @@ pub(in crate::boot) fn plan(req: &BootRequest, ram: &RamMap) -> Result<BootPlan,
     } else {
         load
     };
-    let kernel_end = (load + kernel.len() as u64).max(runs_at.saturating_add(init_size));
     // (load is below 4 GiB and the image's length is far from u64::MAX: no overflow.)
+    let kernel_end = (load + kernel.len() as u64).max(runs_at.saturating_add(init_size));
     ram.check_range(load, kernel_end)?;
 
     let cmdline_max = hdr.cmdline_size as usize;
