@@ -105,19 +105,38 @@ pub(super) fn plan(
     let (module_writes, modules) = load_modules(req.modules, info.kernel_end, ram)?;
     writes.extend(module_writes);
     let memory_map = ram.memory_map();
-    writes.push(entry::gdt(CpuMode::Protected));
     let (block, module_list) = info_block(&kernel_cmdline(req), &memory_map, &modules)?;
     writes.push(block);
     writes.extend(module_list);
+    Ok(protected_mode_plan(
+        writes,
+        memory_map,
+        info,
+        MULTIBOOT_BOOTLOADER_MAGIC,
+        layout::MULTIBOOT_INFO,
+    ))
+}
+
+/// The plan of a kernel entered in 32-bit protected mode with paging off, as both Multiboot
+/// versions are: `writes` and the GDT, the boot vCPU at the entry point with EAX = `magic`
+/// and EBX = `info_addr`.
+pub(super) fn protected_mode_plan(
+    mut writes: Vec<MemWrite>,
+    memory_map: Vec<MemoryRange>,
+    info: BootInfo,
+    magic: u32,
+    info_addr: u64,
+) -> BootPlan {
+    writes.push(entry::gdt(CpuMode::Protected));
     let mut bsp = entry::entry_state(CpuMode::Protected, info.entry);
-    bsp.regs.rax = MULTIBOOT_BOOTLOADER_MAGIC.into();
-    bsp.regs.rbx = layout::MULTIBOOT_INFO;
-    Ok(BootPlan {
+    bsp.regs.rax = magic.into();
+    bsp.regs.rbx = info_addr;
+    BootPlan {
         writes,
         vcpus: vec![bsp],
         memory_map,
         info,
-    })
+    }
 }
 
 /// Multiboot spec 3.1.3 (and the Multiboot2 address tag, 3.1.5): the header's address
@@ -368,12 +387,13 @@ fn info_block(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::plan;
     use super::super::tests::{aout_kludge, blob_at, u32_at};
     use super::*;
 
-    fn c_str(b: &[u8]) -> &str {
+    /// The NUL-terminated string at the start of `b`.
+    pub(in crate::boot) fn c_str(b: &[u8]) -> &str {
         std::str::from_utf8(&b[..b.iter().position(|&c| c == 0).expect("NUL")]).unwrap()
     }
 

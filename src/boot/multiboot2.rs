@@ -6,10 +6,9 @@
 
 use super::acpi::AcpiTables;
 use super::elf::{ElfInfo, check_entry, loaded_ranges, rd32};
-use super::entry::{self, CpuMode};
 use super::layout::{self, MemoryKind, MemoryRange};
 use super::multiboot::{self, KludgeAddresses, LoadedModule};
-use super::{BootFormat, BootPlan, BootRequest, LoadError, RamMap};
+use super::{BootFormat, BootPlan, BootRequest, LoadError, MemWrite, RamMap};
 
 /// Multiboot2 header magic (spec 3.1.1).
 const MULTIBOOT2_HEADER_MAGIC: u32 = 0xE852_50D6;
@@ -340,7 +339,6 @@ pub(super) fn plan(
     let (module_writes, modules) = multiboot::load_modules(req.modules, info.kernel_end, ram)?;
     writes.extend(module_writes);
     let memory_map = ram.memory_map();
-    writes.push(entry::gdt(CpuMode::Protected));
     let boot_info = boot_information(
         &multiboot::kernel_cmdline(req),
         &memory_map,
@@ -349,27 +347,25 @@ pub(super) fn plan(
         load_base,
     );
     layout::check_boot_info("the Multiboot2 boot information", boot_info.len())?;
-    writes.push(super::MemWrite::Bytes {
+    writes.push(MemWrite::Bytes {
         gpa: layout::BOOT_INFO,
         data: boot_info,
     });
-    let mut bsp = entry::entry_state(CpuMode::Protected, info.entry);
-    bsp.regs.rax = MULTIBOOT2_BOOTLOADER_MAGIC.into();
-    bsp.regs.rbx = layout::BOOT_INFO;
-    Ok(BootPlan {
+    Ok(multiboot::protected_mode_plan(
         writes,
-        vcpus: vec![bsp],
         memory_map,
         info,
-    })
+        MULTIBOOT2_BOOTLOADER_MAGIC,
+        layout::BOOT_INFO,
+    ))
 }
 
 /// The lowest address the kernel's writes start at: where the image is loaded.
-fn lowest_address(writes: &[super::MemWrite]) -> u64 {
+fn lowest_address(writes: &[MemWrite]) -> u64 {
     writes
         .iter()
         .map(|w| match w {
-            super::MemWrite::Bytes { gpa, .. } | super::MemWrite::Zero { gpa, .. } => *gpa,
+            MemWrite::Bytes { gpa, .. } | MemWrite::Zero { gpa, .. } => *gpa,
         })
         .min()
         .unwrap_or(0)
@@ -456,8 +452,9 @@ fn boot_information(
 
 #[cfg(test)]
 mod tests {
+    use super::super::multiboot::tests::c_str;
     use super::super::tests::{aout_kludge, blob_at, u32_at, u64_at};
-    use super::super::{MemWrite, Module, check_prefix, plan};
+    use super::super::{Module, check_prefix, plan};
     use super::*;
     use crate::platform::ACPI_RSDP;
 
@@ -543,10 +540,6 @@ mod tests {
                 return tags;
             }
         }
-    }
-
-    fn c_str(b: &[u8]) -> &str {
-        std::str::from_utf8(&b[..b.iter().position(|&c| c == 0).expect("NUL")]).unwrap()
     }
 
     /// An a.out-style image with modules: the entry state, where everything lands, and

@@ -113,14 +113,20 @@ pub fn multiboot_entry() -> u64 {
     LOAD_ADDR + MULTIBOOT_HEADER.len() as u64
 }
 
-/// The one place that builds a [`Vm`], so that a change to `Vm::new` touches only this.
 fn boot_image(image: &[u8], vcpus: usize) -> Guest {
+    boot_request(&boot::BootRequest::new(image, MEMORY_SIZE), vcpus)
+}
+
+/// Boots what `req` asks for (image, command line, modules, RAM) on a machine of `vcpus`
+/// vCPUs: the one place that builds a [`Vm`], so that a change to `Vm::new` touches only
+/// this.
+pub fn boot_request(req: &boot::BootRequest, vcpus: usize) -> Guest {
     let kvm = Kvm::new().unwrap_or_else(|e| panic!("KVM not available: cannot open /dev/kvm: {e}"));
     let serial = Serial::default();
-    let plan = boot::plan(&boot::BootRequest::new(image, MEMORY_SIZE))
-        .unwrap_or_else(|e| panic!("cannot plan the boot of the test image: {e}"));
+    let plan =
+        boot::plan(req).unwrap_or_else(|e| panic!("cannot plan the boot of the test image: {e}"));
     let machine = MachineConfig {
-        memory_size: MEMORY_SIZE,
+        memory_size: req.ram_size,
         vcpus,
     };
     let vm = Vm::new(kvm, machine, plan, Box::new(serial.clone()))
