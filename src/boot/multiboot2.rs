@@ -194,7 +194,7 @@ fn read_tags(image: &[u8], h: &Multiboot2Header) -> Result<HeaderRequests, LoadE
                             | ITAG_ACPI_NEW
                     );
                     if t == ITAG_LOAD_BASE_ADDR {
-                        relocatable_info_requested = !optional;
+                        relocatable_info_requested |= !optional;
                     } else if !can && !optional {
                         return refuse(format!(
                             "the information request tag requires boot information tag {t} ({}), which kvmgdb cannot provide (mark the request optional to boot without it)",
@@ -723,6 +723,47 @@ mod tests {
         assert!(m.contains("does not relocate"), "{m}");
         assert!(refusal(&reloc(0, 0x10_1000, 0x1000)).contains("relocatable tag"));
         assert!(refusal(&reloc(0, 0x1000_0000, 0x20_0000)).contains("relocatable tag"));
+    }
+
+    /// Hostile headers: random bytes over a valid header's fields and tags (a seeded
+    /// xorshift, so a failure replays) give a plan or an error, never a panic.
+    #[test]
+    fn mutated_headers_never_panic() {
+        let mut tags = flat();
+        tags.push((HTAG_INFO_REQUEST, 0, words(&[1, 2, 3, 4, 6, 14, 15, 21])));
+        tags.push((HTAG_RELOCATABLE, 0, words(&[0, 0x1000_0000, 0x1000, 0])));
+        tags.push((HTAG_CONSOLE_FLAGS, TAG_OPTIONAL, words(&[3])));
+        let good = image(&tags);
+        let header_len = u32_at(&good, HDR_AT + 8) as usize;
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let modules = [Module {
+            cmdline: "m".into(),
+            data: vec![1; 10],
+        }];
+        for _ in 0..1000 {
+            let mut img = good.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = HDR_AT + 4 + (next() as usize) % (header_len - 4);
+                img[at] = next() as u8;
+            }
+            // Keep the checksum valid, so the mutations reach the tag parser.
+            let sum = 0u32
+                .wrapping_sub(MULTIBOOT2_HEADER_MAGIC)
+                .wrapping_sub(u32_at(&img, HDR_AT + 4))
+                .wrapping_sub(u32_at(&img, HDR_AT + 8));
+            img[HDR_AT + 12..HDR_AT + 16].copy_from_slice(&sum.to_le_bytes());
+            let req = BootRequest {
+                modules: &modules,
+                ..BootRequest::new(&img, 16 << 20)
+            };
+            let _ = plan(&req);
+        }
     }
 
     /// load_addr -1 loads the file from its start.

@@ -114,7 +114,11 @@ pub fn multiboot_entry() -> u64 {
 }
 
 fn boot_image(image: &[u8], vcpus: usize) -> Guest {
-    boot_request(&boot::BootRequest::new(image, MEMORY_SIZE), vcpus)
+    let req = boot::BootRequest {
+        vcpus,
+        ..boot::BootRequest::new(image, MEMORY_SIZE)
+    };
+    boot_request(&req, vcpus)
 }
 
 /// Boots what `req` asks for (image, command line, modules, RAM) on a machine of `vcpus`
