@@ -3,38 +3,49 @@
 //! the entry state of each vCPU and the memory map. The VMM applies the plan when it builds
 //! the machine and re-applies it on reset; it knows no image format.
 //!
-//! Today: ELF64 entered in long mode (`elf.rs`), Multiboot v1 (ELF32, ELF64 or a.out-kludge
-//! images, with modules) entered in 32-bit protected mode (`multiboot.rs`), as
-//! `qemu-system-x86_64 -kernel` does, and Multiboot2 (`multiboot2.rs`), which QEMU refuses. `entry.rs` holds the CPU modes they enter in, [`layout`] where the boot structures go.
+//! Today: ELF64 entered in long mode with a Linux zero page (`elf.rs`), or by its PVH note;
+//! Linux bzImages (memtest86+ too) by the x86 boot protocol (`linux/`); Multiboot v1 (ELF32,
+//! ELF64 or a.out-kludge images, with modules) entered in 32-bit protected mode
+//! (`multiboot.rs`), as `qemu-system-x86_64 -kernel` does; and Multiboot2 (`multiboot2.rs`),
+//! which QEMU refuses. `entry.rs` holds the CPU modes they enter in, [`layout`] where the
+//! boot structures go.
 //!
 //! [`plan`] tells the formats apart in this order:
 //! 1. An empty image is an error.
 //! 2. An image starting with the ELF magic has its headers validated first: a corrupt ELF is
 //!    reported as such even when it also carries a Multiboot header.
-//! 3. A Multiboot2 header (magic and checksum, 8-byte aligned) in the first 32 KiB makes it
+//! 3. An image that is not ELF and has the Linux setup header ("HdrS" at 0x202) is a Linux
+//!    bzImage, booted by the x86 boot protocol whatever else it carries (a bzImage is also
+//!    a PE/COFF EFI image and a boot sector; memtest86+'s too), as QEMU decides: a protocol
+//!    older than 2.06, a zImage or a header cut short is refused.
+//! 4. A Multiboot2 header (magic and checksum, 8-byte aligned) in the first 32 KiB makes it
 //!    a Multiboot2 kernel, whether ELF or not, and even when it also has a Multiboot v1
 //!    header (as GRUB prefers Multiboot2).
-//! 4. Else a Multiboot v1 header (magic and checksum) in the first 8 KiB makes it a Multiboot
+//! 5. Else a Multiboot v1 header (magic and checksum) in the first 8 KiB makes it a Multiboot
 //!    kernel, whether ELF or not: the header is the kernel's request to be entered that way.
-//! 5. An ELF64 image without either is entered in long mode.
-//! 6. An ELF32 image without either has no defined entry state: an error (a Multiboot2 or
+//! 6. An ELF64 image without either is entered by its PVH note (`XEN_ELFNOTE_PHYS32_ENTRY`)
+//!    if it has one, in 32-bit protected mode with `hvm_start_info` in EBX; else in long
+//!    mode at `e_entry` with RSI pointing at a Linux zero page (e820 map, command line,
+//!    initrd), the 64-bit boot protocol a vmlinux without PVH boots by and that a
+//!    bare-metal kernel can ignore. No guess of "is this Linux" is needed: every ELF64 gets
+//!    both.
+//! 7. An ELF32 image without either has no defined entry state: an error (a Multiboot2 or
 //!    Multiboot magic with a bad checksum is reported as such).
-//! 7. Anything else is an unknown format (or, again, a bad Multiboot2 or Multiboot checksum).
+//! 8. Anything else is an unknown format, named where we know it: a bad Multiboot2 or
+//!    Multiboot checksum, a PE/COFF image without the Linux header (an EFI application), a
+//!    16-bit boot sector (0x55AA at offset 510).
 //!
 //! Every format refuses segments that overlap each other, lie outside RAM or over the boot
 //! structures or firmware areas in [`layout`], and an entry point outside what the image
 //! loads. Every plan also writes the firmware data a PC kernel expects in memory, whatever
 //! its format (`firmware.rs`: the BIOS Data Area and EBDA; `acpi.rs`: the ACPI tables).
-//!
-//! The next formats slot in as their own files: Linux bzImage (the `HdrS` setup header,
-//! not ELF, looked for before step 7) and PVH (an ELF note, which linux-loader already
-//! reports, checked in step 5).
 
 mod acpi;
 mod elf;
 mod entry;
 mod firmware;
 pub mod layout;
+mod linux;
 mod multiboot;
 mod multiboot2;
 
@@ -55,7 +66,7 @@ pub enum LoadError {
     Empty,
     /// The image is neither ELF nor a Multiboot kernel.
     #[error(
-        "not a kernel kvmgdb can boot: expected an ELF64 x86-64 image or a Multiboot v1 kernel"
+        "not a kernel kvmgdb can boot: expected an x86-64 ELF, a Linux bzImage or a Multiboot v1 kernel"
     )]
     UnknownFormat,
     /// The ELF headers are cut short or point outside the file.
@@ -170,6 +181,62 @@ pub enum LoadError {
         /// The area's size.
         max: u64,
     },
+    /// A Linux kernel whose boot protocol is older than the one we implement.
+    #[error(
+        "the Linux kernel speaks boot protocol {}.{:02}; kvmgdb boots 2.06 (Linux 2.6.22) and later",
+        .0 >> 8,
+        .0 & 0xff
+    )]
+    BzImageProtocol(u16),
+    /// A Linux zImage: loaded low by a real-mode boot loader.
+    #[error(
+        "the Linux kernel is a zImage (LOADED_HIGH clear): it loads below 1 MiB through a real-mode boot loader, which kvmgdb is not; build a bzImage"
+    )]
+    ZImage,
+    /// A Linux image shorter than its setup header says.
+    #[error("the Linux bzImage is truncated: {what} needs {need} bytes, the file has {have}")]
+    BzImageTruncated {
+        /// The part that is cut short.
+        what: &'static str,
+        /// Bytes the image would need for it.
+        need: u64,
+        /// Bytes the image has.
+        have: u64,
+    },
+    /// A Linux setup header with values we cannot honour.
+    #[error("the Linux bzImage header is invalid: {0}")]
+    BadBzImage(&'static str),
+    /// The command line is longer than the kernel takes.
+    #[error("the kernel command line is {len} bytes long; this kernel takes at most {max}")]
+    CmdlineTooLong {
+        /// Its length.
+        len: usize,
+        /// The kernel's `cmdline_size` (or the command line's page).
+        max: usize,
+    },
+    /// The initrd does not fit between the kernel and the limits of where it may go.
+    #[error(
+        "the initrd ({size} bytes) does not fit in guest RAM between the kernel's end at {floor:#x} and {limit:#x}: give more with --memory"
+    )]
+    InitrdDoesNotFit {
+        /// Its size.
+        size: u64,
+        /// The lowest address it may take (the kernel's end).
+        floor: u64,
+        /// One past the highest byte it may take.
+        limit: u64,
+    },
+    /// A PE/COFF image without a Linux setup header.
+    #[error(
+        "a PE/COFF image for {} without a Linux boot header (an EFI application): kvmgdb has no UEFI firmware to run it",
+        linux::bzimage::pe_machine(*.0)
+    )]
+    PeImage(u16),
+    /// A boot sector without a Linux setup header.
+    #[error(
+        "a 16-bit boot sector (signature 0x55AA at offset 510, no Linux boot header): kvmgdb has no BIOS to run it"
+    )]
+    BootSector,
     /// The ELF loader failed.
     #[error("loading the ELF image failed")]
     Elf(#[source] linux_loader::loader::Error),
@@ -181,15 +248,24 @@ pub enum LoadError {
     ScratchRead(#[source] vm_memory::GuestMemoryError),
 }
 
-/// How the kernel is entered. Linux bzImage and PVH join as variants.
+/// How the kernel is entered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootFormat {
-    /// 64-bit long mode at e_entry with an identity map (see README).
+    /// 64-bit long mode at e_entry with an identity map and RSI = a Linux zero page (see
+    /// README).
     Elf64,
     /// Multiboot v1: 32-bit protected mode, paging off, EAX=0x2BADB002, EBX=info.
     Multiboot,
     /// Multiboot2: 32-bit protected mode, paging off, EAX=0x36D76289, EBX=info.
     Multiboot2,
+    /// Linux bzImage by the 64-bit boot protocol: long mode at load address + 0x200,
+    /// identity mapped, RSI = zero page.
+    BzImage64,
+    /// Linux bzImage by the 32-bit boot protocol: protected mode at `code32_start`, paging
+    /// off, ESI = zero page.
+    BzImage32,
+    /// PVH: 32-bit protected mode at the ELF note's entry, paging off, EBX = hvm_start_info.
+    Pvh,
 }
 
 /// Where and how the kernel starts: what the rest of the program shows of the boot.
@@ -388,7 +464,8 @@ impl RamMap {
 
 /// How many leading bytes of an image [`check_prefix`] needs: every format's signature lies
 /// in them (the ELF magic at 0, a Multiboot2 header in the first 32 KiB, a Multiboot v1
-/// header in the first 8 KiB).
+/// header in the first 8 KiB, the Linux setup header at 0x1f1..0x300, a PE header where a
+/// DOS stub's offset at 0x3c points, which linkers put in the first KiB).
 pub const PREFIX_LEN: usize = multiboot2::MULTIBOOT2_SEARCH;
 
 /// Tells from the first [`PREFIX_LEN`] bytes of an image (all of it, if shorter) whether it
@@ -399,13 +476,16 @@ pub fn check_prefix(prefix: &[u8]) -> Result<(), LoadError> {
     if prefix.is_empty() {
         return Err(LoadError::Empty);
     }
-    if prefix.starts_with(elf::ELF_MAGIC)
-        || multiboot::find_multiboot(prefix).is_some()
-        || multiboot2::find_header(prefix).is_some()
-    {
+    if prefix.starts_with(elf::ELF_MAGIC) {
         return Ok(());
     }
-    Err(bad_checksum(prefix).unwrap_or(LoadError::UnknownFormat))
+    if linux::bzimage::has_setup_header(prefix) {
+        return linux::bzimage::parse_header(prefix).map(|_| ());
+    }
+    if multiboot::find_multiboot(prefix).is_some() || multiboot2::find_header(prefix).is_some() {
+        return Ok(());
+    }
+    Err(unknown_format(prefix))
 }
 
 /// The error for an image that has a Multiboot2 or Multiboot v1 magic but no header with a
@@ -473,22 +553,35 @@ pub fn plan(req: &BootRequest) -> Result<BootPlan, LoadError> {
     let ram = RamMap::new(ram_size);
     let elf = elf::parse_elf(image)?;
     let (firmware, acpi) = firmware::writes(req.vcpus)?;
-    // A 32-bit or unknown image can only be booted through Multiboot: a header that is
-    // there but wrong is the error to report.
-    let bad_checksum = || bad_checksum(image);
-    let mut plan = match (
-        multiboot2::find_header(image),
-        multiboot::find_multiboot(image),
-        &elf,
-    ) {
-        (Some(mb2), _, elf) => multiboot2::plan(req, mb2, elf.as_ref(), &ram, &acpi),
-        (None, Some(mb), elf) => multiboot::plan(req, mb, elf.as_ref(), &ram),
-        (None, None, Some(elf)) if elf.is_64 => elf::plan_elf64(image, elf, &ram),
-        (None, None, Some(_)) => Err(bad_checksum().unwrap_or(LoadError::Elf32WithoutMultiboot)),
-        (None, None, None) => Err(bad_checksum().unwrap_or(LoadError::UnknownFormat)),
+    let mut plan = if elf.is_none() && linux::bzimage::has_setup_header(image) {
+        linux::bzimage::plan(req, &ram)
+    } else {
+        // A 32-bit or unknown image can only be booted through Multiboot: a header that is
+        // there but wrong is the error to report.
+        match (
+            multiboot2::find_header(image),
+            multiboot::find_multiboot(image),
+            &elf,
+        ) {
+            (Some(mb2), _, elf) => multiboot2::plan(req, mb2, elf.as_ref(), &ram, &acpi),
+            (None, Some(mb), elf) => multiboot::plan(req, mb, elf.as_ref(), &ram),
+            (None, None, Some(elf)) if elf.is_64 => elf::plan_elf64(req, elf, &ram),
+            (None, None, Some(_)) => {
+                Err(bad_checksum(image).unwrap_or(LoadError::Elf32WithoutMultiboot))
+            }
+            (None, None, None) => Err(unknown_format(image)),
+        }
     }?;
     plan.writes.splice(0..0, firmware);
     Ok(plan)
+}
+
+/// The error for an image that is neither ELF nor Linux nor Multiboot (step 8 of the
+/// module documentation): what it is, when we recognise it.
+fn unknown_format(image: &[u8]) -> LoadError {
+    bad_checksum(image)
+        .or_else(|| linux::bzimage::foreign_format(image))
+        .unwrap_or(LoadError::UnknownFormat)
 }
 
 #[cfg(test)]
@@ -674,10 +767,10 @@ mod tests {
             gpa: 0x10_0040,
             len: 0x1000 - 0x40
         }));
-        assert!(plan.writes.contains(&MemWrite::Zero {
-            gpa: layout::BOOT_PARAMS,
-            len: 4096
-        }));
+        // The zero page: a whole page (a reset rewrites all of it), the setup header magic.
+        let zero_page = blob_at(&plan, layout::BOOT_PARAMS);
+        assert_eq!(zero_page.len(), 4096);
+        assert_eq!(&zero_page[0x202..0x206], b"HdrS");
         let gdt = blob_at(&plan, layout::GDT);
         assert_eq!(gdt.len(), 32);
         assert_eq!(
