@@ -839,9 +839,9 @@ mod tests {
         assert_eq!(u32_at(mbi, 0), 1 | 4 | 64 | 512, "mem, cmdline, mmap, name");
         assert_eq!(u32_at(mbi, 4), 640);
         assert_eq!(u32_at(mbi, 8), 15 << 10);
-        assert_eq!(u32_at(mbi, 16) as u64, layout::MULTIBOOT_CMDLINE);
-        let cmd = at(layout::MULTIBOOT_CMDLINE);
-        assert_eq!(&mbi[cmd..cmd + 14], b"console=ttyS0\0");
+        // The command line opens the strings area (no modules).
+        assert_eq!(u32_at(mbi, 16) as u64, layout::BOOT_INFO);
+        assert_eq!(blob_at(&plan, layout::BOOT_INFO), b"console=ttyS0\0");
         let name = at(layout::MULTIBOOT_LOADER_NAME);
         assert_eq!(&mbi[name..name + 7], b"kvmgdb\0");
         // The mmap is the plan's memory map, 24 bytes an entry.
@@ -857,13 +857,11 @@ mod tests {
     }
 
     #[test]
-    fn multiboot_cmdline_is_cut_to_its_slot() {
+    fn multiboot_cmdline_is_passed_whole() {
         let long = "x".repeat(2000);
         let plan = plan(&aout_kludge(), &long, 16 << 20).unwrap();
-        let mbi = blob_at(&plan, layout::MULTIBOOT_INFO);
-        let cmd = (layout::MULTIBOOT_CMDLINE - layout::MULTIBOOT_INFO) as usize;
-        assert_eq!(mbi[cmd + 0x2fe], b'x');
-        assert_eq!(mbi[cmd + 0x2ff], 0);
+        let strings = blob_at(&plan, layout::BOOT_INFO);
+        assert_eq!((&strings[..2000], strings[2000]), (long.as_bytes(), 0));
     }
 
     #[test]
