@@ -127,6 +127,8 @@ struct Relocatable {
     min_addr: u32,
     max_addr: u32,
     align: u32,
+    /// The tag's optional flag: a loader may ignore it.
+    optional: bool,
 }
 
 /// What the header tags ask of the boot loader, once checked.
@@ -138,6 +140,8 @@ struct HeaderRequests {
     entry: Option<u32>,
     /// The relocatable tag.
     relocatable: Option<Relocatable>,
+    /// A required information request for the image load base address (tag 21).
+    requires_load_base: bool,
 }
 
 /// Walks the header tags (spec 3.1.3 to 3.1.13): honours what kvmgdb can, ignores optional
@@ -156,7 +160,6 @@ fn read_tags(image: &[u8], h: &Multiboot2Header) -> Result<HeaderRequests, LoadE
         })?;
     let mut req = HeaderRequests::default();
     let mut at = start + HEADER_FIXED;
-    let mut relocatable_info_requested = false;
     loop {
         let Some(tag) = image.get(at..end).filter(|t| t.len() >= 8) else {
             return refuse(format!(
@@ -194,7 +197,7 @@ fn read_tags(image: &[u8], h: &Multiboot2Header) -> Result<HeaderRequests, LoadE
                             | ITAG_ACPI_NEW
                     );
                     if t == ITAG_LOAD_BASE_ADDR {
-                        relocatable_info_requested |= !optional;
+                        req.requires_load_base |= !optional;
                     } else if !can && !optional {
                         return refuse(format!(
                             "the information request tag requires boot information tag {t} ({}), which kvmgdb cannot provide (mark the request optional to boot without it)",
@@ -250,6 +253,7 @@ fn read_tags(image: &[u8], h: &Multiboot2Header) -> Result<HeaderRequests, LoadE
                     min_addr: f(0)?,
                     max_addr: f(1)?,
                     align: f(2)?,
+                    optional,
                 });
             }
             HTAG_FRAMEBUFFER | HTAG_EFI_BS | HTAG_EFI_I386_ENTRY | HTAG_EFI_AMD64_ENTRY => {}
@@ -263,11 +267,6 @@ fn read_tags(image: &[u8], h: &Multiboot2Header) -> Result<HeaderRequests, LoadE
             }
         }
         at += size.next_multiple_of(8);
-    }
-    if relocatable_info_requested && req.relocatable.is_none() {
-        return refuse(
-            "the information request tag requires the image load base address (21), which only a relocatable image gets".into(),
-        );
     }
     Ok(req)
 }
@@ -328,13 +327,14 @@ pub(super) fn plan(
         }
     };
     let load_base = match tags.relocatable {
-        Some(r) => Some(check_relocatable(
-            r,
-            lowest_address(&writes),
-            info.kernel_end,
-        )?),
+        Some(r) => check_relocatable(r, lowest_address(&writes), info.kernel_end)?,
         None => None,
     };
+    if tags.requires_load_base && load_base.is_none() {
+        return Err(LoadError::Multiboot2(
+            "the information request tag requires the image load base address (21), which only a relocatable image gets".into(),
+        ));
+    }
     info.image_is_32bit = elf.is_none_or(|e| !e.is_64);
     let (module_writes, modules) = multiboot::load_modules(req.modules, info.kernel_end, ram)?;
     writes.extend(module_writes);
@@ -373,16 +373,22 @@ fn lowest_address(writes: &[MemWrite]) -> u64 {
 
 /// A relocatable image (spec 3.1.13) is loaded where it is linked, which must be a place
 /// the tag allows: kvmgdb does not relocate. Returns the load base address for the
-/// information tag 21.
-fn check_relocatable(r: Relocatable, base: u64, end: u64) -> Result<u64, LoadError> {
+/// information tag 21; `None` when an optional tag cannot be honoured and is ignored (the
+/// image then boots, unrelocated, as one without the tag).
+fn check_relocatable(r: Relocatable, base: u64, end: u64) -> Result<Option<u64>, LoadError> {
     let aligned = r.align == 0 || base % u64::from(r.align) == 0;
-    if base < r.min_addr.into() || end > u64::from(r.max_addr) || !aligned {
-        return Err(LoadError::Multiboot2(format!(
-            "the relocatable tag allows {:#x}..{:#x} aligned to {:#x}, and the image is linked at {base:#x}..{end:#x}; kvmgdb loads images where they are linked and does not relocate them",
-            r.min_addr, r.max_addr, r.align
-        )));
+    if base >= r.min_addr.into() && end <= u64::from(r.max_addr) && aligned {
+        return Ok(Some(base));
     }
-    Ok(base)
+    let why = format!(
+        "the relocatable tag allows {:#x}..{:#x} aligned to {:#x}, and the image is linked at {base:#x}..{end:#x}; kvmgdb loads images where they are linked and does not relocate them",
+        r.min_addr, r.max_addr, r.align
+    );
+    if r.optional {
+        log::info!("Multiboot2: ignoring the optional relocatable tag: {why}");
+        return Ok(None);
+    }
+    Err(LoadError::Multiboot2(why))
 }
 
 /// Appends boot information tag `kind` with `payload`, padded to 8 bytes (spec 3.4).
@@ -723,6 +729,16 @@ mod tests {
         assert!(m.contains("does not relocate"), "{m}");
         assert!(refusal(&reloc(0, 0x10_1000, 0x1000)).contains("relocatable tag"));
         assert!(refusal(&reloc(0, 0x1000_0000, 0x20_0000)).contains("relocatable tag"));
+        // An optional tag that cannot be honoured is ignored: no load base address.
+        let mut t = flat();
+        t.push((
+            HTAG_RELOCATABLE,
+            TAG_OPTIONAL,
+            words(&[0x20_0000, u32::MAX, 0x1000, 0]),
+        ));
+        let p = boot(&image(&t)).unwrap();
+        let tags = info_tags(blob_at(&p, layout::BOOT_INFO));
+        assert!(tags.iter().all(|t| t.0 != ITAG_LOAD_BASE_ADDR));
     }
 
     /// Hostile headers: random bytes over a valid header's fields and tags (a seeded
