@@ -10,6 +10,7 @@ mod vmm_support;
 use common::*;
 use kvmgdb::boot::{self, BootRequest, MemWrite, Module};
 use kvmgdb::platform::{ACPI_AREA_END, ACPI_RSDP};
+use kvmgdb::vmm::MachineConfig;
 use kvmgdb::vmm::stop::VcpuStop;
 use std::process::Command;
 use vmm_support::{Guest, exit_status};
@@ -44,7 +45,7 @@ fn modules() -> Vec<Module> {
 fn run(req: &BootRequest) -> (boot::BootPlan, String) {
     require_kvm();
     let plan = boot::plan(req).expect("plan");
-    let mut g: Guest = vmm_support::boot_request(req, 1);
+    let mut g: Guest = vmm_support::boot_request(req, MachineConfig::new(req.ram_size, 1));
     let ev = g.cont();
     let out = g.serial.text();
     assert_eq!(

@@ -24,11 +24,10 @@
 //! 5. Else a Multiboot v1 header (magic and checksum) in the first 8 KiB makes it a Multiboot
 //!    kernel, whether ELF or not: the header is the kernel's request to be entered that way.
 //! 6. An ELF64 image without either is entered by its PVH note (`XEN_ELFNOTE_PHYS32_ENTRY`)
-//!    if it has one, in 32-bit protected mode with `hvm_start_info` in EBX; else in long
-//!    mode at `e_entry` with RSI pointing at a Linux zero page (e820 map, command line,
-//!    initrd), the 64-bit boot protocol a vmlinux without PVH boots by and that a
-//!    bare-metal kernel can ignore. No guess of "is this Linux" is needed: every ELF64 gets
-//!    both.
+//!    if it has one, in 32-bit protected mode with `hvm_start_info` in EBX; else in long mode
+//!    at `e_entry` with RSI pointing at a Linux zero page (e820 map, command line, initrd),
+//!    the 64-bit boot protocol a vmlinux without PVH boots by and that a bare-metal kernel
+//!    can ignore. No guess of "is this Linux" is needed: every ELF64 gets both.
 //! 7. An ELF32 image without either has no defined entry state: an error (a Multiboot2 or
 //!    Multiboot magic with a bad checksum is reported as such).
 //! 8. Anything else is an unknown format, named where we know it: a bad Multiboot2 or
@@ -39,6 +38,7 @@
 //! structures or firmware areas in [`layout`], and an entry point outside what the image
 //! loads. Every plan also writes the firmware data a PC kernel expects in memory, whatever
 //! its format (`firmware.rs`: the BIOS Data Area and EBDA; `acpi.rs`: the ACPI tables).
+//!
 
 mod acpi;
 mod elf;
@@ -127,60 +127,6 @@ pub enum LoadError {
         "the Multiboot header at file offset {0:#x} has a bad checksum (magic + flags + checksum must be 0)"
     )]
     BadMultibootChecksum(usize),
-    /// A segment or module overlaps the firmware areas every boot writes.
-    #[error(
-        "the kernel segment or module at {start:#x}..{end:#x} overlaps the firmware area at {area_start:#x}..{area_end:#x} (BIOS Data Area, EBDA or ACPI tables)"
-    )]
-    OverlapsFirmware {
-        /// First guest-physical byte.
-        start: u64,
-        /// One past the last byte.
-        end: u64,
-        /// The firmware area's first byte.
-        area_start: u64,
-        /// One past its last byte.
-        area_end: u64,
-    },
-    /// The machine's CPU count cannot be described in the ACPI tables.
-    #[error("the firmware tables describe 1 to {max} vCPUs, not {cpus}")]
-    CpuCount {
-        /// The vCPUs asked for.
-        cpus: usize,
-        /// The most the MADT's xAPIC entries number.
-        max: usize,
-    },
-    /// A Multiboot2 header kvmgdb refuses, with the reason (naming the header tag).
-    #[error("the Multiboot2 header is not bootable by kvmgdb: {0}")]
-    Multiboot2(String),
-    /// A Multiboot2 header magic whose checksum does not add up.
-    #[error(
-        "the Multiboot2 header at file offset {0:#x} has a bad checksum (magic + architecture + header_length + checksum must be 0)"
-    )]
-    BadMultiboot2Checksum(usize),
-    /// The modules, or the information structure, do not fit where they go.
-    #[error(
-        "{what} at {start:#x}..{end:#x} does not fit in guest RAM ({ram} MiB): give more with --memory"
-    )]
-    BootDataDoesNotFit {
-        /// What did not fit.
-        what: &'static str,
-        /// First guest-physical byte.
-        start: u64,
-        /// One past the last byte.
-        end: u64,
-        /// RAM size in MiB.
-        ram: u64,
-    },
-    /// The boot information outgrows the area kept for it.
-    #[error("{what} takes {size} bytes, more than the {max} bytes kvmgdb keeps for it")]
-    BootInfoTooLarge {
-        /// What outgrew its area.
-        what: &'static str,
-        /// Its size in bytes.
-        size: u64,
-        /// The area's size.
-        max: u64,
-    },
     /// A Linux kernel whose boot protocol is older than the one we implement.
     #[error(
         "the Linux kernel speaks boot protocol {}.{:02}; kvmgdb boots 2.06 (Linux 2.6.22) and later",
@@ -237,6 +183,60 @@ pub enum LoadError {
         "a 16-bit boot sector (signature 0x55AA at offset 510, no Linux boot header): kvmgdb has no BIOS to run it"
     )]
     BootSector,
+    /// A segment or module overlaps the firmware areas every boot writes.
+    #[error(
+        "the kernel segment or module at {start:#x}..{end:#x} overlaps the firmware area at {area_start:#x}..{area_end:#x} (BIOS Data Area, EBDA or ACPI tables)"
+    )]
+    OverlapsFirmware {
+        /// First guest-physical byte.
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+        /// The firmware area's first byte.
+        area_start: u64,
+        /// One past its last byte.
+        area_end: u64,
+    },
+    /// The machine's CPU count cannot be described in the ACPI tables.
+    #[error("the firmware tables describe 1 to {max} vCPUs, not {cpus}")]
+    CpuCount {
+        /// The vCPUs asked for.
+        cpus: usize,
+        /// The most the MADT's xAPIC entries number.
+        max: usize,
+    },
+    /// A Multiboot2 header kvmgdb refuses, with the reason (naming the header tag).
+    #[error("the Multiboot2 header is not bootable by kvmgdb: {0}")]
+    Multiboot2(String),
+    /// A Multiboot2 header magic whose checksum does not add up.
+    #[error(
+        "the Multiboot2 header at file offset {0:#x} has a bad checksum (magic + architecture + header_length + checksum must be 0)"
+    )]
+    BadMultiboot2Checksum(usize),
+    /// The modules, or the information structure, do not fit where they go.
+    #[error(
+        "{what} at {start:#x}..{end:#x} does not fit in guest RAM ({ram} MiB): give more with --memory"
+    )]
+    BootDataDoesNotFit {
+        /// What did not fit.
+        what: &'static str,
+        /// First guest-physical byte.
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+        /// RAM size in MiB.
+        ram: u64,
+    },
+    /// The boot information outgrows the area kept for it.
+    #[error("{what} takes {size} bytes, more than the {max} bytes kvmgdb keeps for it")]
+    BootInfoTooLarge {
+        /// What outgrew its area.
+        what: &'static str,
+        /// Its size in bytes.
+        size: u64,
+        /// The area's size.
+        max: u64,
+    },
     /// The ELF loader failed.
     #[error("loading the ELF image failed")]
     Elf(#[source] linux_loader::loader::Error),
@@ -256,8 +256,6 @@ pub enum BootFormat {
     Elf64,
     /// Multiboot v1: 32-bit protected mode, paging off, EAX=0x2BADB002, EBX=info.
     Multiboot,
-    /// Multiboot2: 32-bit protected mode, paging off, EAX=0x36D76289, EBX=info.
-    Multiboot2,
     /// Linux bzImage by the 64-bit boot protocol: long mode at load address + 0x200,
     /// identity mapped, RSI = zero page.
     BzImage64,
@@ -266,6 +264,8 @@ pub enum BootFormat {
     BzImage32,
     /// PVH: 32-bit protected mode at the ELF note's entry, paging off, EBX = hvm_start_info.
     Pvh,
+    /// Multiboot2: 32-bit protected mode, paging off, EAX=0x36D76289, EBX=info.
+    Multiboot2,
 }
 
 /// Where and how the kernel starts: what the rest of the program shows of the boot.
@@ -553,11 +553,12 @@ pub fn plan(req: &BootRequest) -> Result<BootPlan, LoadError> {
     let ram = RamMap::new(ram_size);
     let elf = elf::parse_elf(image)?;
     let (firmware, acpi) = firmware::writes(req.vcpus)?;
+    // A 32-bit or unknown image can only be booted through Multiboot: a header that is
+    // there but wrong is the error to report.
+    let bad_checksum = || bad_checksum(image);
     let mut plan = if elf.is_none() && linux::bzimage::has_setup_header(image) {
         linux::bzimage::plan(req, &ram)
     } else {
-        // A 32-bit or unknown image can only be booted through Multiboot: a header that is
-        // there but wrong is the error to report.
         match (
             multiboot2::find_header(image),
             multiboot::find_multiboot(image),
@@ -567,7 +568,7 @@ pub fn plan(req: &BootRequest) -> Result<BootPlan, LoadError> {
             (None, Some(mb), elf) => multiboot::plan(req, mb, elf.as_ref(), &ram),
             (None, None, Some(elf)) if elf.is_64 => elf::plan_elf64(req, elf, &ram),
             (None, None, Some(_)) => {
-                Err(bad_checksum(image).unwrap_or(LoadError::Elf32WithoutMultiboot))
+                Err(bad_checksum().unwrap_or(LoadError::Elf32WithoutMultiboot))
             }
             (None, None, None) => Err(unknown_format(image)),
         }

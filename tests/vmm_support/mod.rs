@@ -113,26 +113,30 @@ pub fn multiboot_entry() -> u64 {
     LOAD_ADDR + MULTIBOOT_HEADER.len() as u64
 }
 
+/// Boots `code` as [`boot`] does, on a machine `configure` changes (say, `no_reboot`).
+pub fn boot_configured(code: &[u8], configure: impl FnOnce(&mut MachineConfig)) -> Guest {
+    let mut machine = MachineConfig::new(MEMORY_SIZE, 1);
+    configure(&mut machine);
+    let image = elf64(code, LOAD_ADDR);
+    boot_request(&boot::BootRequest::new(&image, MEMORY_SIZE), machine)
+}
+
+/// Builds the machine for `image` with `vcpus` vCPUs (the firmware tables list them all).
 fn boot_image(image: &[u8], vcpus: usize) -> Guest {
     let req = boot::BootRequest {
         vcpus,
         ..boot::BootRequest::new(image, MEMORY_SIZE)
     };
-    boot_request(&req, vcpus)
+    boot_request(&req, MachineConfig::new(MEMORY_SIZE, vcpus))
 }
 
-/// Boots what `req` asks for (image, command line, modules, RAM) on a machine of `vcpus`
-/// vCPUs: the one place that builds a [`Vm`], so that a change to `Vm::new` touches only
-/// this.
-pub fn boot_request(req: &boot::BootRequest, vcpus: usize) -> Guest {
+/// Boots what `req` asks for (image, command line, modules, RAM) on `machine`: the one
+/// place that builds a [`Vm`], so that a change to `Vm::new` touches only this.
+pub fn boot_request(req: &boot::BootRequest, machine: MachineConfig) -> Guest {
     let kvm = Kvm::new().unwrap_or_else(|e| panic!("KVM not available: cannot open /dev/kvm: {e}"));
     let serial = Serial::default();
     let plan =
         boot::plan(req).unwrap_or_else(|e| panic!("cannot plan the boot of the test image: {e}"));
-    let machine = MachineConfig {
-        memory_size: req.ram_size,
-        vcpus,
-    };
     let vm = Vm::new(kvm, machine, plan, Box::new(serial.clone()))
         .unwrap_or_else(|e| panic!("cannot build the VM: {e}"));
     Guest { vm, serial }
@@ -191,6 +195,31 @@ impl Guest {
     pub fn read_u32(&self, addr: u64) -> u32 {
         u32::from_le_bytes(self.read(addr, 4).try_into().unwrap())
     }
+}
+
+/// Boots `code` with a 64-bit IDT at DATA holding an interrupt gate (DPL 0) for each
+/// `(vector, handler)` of `gates`, and no other.
+pub fn with_gates(code: &[u8], gates: &[(usize, u64)]) -> Guest {
+    let mut g = boot(code);
+    let mut sregs = g.vm.state(VCPU).expect("state").sregs;
+    let mut idt = vec![0u8; 16 * 32];
+    for &(vector, handler) in gates {
+        let gate = &mut idt[16 * vector..16 * vector + 16];
+        gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
+        gate[2..4].copy_from_slice(&sregs.cs.selector.to_le_bytes());
+        gate[5] = 0x8e; // P, DPL 0, 64-bit interrupt gate
+        gate[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
+        gate[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
+    }
+    let at = kvmgdb::vmm::DebugAddr::Phys(vm_memory::GuestAddress(DATA));
+    assert_eq!(
+        g.vm.write_memory(at, &idt).expect("write the IDT"),
+        idt.len()
+    );
+    sregs.idt.base = DATA;
+    sregs.idt.limit = (idt.len() - 1) as u16;
+    g.vm.set_sregs(VCPU, sregs).expect("set_sregs");
+    g
 }
 
 /// Waits up to `timeout` for the next vCPU stop, polling the VMM's event fd; fails the test
