@@ -85,6 +85,8 @@ struct Guest {
     arch: Arch,
     sources: &'static [&'static str],
     linker_script: &'static str,
+    /// The ELF entry symbol, when not the linker script's `ENTRY`.
+    elf_entry: Option<&'static str>,
 }
 
 const GUESTS: &[Guest] = &[
@@ -95,6 +97,7 @@ const GUESTS: &[Guest] = &[
         },
         sources: &["start64.S", "demo.S", "demo.c", "serial.c"],
         linker_script: "flat64.ld",
+        elf_entry: None,
     },
     Guest {
         name: "higher_half",
@@ -103,18 +106,21 @@ const GUESTS: &[Guest] = &[
         },
         sources: &["higher_half.S", "higher_half.c", "serial.c"],
         linker_script: "higher_half.ld",
+        elf_entry: None,
     },
     Guest {
         name: "multiboot",
         arch: Arch::I386,
-        sources: &["multiboot.S", "multiboot.c", "serial.c"],
+        sources: &["multiboot.S", "start32.S", "multiboot.c", "serial.c"],
         linker_script: "multiboot.ld",
+        elf_entry: None,
     },
     Guest {
         name: "bench",
         arch: Arch::I386,
         sources: &["bench.S"],
         linker_script: "multiboot.ld",
+        elf_entry: None,
     },
     Guest {
         name: "triple_fault",
@@ -123,11 +129,39 @@ const GUESTS: &[Guest] = &[
         },
         sources: &["start64.S", "triple_fault.S", "triple_fault.c", "serial.c"],
         linker_script: "flat64.ld",
+        elf_entry: None,
+    },
+    Guest {
+        name: "multiboot2",
+        arch: Arch::I386,
+        sources: &[
+            "multiboot2.S",
+            "start32.S",
+            "multiboot2.c",
+            "firmware_check.c",
+            "serial.c",
+        ],
+        linker_script: "multiboot.ld",
+        // The header's entry address tag names _start; the ELF entry is a trap.
+        elf_entry: Some("mb2_elf_entry"),
+    },
+    Guest {
+        name: "multiboot_mods",
+        arch: Arch::I386,
+        sources: &[
+            "multiboot.S",
+            "start32.S",
+            "multiboot_mods.c",
+            "firmware_check.c",
+            "serial.c",
+        ],
+        linker_script: "multiboot.ld",
+        elf_entry: None,
     },
 ];
 
 /// Files in `guests/` that are included rather than listed as sources.
-const HEADERS: &[&str] = &["guest.h"];
+const HEADERS: &[&str] = &["guest.h", "firmware_check.h"];
 
 fn main() {
     let manifest_dir =
@@ -213,6 +247,9 @@ fn build_guest(guest: &Guest, src_dir: &Path, out_dir: &Path) -> Result<(), Stri
         .arg("-o")
         .arg(&elf)
         .args(&objects);
+    if let Some(entry) = guest.elf_entry {
+        cmd.arg("-e").arg(entry);
+    }
     run(cmd, guest.name)
 }
 

@@ -581,7 +581,7 @@ pub fn plan(req: &BootRequest) -> Result<BootPlan, LoadError> {
     Ok(plan)
 }
 
-/// The error for an image that is neither ELF nor Linux nor Multiboot (step 7 of the
+/// The error for an image that is neither ELF nor Linux nor Multiboot (step 8 of the
 /// module documentation): what it is, when we recognise it.
 fn unknown_format(image: &[u8]) -> LoadError {
     bad_checksum(image)
@@ -844,9 +844,9 @@ mod tests {
         assert_eq!(u32_at(mbi, 0), 1 | 4 | 64 | 512, "mem, cmdline, mmap, name");
         assert_eq!(u32_at(mbi, 4), 640);
         assert_eq!(u32_at(mbi, 8), 15 << 10);
-        assert_eq!(u32_at(mbi, 16) as u64, layout::MULTIBOOT_CMDLINE);
-        let cmd = at(layout::MULTIBOOT_CMDLINE);
-        assert_eq!(&mbi[cmd..cmd + 14], b"console=ttyS0\0");
+        // The command line opens the strings area (no modules).
+        assert_eq!(u32_at(mbi, 16) as u64, layout::BOOT_INFO);
+        assert_eq!(blob_at(&plan, layout::BOOT_INFO), b"console=ttyS0\0");
         let name = at(layout::MULTIBOOT_LOADER_NAME);
         assert_eq!(&mbi[name..name + 7], b"kvmgdb\0");
         // The mmap is the plan's memory map, 24 bytes an entry.
@@ -862,13 +862,11 @@ mod tests {
     }
 
     #[test]
-    fn multiboot_cmdline_is_cut_to_its_slot() {
+    fn multiboot_cmdline_is_passed_whole() {
         let long = "x".repeat(2000);
         let plan = plan(&aout_kludge(), &long, 16 << 20).unwrap();
-        let mbi = blob_at(&plan, layout::MULTIBOOT_INFO);
-        let cmd = (layout::MULTIBOOT_CMDLINE - layout::MULTIBOOT_INFO) as usize;
-        assert_eq!(mbi[cmd + 0x2fe], b'x');
-        assert_eq!(mbi[cmd + 0x2ff], 0);
+        let strings = blob_at(&plan, layout::BOOT_INFO);
+        assert_eq!((&strings[..2000], strings[2000]), (long.as_bytes(), 0));
     }
 
     #[test]

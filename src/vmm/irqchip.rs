@@ -21,7 +21,7 @@ const TSS_ADDR: usize = 0xfffb_d000;
 const CASCADE: u32 = 2;
 /// The IOAPIC pin ISA IRQ 0 (the PIT) is wired to, as on PCs; the MADT says so with an
 /// interrupt source override (IRQ 0 → GSI 2) and operating systems program that pin.
-const ISA_IRQ0_IOAPIC_PIN: u32 = 2;
+const ISA_IRQ0_IOAPIC_PIN: u32 = crate::platform::PIT_GSI;
 
 /// The PC's interrupt wiring (KVM API 4.52 KVM_SET_GSI_ROUTING): ISA IRQs 0–15 to the PIC
 /// pair (none to the cascade pin), and GSIs 0–23 to the IOAPIC's pins of the same number,

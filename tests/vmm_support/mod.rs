@@ -121,7 +121,7 @@ pub fn boot_configured(code: &[u8], configure: impl FnOnce(&mut MachineConfig)) 
     boot_machine(&boot::BootRequest::new(&image, MEMORY_SIZE), machine)
 }
 
-/// Builds the machine for `image` with `vcpus` vCPUs.
+/// Builds the machine for `image` with `vcpus` vCPUs (the firmware tables list them all).
 fn boot_image(image: &[u8], vcpus: usize) -> Guest {
     boot_request(&boot::BootRequest {
         vcpus,
@@ -136,7 +136,7 @@ pub fn boot_request(req: &boot::BootRequest) -> Guest {
 }
 
 /// The one place that builds a [`Vm`], so that a change to `Vm::new` touches only this.
-fn boot_machine(req: &boot::BootRequest, machine: MachineConfig) -> Guest {
+pub fn boot_machine(req: &boot::BootRequest, machine: MachineConfig) -> Guest {
     let kvm = Kvm::new().unwrap_or_else(|e| panic!("KVM not available: cannot open /dev/kvm: {e}"));
     let serial = Serial::default();
     let plan =
