@@ -82,20 +82,7 @@ pub fn main() -> ExitCode {
 pub fn exec_kvmgdb(args: &[String]) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let argv = std::iter::once("kvmgdb".to_string()).chain(args.iter().cloned());
-    let parsed = match kvmgdb::cli::Args::try_parse_from(argv) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(kvmgdb::cli::EXIT_USAGE);
-        }
-    };
-    match kvmgdb::cli::run(parsed) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("kvmgdb: error: {e}");
-            ExitCode::from(kvmgdb::cli::EXIT_ERROR)
-        }
-    }
+    ExitCode::from(kvmgdb::cli::main_from(argv))
 }
 
 /// Finds a program given by name on PATH, or checks a given path.

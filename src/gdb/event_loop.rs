@@ -6,6 +6,7 @@
 use super::conn::{BufferedConn, SharedConn, Stream};
 use super::front::{self, Ctx, E_FAILED, Front, INTERRUPT, Unit, Verdict};
 use super::qemu;
+use super::regs::GdbArch;
 use super::regs::layout::Layout;
 use super::regs::layout::{I386Full, X86_64Full};
 use super::stop;
@@ -31,8 +32,8 @@ pub enum SessionEnd {
     Exited(u32),
 }
 
-/// One gdb connection. The VM is stopped first; the register layout follows the image.
-pub fn session(vm: &mut Vm, stream: Stream) -> SessionEnd {
+/// One gdb connection, served the register layout `arch`. The VM is stopped first.
+pub fn session(vm: &mut Vm, stream: Stream, arch: GdbArch) -> SessionEnd {
     let events = vm.stop_all();
     let exited = events.iter().find_map(|e| match e.stop {
         VcpuStop::Exit(c) => Some(c),
@@ -43,10 +44,9 @@ pub fn session(vm: &mut Vm, stream: Stream) -> SessionEnd {
     }
     let attach = attach_stop(vm, &events);
     let conn = BufferedConn::new(stream);
-    let result = if vm.boot_info().image_is_32bit {
-        run_session::<I386Full>(vm, conn, attach)
-    } else {
-        run_session::<X86_64Full>(vm, conn, attach)
+    let result = match arch {
+        GdbArch::I386 => run_session::<I386Full>(vm, conn, attach),
+        GdbArch::X86_64 => run_session::<X86_64Full>(vm, conn, attach),
     };
     match result {
         Ok(end) => end,
