@@ -449,3 +449,95 @@ pub fn exit_status(outcome: Outcome) -> u8 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(argv: &[&str]) -> RunOptions {
+        match parse_from(std::iter::once("kvmgdb").chain(argv.iter().copied())) {
+            Ok(Invocation::Run(o)) => *o,
+            other => panic!("{argv:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn native_form_options() {
+        let o = options(&[
+            "--append",
+            "console=ttyS0 nokaslr",
+            "--initrd",
+            "a.cpio",
+            "--initrd",
+            "m1 x=1,m2",
+            "--no-reboot",
+            "--gdb-arch",
+            "x86-64",
+            "--pvm-linux",
+            "-m",
+            "64M",
+            "k.elf",
+        ]);
+        assert_eq!(o.form, Form::Native);
+        assert_eq!(o.kernel, Some("k.elf".into()));
+        assert_eq!(o.append, "console=ttyS0 nokaslr");
+        let items: Vec<(&str, &str)> = o
+            .initrd
+            .iter()
+            .map(|m| (m.path.to_str().unwrap(), m.cmdline.as_str()))
+            .collect();
+        assert_eq!(
+            items,
+            [("a.cpio", "a.cpio"), ("m1", "m1 x=1"), ("m2", "m2")]
+        );
+        assert!(o.no_reboot && o.wait);
+        assert_eq!(o.gdb_arch, Some(GdbArch::X86_64));
+        assert_eq!(o.pvm_linux, PvmLinux::On);
+        assert_eq!(o.memory, 64 << 20);
+
+        // The defaults: the image's own layout, the preset where it applies.
+        let o = options(&["k.elf"]);
+        assert_eq!((o.gdb_arch, o.pvm_linux), (None, PvmLinux::Auto));
+        assert_eq!(options(&["--no-pvm-linux", "k"]).pvm_linux, PvmLinux::Off);
+        assert_eq!(
+            options(&["--gdb-arch", "i386", "k"]).gdb_arch,
+            Some(GdbArch::I386)
+        );
+        // No stub, nothing to wait for.
+        assert!(!options(&["--gdb", "none", "k"]).wait);
+        assert!(!options(&["--no-wait", "k"]).wait);
+    }
+
+    #[test]
+    fn native_form_refusals() {
+        for bad in [
+            &["--gdb-arch", "arm", "k"][..],
+            &["--pvm-linux", "--no-pvm-linux", "k"],
+            &["--initrd", "", "k"],
+            &["-m", "512", "k"],
+        ] {
+            let argv = std::iter::once("kvmgdb").chain(bad.iter().copied());
+            assert!(
+                matches!(parse_from(argv), Err(UsageError::Native(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_form_decides_the_parser() {
+        let o = options(&["-kernel", "k", "-m", "512"]);
+        assert_eq!((o.form, o.memory), (Form::Qemu, 512 << 20));
+        let argv = ["kvmgdb", "-kernel", "k", "-vga", "std"];
+        match parse_from(argv) {
+            Err(UsageError::Qemu(e)) => {
+                assert_eq!(e.to_string(), "unsupported QEMU option -vga")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_from(["kvmgdb", "caps"]),
+            Ok(Invocation::Caps)
+        ));
+    }
+}
