@@ -369,11 +369,9 @@ fn run_kernel(o: &RunOptions) -> Result<u8, CliError> {
     let arch = o
         .gdb_arch
         .unwrap_or_else(|| GdbArch::for_image(image_is_32bit));
-    // `o.no_reboot` needs nothing yet: a guest reset (triple fault, reset port) ends the
-    // machine today, which is what -no-reboot asks for.
     let machine = MachineConfig {
-        memory_size: o.memory,
-        vcpus: 1,
+        no_reboot: o.no_reboot,
+        ..MachineConfig::new(o.memory, 1)
     };
     let mut vm = Vm::new(kvm, machine, plan, serial)?;
 

@@ -4,16 +4,9 @@
 //! families in CPUID, and its emulator cannot run `xrstor`, `popcnt`, `clac`/`stac` or the
 //! SSE moves those features bring; only the kernel itself can be told not to use them.
 
-use std::path::Path;
-
 /// The parameters the preset appends (KVM-FACTS.md, blockers 2, 4, 5 and 8).
 pub const PVM_LINUX_PARAMS: &str =
     "noxsave clearcpuid=popcnt,smap,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,gfni";
-
-/// Where the PVM module shows itself: PVM is a KVM vendor module of its own (`kvm_pvm`,
-/// beside `kvm_intel`/`kvm_amd`), and /dev/kvm answers the same API, so its presence is
-/// the signature (the benchmark reports the KVM kind the same way).
-const PVM_MODULE: &str = "/sys/module/kvm_pvm";
 
 /// Whether the preset applies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,9 +20,11 @@ pub enum PvmLinux {
     Off,
 }
 
-/// True when the host KVM is PVM.
+/// True when the host KVM is PVM: the `kvm_pvm` module is loaded (PVM is a KVM vendor
+/// module of its own, beside `kvm_intel`/`kvm_amd`, behind the same /dev/kvm API), as the
+/// VMM's own PVM facts detect it.
 pub fn host_kvm_is_pvm() -> bool {
-    Path::new(PVM_MODULE).exists()
+    crate::vmm::quirks::detect_pvm()
 }
 
 /// What kind of Linux kernel `image` is, if it is one: a bzImage (the boot protocol's
