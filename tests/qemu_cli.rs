@@ -193,6 +193,18 @@ fn a_64bit_kernel_with_its_own_file() {
     assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
 }
 
+/// `-no-reboot`: a guest reset ends kvmgdb with status 0, which gdb sees as an exit.
+#[test]
+fn no_reboot_ends_on_a_reset() {
+    require_kvm_and_gdb();
+    let dir = TestDir::new("qemu-no-reboot");
+    let mut k = start_qemu(&dir, &guest("demo.elf"), &["-S", "-no-reboot"]);
+    let out = k.gdb(&dir, "reset-port.gdb", &guest("demo.elf"));
+    assert_contains(&out, "out    %al,(%dx)");
+    assert_contains(&out, "[Inferior 1 (process 1) exited normally]");
+    assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
+}
+
 /// Without -S the guest runs at once, with the stub listening: multiboot.elf runs to its
 /// exit by itself, its output in the -serial file.
 #[test]
