@@ -178,6 +178,33 @@ fn gdb_arch_i386_for_a_plain_32bit_session() {
     assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
 }
 
+/// `--gdb-arch i386` on a 64-bit kernel: the "connect with" line gives the
+/// `set architecture` gdb needs, gdb works with it, and kvmgdb says the registers are
+/// shown narrowed while the guest runs in long mode.
+#[test]
+fn gdb_arch_i386_on_a_long_mode_guest() {
+    require_kvm_and_gdb();
+    let dir = TestDir::new("qemu-arch-narrow");
+    let mut k = start_qemu(&dir, &guest("demo.elf"), &["-S", "--gdb-arch", "i386"]);
+    assert_contains(
+        &k.first_line,
+        "-ex 'set architecture i386' -ex 'target remote ",
+    );
+    let out = k.gdb_pre(
+        &dir,
+        &["set architecture i386"],
+        "demo-entry.gdb",
+        &guest("demo.elf"),
+    );
+    let entry = tagged_one(&out, "entry");
+    assert_eq!(entry["pc"], entry["start"], "{out}");
+    assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
+    assert_contains(
+        &k.stderr(),
+        "kvmgdb: note: the guest runs in long mode but gdb gets the i386 register layout",
+    );
+}
+
 /// Case (d): a 64-bit kernel and its own ELF64 file.
 #[test]
 fn a_64bit_kernel_with_its_own_file() {

@@ -43,6 +43,7 @@ pub fn session(vm: &mut Vm, stream: Stream, arch: GdbArch) -> SessionEnd {
         return SessionEnd::Exited(code);
     }
     let attach = attach_stop(vm, &events);
+    warn_narrow_layout(vm, attach.vcpu, arch);
     let conn = BufferedConn::new(stream);
     let result = match arch {
         GdbArch::I386 => run_session::<I386Full>(vm, conn, attach),
@@ -57,6 +58,21 @@ pub fn session(vm: &mut Vm, stream: Stream, arch: GdbArch) -> SessionEnd {
             }
             SessionEnd::Detach
         }
+    }
+}
+
+/// Says on stderr when the i386 layout serves a vCPU in 64-bit mode (a 32-bit image that
+/// switched to long mode, as Xen does): gdb then sees the low halves of the registers, and
+/// only the x86-64 layout shows them whole.
+fn warn_narrow_layout(vm: &Vm, vcpu: usize, arch: GdbArch) {
+    use crate::x86::Efer;
+    let long_mode = vm
+        .state(vcpu)
+        .is_ok_and(|s| Efer::from_bits_retain(s.sregs.efer).contains(Efer::LMA));
+    if arch == GdbArch::I386 && long_mode {
+        eprintln!(
+            "kvmgdb: note: the guest runs in long mode but gdb gets the i386 register layout (the image is 32-bit), so registers show their low 32 bits; --gdb-arch x86-64 with gdb's `set architecture i386:x86-64` shows them whole"
+        );
     }
 }
 
