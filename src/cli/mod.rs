@@ -206,6 +206,18 @@ where
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    // Help and version, in either form's spelling, are clap's (QEMU's -h and -version).
+    let asks = |names: &[&str]| words.iter().any(|w| names.contains(&w.as_str()));
+    if asks(&["-h", "-help", "--help"]) {
+        return Err(Args::try_parse_from(["kvmgdb", "--help"])
+            .unwrap_err()
+            .into());
+    }
+    if asks(&["-V", "-version", "--version"]) {
+        return Err(Args::try_parse_from(["kvmgdb", "--version"])
+            .unwrap_err()
+            .into());
+    }
     if qemu::is_qemu_form(&words) {
         return Ok(Invocation::Run(Box::new(qemu::parse(&words)?)));
     }
