@@ -2,7 +2,7 @@
 //! repetition, and prints the table (and the JSON samples when asked).
 //!
 //! The kvmgdb side runs as `kvmgdb-bench --exec-kvmgdb ARGS…`, which calls the same
-//! `kvmgdb::cli::run` as the `kvmgdb` binary: the benchmark always measures the library it
+//! `kvmgdb::cli::main_from` as the `kvmgdb` binary: the benchmark always measures the library it
 //! was built with, even when `cargo run -p kvmgdb-bench --bin kvmgdb-bench` did not rebuild `kvmgdb`.
 
 use crate::guest::{BenchGuest, Pattern};
