@@ -36,14 +36,18 @@ fn free_port() -> String {
 /// Starts kvmgdb with a QEMU command line that boots `kernel`, its gdb stub on a free port
 /// (`-gdb tcp::PORT`) and COM1 in `serial.txt` (`-serial file:…`), then `extra`.
 fn start_qemu(dir: &TestDir, kernel: &Path, extra: &[&str]) -> Kvmgdb {
+    start_qemu_gdb(dir, kernel, &format!("tcp::{}", free_port()), extra)
+}
+
+/// [`start_qemu`] with the stub on `-gdb gdb`.
+fn start_qemu_gdb(dir: &TestDir, kernel: &Path, gdb: &str, extra: &[&str]) -> Kvmgdb {
     let serial = dir.join("serial.txt");
-    let gdb = format!("tcp::{}", free_port());
     let serial_arg = format!("file:{}", serial.display());
     let mut args = vec![
         "-kernel",
         path_str(kernel),
         "-gdb",
-        &gdb,
+        gdb,
         "-serial",
         &serial_arg,
     ];
@@ -205,13 +209,17 @@ fn gdb_arch_i386_on_a_long_mode_guest() {
     );
 }
 
-/// Case (d): a 64-bit kernel and its own ELF64 file.
+/// Case (d): a 64-bit kernel and its own ELF64 file, the stub on `-gdb unix:PATH,server,nowait`.
 #[test]
 fn a_64bit_kernel_with_its_own_file() {
     require_kvm_and_gdb();
     let dir = TestDir::new("qemu-arch-d");
-    let mut k = start_qemu(&dir, &guest("demo.elf"), &["-S", "-m", "size=128M"]);
+    // Over a Unix socket, QEMU's way.
+    let socket = dir.join("gdb.sock");
+    let gdb = format!("unix:{},server,nowait", socket.display());
+    let mut k = start_qemu_gdb(&dir, &guest("demo.elf"), &gdb, &["-S", "-m", "size=128M"]);
     assert_not_contains(&k.first_line, "set architecture");
+    assert_eq!(k.target, path_str(&socket), "{}", k.first_line);
     let out = k.gdb(&dir, "arch-x86-64-demo.gdb", &guest("demo.elf"));
     let arch = tagged_one(&out, "arch");
     assert_eq!(arch["rip"], arch["tick"], "{out}");
