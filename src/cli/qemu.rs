@@ -374,7 +374,8 @@ fn parse_machine(option: &str, value: &str) -> Result<(), QemuError> {
                     ));
                 }
             }
-            "accel" if v != "kvm" => {
+            // `accel=kvm:tcg` asks for KVM first, which kvmgdb always gives.
+            "accel" if v.split(':').next() != Some("kvm") => {
                 return Err(bad(
                     option,
                     value,
@@ -639,7 +640,7 @@ mod tests {
             "-cpu",
             "qemu64",
             "-machine",
-            "pc,accel=kvm",
+            "pc,accel=kvm:tcg",
         ]);
         assert_eq!(o.notes.len(), 3, "{:?}", o.notes);
         assert!(o.notes[1].starts_with("-cpu qemu64: "), "{:?}", o.notes);
