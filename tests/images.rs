@@ -636,14 +636,30 @@ fn files_that_are_not_kernel_images() {
     drop(f);
     std::fs::remove_file(&giant).unwrap();
 
-    // A real (non-sparse) file larger than -m: a valid ELF padded to 3 MiB.
-    let mut big = Elf::valid64().bytes();
+    // A real (non-sparse) file larger than -m: a 3 MiB file of no format, and an ELF whose
+    // 3 MiB segment is what makes it large (an ELF padded past its segments, as a debug
+    // vmlinux is, loads: tests/cli.rs).
+    let mut big = b"not a kernel".to_vec();
     big.resize(3 << 20, 0);
     c.image(
         "larger-than-m",
         &big,
         &["--memory", "2M"],
-        &["3145728 bytes", "larger than guest RAM (2 MiB)"],
+        &["is 3145728 bytes", "larger than guest RAM (2 MiB)"],
+    );
+    let big_elf = Elf {
+        segs: vec![Seg::load(LOAD, 3 << 20, 3 << 20)],
+        len: (DATA_AT as usize) + (3 << 20),
+        ..Elf::valid64()
+    };
+    c.image(
+        "elf-segments-larger-than-m",
+        &big_elf.bytes(),
+        &["--memory", "2M"],
+        &[
+            &format!("loads {} bytes", DATA_AT + (3 << 20)),
+            "larger than guest RAM (2 MiB)",
+        ],
     );
     c.finish();
 }

@@ -2,7 +2,7 @@
 //! repetition, and prints the table (and the JSON samples when asked).
 //!
 //! The kvmgdb side runs as `kvmgdb-bench --exec-kvmgdb ARGS…`, which calls the same
-//! `kvmgdb::cli::run` as the `kvmgdb` binary: the benchmark always measures the library it
+//! `kvmgdb::cli::main_from` as the `kvmgdb` binary: the benchmark always measures the library it
 //! was built with, even when `cargo run -p kvmgdb-bench --bin kvmgdb-bench` did not rebuild `kvmgdb`.
 
 use crate::guest::{BenchGuest, Pattern};
@@ -82,20 +82,7 @@ pub fn main() -> ExitCode {
 pub fn exec_kvmgdb(args: &[String]) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let argv = std::iter::once("kvmgdb".to_string()).chain(args.iter().cloned());
-    let parsed = match kvmgdb::cli::Args::try_parse_from(argv) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(kvmgdb::cli::EXIT_USAGE);
-        }
-    };
-    match kvmgdb::cli::run(parsed) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("kvmgdb: error: {e}");
-            ExitCode::from(kvmgdb::cli::EXIT_ERROR)
-        }
-    }
+    ExitCode::from(kvmgdb::cli::main_from(argv))
 }
 
 /// Finds a program given by name on PATH, or checks a given path.
