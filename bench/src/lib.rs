@@ -9,6 +9,7 @@
 //! use the RSP client and the stub launcher; the `kvmgdb-bench` binary is [`cli::main`].
 
 pub mod cli;
+pub mod debian;
 pub mod figures;
 pub mod fuzz;
 pub mod gdb;
