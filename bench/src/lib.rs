@@ -14,6 +14,7 @@ pub mod figures;
 pub mod fuzz;
 pub mod gdb;
 pub mod guest;
+pub mod linux;
 pub mod measure;
 pub mod report;
 pub mod rsp;

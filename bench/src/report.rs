@@ -81,6 +81,9 @@ impl Results {
         for fig in Fig::ALL {
             let k = self.summary(fig, Kind::Kvmgdb);
             let q = self.summary(fig, Kind::Qemu);
+            if fig.is_linux() && matches!((&k, &q), (Summary::None, Summary::None)) {
+                continue;
+            }
             let cell = |s: &Summary, notes: &mut Vec<String>, who: &str| match s {
                 Summary::None => "—".to_string(),
                 Summary::Median(m, 0, _) => fmt_value(fig, *m),
