@@ -196,10 +196,12 @@ impl LinuxBench {
             std::thread::sleep(POLL);
         };
         lines.poll(&serial, stub.spawned_at);
+        // The log's first line says why a stub ended early (QEMU's KVM error, a bad flag).
         let log = stub.log_text();
+        let log = log.lines().next().unwrap_or_default().to_string();
         let status = stub.finish(Duration::ZERO);
         let ended = match status {
-            Some(st) => format!("{ended} ({st}; its log: {log})"),
+            Some(st) => format!("{ended} ({st}: {log})"),
             None => ended,
         };
         let _ = std::fs::remove_file(&serial);
