@@ -9,7 +9,9 @@
 #   gdb -ex 'target remote :1234' -x gdb-scripts/linux-debug.gdb /usr/lib/debug/boot/vmlinux-…
 #
 # The `continue` in ==ctrl-c== runs until Ctrl-C (the test sends gdb SIGINT, as a
-# terminal does).
+# terminal does). ==lx== uses the kernel's own gdb scripts: `vmlinux-gdb.py` and its
+# `scripts/gdb/` in gdb's working directory, as in a kernel build tree (the test links them
+# there; tests/common/debian.rs says where they come from).
 
 echo ==entry==\n
 # Paging is off: start_kernel's address does not translate yet, a debug register holds it.
@@ -56,4 +58,18 @@ echo ==stopped==\n
 bt
 x/5i $pc
 info registers rip cr3
+
+echo ==lx==\n
+source vmlinux-gdb.py
+echo ==lx-dmesg==\n
+lx-dmesg
+echo ==lx-ps==\n
+lx-ps
+echo ==lx-current==\n
+# The current task of the selected CPU: the scripts find the CPU through
+# `monitor info version` (a QEMU-like stub numbers its threads by CPU).
+print $lx_current().comm
+echo ==lx-symbols==\n
+lx-symbols
+echo ==end==\n
 kill

@@ -59,6 +59,11 @@ fn gdb_session_on_debian_linux() {
             extra: &extra,
         },
     );
+    // The kernel's gdb scripts where the script sources them, as in a kernel build tree.
+    let lx = linux_gdb_scripts(kernel);
+    for name in ["vmlinux-gdb.py", "scripts"] {
+        std::os::unix::fs::symlink(lx.join(name), dir.join(name)).expect("symlink");
+    }
     let mut gdb = k.spawn_gdb(&dir, "linux-debug.gdb", &kernel.vmlinux);
     gdb.wait_for_output("==ctrl-c==", SESSION_TIMEOUT, &k);
     eprintln!(
@@ -129,4 +134,62 @@ fn gdb_session_on_debian_linux() {
     let rip = registers(&stopped)["rip"];
     assert!(rip >= 0xffff_ffff_8000_0000, "rip {rip:#x}:\n{stopped}");
     assert!(stopped.matches("=> 0x").count() == 1, "x/5i:\n{stopped}");
+
+    // The kernel's own gdb scripts, as on QEMU.
+    assert_not_contains(&out, "Traceback");
+    assert_not_contains(&out, "Python Exception");
+    let dmesg = section(&out, "lx-dmesg");
+    assert_contains(&dmesg, "Linux version 6.");
+    assert_contains(&dmesg, &kernel.abi);
+    assert_contains(&dmesg, "Command line: ");
+    let ps = section(&out, "lx-ps");
+    assert_contains(&ps, "swapper");
+    // By the time of the Ctrl-C, rest_init has started init (pid 1) and kthreadd (pid 2).
+    assert_contains(&ps, "kthreadd");
+    let current = section(&out, "lx-current");
+    assert!(
+        current
+            .lines()
+            .any(|l| l.starts_with('$') && l.contains(" = \"")),
+        "$lx_current().comm:\n{current}"
+    );
+    assert_contains(&section(&out, "lx-symbols"), "loading vmlinux");
+}
+
+/// The kernel's gdb scripts, with the constants.py generated from Debian's sources, load in
+/// gdb on the -dbg vmlinux and register their commands (no guest needed).
+#[test]
+fn linux_gdb_scripts_load_on_the_debug_vmlinux() {
+    require_gdb();
+    let kernel = debian_kernel();
+    let lx = linux_gdb_scripts(kernel);
+    let constants =
+        std::fs::read_to_string(lx.join("scripts/gdb/linux/constants.py")).expect("constants.py");
+    // Values from the headers and from Debian's configuration, as the kernel build writes them.
+    for line in [
+        "LX_CONFIG_DEBUG_INFO_REDUCED = 0",
+        "LX_MNT_NOSUID = 0x01",
+        "LX_NR_CPUS = 8192",
+        "LX_OF_DT_HEADER = 0xd00dfeed",
+        "LX_CONFIG_HIGH_RES_TIMERS = 1",
+        "LX_hrtimer_resolution = gdb.parse_and_eval(\"hrtimer_resolution\")",
+    ] {
+        assert_contains(&constants, line);
+    }
+    let dir = TestDir::new("lx-load");
+    let out = gdb_ex_alone(
+        &dir,
+        &[
+            &format!("file {}", kernel.vmlinux.display()),
+            &format!("source {}", lx.join("vmlinux-gdb.py").display()),
+            "help lx-dmesg",
+            "help lx-ps",
+            "help lx-symbols",
+        ],
+    );
+    assert_not_contains(&out, "Error");
+    assert_not_contains(&out, "Traceback");
+    assert_contains(&out, "Print Linux kernel log buffer.");
+    assert_contains(&out, "Dump Linux tasks.");
+    assert_contains(&out, "(Re-)load symbols of Linux kernel");
 }

@@ -72,8 +72,35 @@ fn current_abi() -> Result<String, String> {
         })
 }
 
+/// The Debian version of `package` that apt would install (its candidate).
+pub fn package_version(package: &str) -> Result<String, String> {
+    let out = run(Command::new("apt-cache").args(["show", "--no-all-versions", package]))?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("Version:"))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| format!("`apt-cache show {package}` gives no version"))
+}
+
+/// `apt-get download package[=version]` into `dir`; returns the .deb.
+pub fn download(dir: &Path, package: &str, version: Option<&str>) -> Result<PathBuf, String> {
+    let spec = match version {
+        Some(v) => format!("{package}={v}"),
+        None => package.to_string(),
+    };
+    run(Command::new("apt-get")
+        .args(["download", &spec])
+        .current_dir(dir))?;
+    find_deb(dir, package)
+}
+
+/// Takes the cache's lock (`<root>/.lock`), waiting for another process that holds it.
+pub fn lock(root: &Path) -> Result<FileLock, String> {
+    fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    FileLock::acquire(&root.join(".lock"))
+}
+
 /// Holds an exclusive `flock` on a file until dropped.
-struct FileLock(File);
+pub struct FileLock(File);
 
 impl FileLock {
     fn acquire(path: &Path) -> Result<FileLock, String> {
@@ -138,7 +165,7 @@ pub fn fetch(root: &Path) -> Result<DebianKernel, String> {
             cached: kernel.vmlinux.clone(),
         },
     ];
-    let _lock = FileLock::acquire(&root.join(".lock"))?;
+    let _lock = lock(root)?;
     let missing: Vec<&Wanted> = wanted.iter().filter(|w| !w.cached.is_file()).collect();
     if missing.is_empty() {
         return Ok(kernel);
@@ -161,7 +188,7 @@ pub fn fetch(root: &Path) -> Result<DebianKernel, String> {
     for w in missing {
         let deb = find_deb(&scratch, &w.package)?;
         // Only the one member is unpacked: the -dbg package holds 1.7 GB of module symbols.
-        let tarfile = Command::new("dpkg-deb")
+        let mut tarfile = Command::new("dpkg-deb")
             .arg("--fsys-tarfile")
             .arg(&deb)
             .stdout(Stdio::piped())
@@ -171,9 +198,10 @@ pub fn fetch(root: &Path) -> Result<DebianKernel, String> {
             .args(["-x", "-C"])
             .arg(&scratch)
             .arg(&w.member)
-            .stdin(tarfile.stdout.expect("piped"))
+            .stdin(tarfile.stdout.take().expect("piped"))
             .output()
             .map_err(|e| format!("cannot run tar: {e}"))?;
+        let _ = tarfile.wait();
         let unpacked = scratch.join(&w.member);
         if !unpacked.is_file() {
             return Err(format!(

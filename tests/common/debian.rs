@@ -107,3 +107,212 @@ pub fn wait_for_serial(
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// The kernel's own gdb scripts (`vmlinux-gdb.py` and `scripts/gdb/linux/`) for `kernel`,
+/// laid out as in a kernel build tree: `<dir>/vmlinux-gdb.py` and `<dir>/scripts/gdb/`.
+/// Fetched once (per process and machine, like the kernel) and cached in
+/// `target/debian-linux/<abi>/lx/`. Fails the test when they cannot be had.
+///
+/// Debian builds its kernels without CONFIG_GDB_SCRIPTS, so no package ships them ready to
+/// use: `linux-source-<x.y>` of the same Debian version has the Python files and
+/// `constants.py.in`, from which the kernel build generates `constants.py` by running the C
+/// preprocessor over it with the kernel's headers and configuration
+/// (scripts/gdb/linux/Makefile). [`generate_constants`] does that with the same source's
+/// headers and the package's `/boot/config-<abi>`.
+pub fn linux_gdb_scripts(kernel: &DebianKernel) -> &'static Path {
+    static SCRIPTS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match SCRIPTS.get_or_init(|| fetch_gdb_scripts(kernel)) {
+        Ok(p) => p,
+        Err(e) => panic!("cannot obtain Linux's gdb scripts: {e}"),
+    }
+}
+
+fn fetch_gdb_scripts(kernel: &DebianKernel) -> Result<PathBuf, String> {
+    use std::process::{Command, Stdio};
+    let dir = kernel.vmlinux.with_file_name("lx");
+    if dir.join("scripts/gdb/linux/constants.py").is_file() {
+        return Ok(dir);
+    }
+    let _lock = debian::lock(&cache_root())?;
+    if dir.join("scripts/gdb/linux/constants.py").is_file() {
+        return Ok(dir);
+    }
+    // linux-source-6.1 for 6.1.0-48-cloud-amd64, at the image package's Debian version.
+    let series: String = kernel.abi.split('.').take(2).collect::<Vec<_>>().join(".");
+    let series = series.split('-').next().unwrap_or_default().to_string();
+    let package = format!("linux-source-{series}");
+    let version = debian::package_version(&format!("linux-image-{}", kernel.abi))?;
+    let scratch = dir.with_file_name("lx-download");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    eprintln!("kvmgdb: apt-get download {package}={version} (about 140 MB) for scripts/gdb");
+    let deb = debian::download(&scratch, &package, Some(&version))?;
+    // The source is one .tar.xz inside the .deb; only scripts/gdb and include/ come out.
+    let top = format!("linux-source-{series}");
+    let script = format!(
+        "dpkg-deb --fsys-tarfile '{}' | tar -x -O './usr/src/{top}.tar.xz' | xz -dc | tar -x -C '{}' '{top}/scripts/gdb' '{top}/include'",
+        deb.display(),
+        scratch.display()
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run sh: {e}"))?;
+    let src = scratch.join(&top);
+    if !out.status.success() || !src.join("scripts/gdb/vmlinux-gdb.py").is_file() {
+        return Err(format!(
+            "unpacking {} failed ({}): {}",
+            deb.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let gdb_dir = src.join("scripts/gdb");
+    let constants = generate_constants(&src, &kernel.config, &scratch)?;
+    std::fs::write(gdb_dir.join("linux/constants.py"), constants)
+        .map_err(|e| format!("cannot write constants.py: {e}"))?;
+    // The build tree's layout: vmlinux-gdb.py beside scripts/gdb (it adds that to sys.path).
+    let staged = scratch.join("lx");
+    std::fs::create_dir_all(staged.join("scripts"))
+        .map_err(|e| format!("cannot create {}: {e}", staged.display()))?;
+    let moves = [
+        (
+            gdb_dir.join("vmlinux-gdb.py"),
+            staged.join("vmlinux-gdb.py"),
+        ),
+        (gdb_dir, staged.join("scripts/gdb")),
+    ];
+    for (from, to) in moves {
+        std::fs::rename(&from, &to).map_err(|e| format!("cannot move {}: {e}", from.display()))?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&staged, &dir).map_err(|e| format!("cannot move {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(dir)
+}
+
+/// `scripts/gdb/linux/constants.py` as the kernel build makes it (`$(CPP) -E -x c -P
+/// $(c_flags) constants.py.in`, then everything up to the `<!-- end-c-headers -->` marker
+/// deleted), from the source tree `src` and the kernel configuration `config`.
+///
+/// Without a configured build tree (Debian ships none for its cloud kernels here) the
+/// headers cannot be preprocessed whole: they include generated files. So the C
+/// preprocessor gets each header `constants.py.in` includes (and the few the values use:
+/// kconfig.h, vdso/bits.h, vdso/const.h, uapi/linux/const.h) with only its preprocessor
+/// conditionals and definitions, and the configuration as `generated/autoconf.h` from
+/// `config`, as Kconfig writes it. Every value then comes from Debian's own headers under
+/// Debian's own configuration; a name whose definition depends on another header stays
+/// unexpanded, and gdb evaluates it from the kernel's symbols (as for `hrtimer_resolution`,
+/// a variable with CONFIG_HIGH_RES_TIMERS=y).
+pub fn generate_constants(src: &Path, config: &Path, scratch: &Path) -> Result<String, String> {
+    use std::process::{Command, Stdio};
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let input = read(&src.join("scripts/gdb/linux/constants.py.in"))?;
+    let mut headers: Vec<String> = [
+        "linux/kconfig.h",
+        "uapi/linux/const.h",
+        "vdso/const.h",
+        "vdso/bits.h",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    headers.extend(input.lines().filter_map(|l| {
+        let name = l.trim().strip_prefix("#include <")?.strip_suffix('>')?;
+        Some(name.to_string())
+    }));
+    let mut unit = String::new();
+    for h in &headers {
+        unit.push_str(&definitions_only(&read(&src.join("include").join(h))?));
+    }
+    unit.extend(
+        input
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("#include"))
+            .map(|l| format!("{l}\n")),
+    );
+    let unit_path = scratch.join("constants.c");
+    std::fs::write(&unit_path, unit).map_err(|e| format!("cannot write constants.c: {e}"))?;
+    let autoconf = scratch.join("autoconf.h");
+    std::fs::write(&autoconf, autoconf_h(&read(config)?))
+        .map_err(|e| format!("cannot write autoconf.h: {e}"))?;
+    let out = Command::new("gcc")
+        .args([
+            "-E",
+            "-x",
+            "c",
+            "-P",
+            "-nostdinc",
+            "-D__KERNEL__",
+            "-include",
+        ])
+        .arg(&autoconf)
+        .arg(&unit_path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run gcc: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "preprocessing constants.py.in failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let marker = "<!-- end-c-headers -->";
+    let at = text
+        .find(marker)
+        .ok_or_else(|| format!("no {marker} in the preprocessed constants.py.in"))?;
+    Ok(text[at + marker.len()..]
+        .trim_start_matches('\n')
+        .to_string())
+}
+
+/// A header's preprocessor conditionals and definitions (continuation lines joined), with
+/// its `#include`s and C code left out.
+fn definitions_only(header: &str) -> String {
+    let joined = header.replace("\\\n", " ");
+    let mut out = String::new();
+    for l in joined.lines() {
+        let t = l.trim_start();
+        let Some(d) = t.strip_prefix('#') else {
+            continue;
+        };
+        let word = d.trim_start().split(|c: char| !c.is_alphanumeric()).next();
+        if matches!(
+            word,
+            Some("if" | "ifdef" | "ifndef" | "elif" | "else" | "endif" | "define" | "undef")
+        ) {
+            // Comments at the end of a definition would run into the next line's text.
+            let code = t
+                .split("/*")
+                .next()
+                .unwrap_or(t)
+                .split("//")
+                .next()
+                .unwrap_or(t);
+            out.push_str(code.trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `include/generated/autoconf.h` from a `.config`: `CONFIG_X=y` → `#define CONFIG_X 1`,
+/// `=m` → `#define CONFIG_X_MODULE 1`, other values as they are (scripts/kconfig).
+pub fn autoconf_h(config: &str) -> String {
+    config
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.starts_with("CONFIG_"))
+        .map(|(k, v)| match v {
+            "y" => format!("#define {k} 1\n"),
+            "m" => format!("#define {k}_MODULE 1\n"),
+            v => format!("#define {k} {v}\n"),
+        })
+        .collect()
+}
