@@ -161,10 +161,7 @@ pub fn run(args: Args) -> Result<u8, CliError> {
     }
     let plan = boot::plan(&boot::BootRequest::new(&image, args.memory))
         .map_err(|e| CliError::Boot(symbols.clone(), e))?;
-    let machine = MachineConfig {
-        memory_size: args.memory,
-        vcpus: 1,
-    };
+    let machine = MachineConfig::new(args.memory, 1);
     let mut vm = Vm::new(kvm, machine, plan, serial)?;
 
     let outcome = if args.gdb == GdbAddr::None {

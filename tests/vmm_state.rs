@@ -149,31 +149,6 @@ fn with_idt(code: &[u8]) -> Guest {
     with_gates(code, &[(3, BP_HANDLER), (6, UD_HANDLER)])
 }
 
-/// Boots `code` with a 64-bit IDT at DATA holding an interrupt gate (DPL 0) for each
-/// `(vector, handler)` of `gates`, and no other.
-fn with_gates(code: &[u8], gates: &[(usize, u64)]) -> Guest {
-    let mut g = boot(code);
-    let mut sregs = g.vm.state(VCPU).expect("state").sregs;
-    let mut idt = vec![0u8; 16 * 32];
-    for &(vector, handler) in gates {
-        let gate = &mut idt[16 * vector..16 * vector + 16];
-        gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
-        gate[2..4].copy_from_slice(&sregs.cs.selector.to_le_bytes());
-        gate[5] = 0x8e; // P, DPL 0, 64-bit interrupt gate
-        gate[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
-        gate[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
-    }
-    let at = kvmgdb::vmm::DebugAddr::Phys(vm_memory::GuestAddress(DATA));
-    assert_eq!(
-        g.vm.write_memory(at, &idt).expect("write the IDT"),
-        idt.len()
-    );
-    sregs.idt.base = DATA;
-    sregs.idt.limit = (idt.len() - 1) as u16;
-    g.vm.set_sregs(VCPU, sregs).expect("set_sregs");
-    g
-}
-
 /// The exception frame at RSP on entry to a handler (no error code): RIP, CS, RFLAGS.
 fn frame(g: &Guest) -> (u64, u64, u64) {
     frame_after(g, 0)

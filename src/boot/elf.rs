@@ -1,12 +1,15 @@
 //! ELF images: parsing and validating the headers (for every format that carries an ELF
-//! image), and the ELF64 long-mode entry: segments loaded at their physical addresses,
-//! entered at `e_entry` with an identity map and RSI pointing at a zeroed `boot_params`.
+//! image), and the ELF64 entry: segments loaded at their physical addresses, then, when a
+//! PVH note names a 32-bit entry, the PVH boot ([`super::linux::pvh`]), else long mode at
+//! `e_entry` with an identity map and RSI pointing at a Linux `boot_params` (the 64-bit
+//! boot protocol: a vmlinux boots by it, a bare-metal kernel may ignore it).
 
 use super::entry::{self, CpuMode};
-use super::{BootFormat, BootInfo, BootPlan, LoadError, MemWrite, RamMap, layout};
+use super::linux;
+use super::{BootFormat, BootInfo, BootPlan, BootRequest, LoadError, MemWrite, RamMap, layout};
 use crate::x86::PAGE_SIZE;
 use linux_loader::loader::KernelLoader;
-use linux_loader::loader::elf::Elf;
+use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// The first four bytes of every ELF file (gABI, e_ident).
@@ -14,8 +17,6 @@ pub(super) const ELF_MAGIC: &[u8] = b"\x7fELF";
 const EM_386: u16 = 3;
 pub(super) const EM_X86_64: u16 = 62;
 pub(super) const PT_LOAD: u32 = 1;
-/// Size of the Linux `boot_params` page (the "zero page").
-const BOOT_PARAMS_SIZE: u64 = 4096;
 
 /// One PT_LOAD segment, class-independent.
 #[derive(Clone, Copy, Debug)]
@@ -196,12 +197,21 @@ pub(super) fn loaded_ranges(elf: &ElfInfo) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// The plan for an ELF64 image without a Multiboot header: long mode at `e_entry`.
-pub(super) fn plan_elf64(image: &[u8], elf: &ElfInfo, ram: &RamMap) -> Result<BootPlan, LoadError> {
+/// The plan for an ELF64 image without a Multiboot header: the PVH entry when its note
+/// names one, else long mode at `e_entry`.
+///
+/// Only the segments' file bytes are copied out of the image (once into linux-loader's
+/// scratch memory, once into the plan), so a debug vmlinux of hundreds of MiB costs the
+/// ~60 MiB it loads, not its size.
+pub(super) fn plan_elf64(
+    req: &BootRequest,
+    elf: &ElfInfo,
+    ram: &RamMap,
+) -> Result<BootPlan, LoadError> {
     for s in &elf.segments {
         ram.check_range(s.paddr, s.paddr.saturating_add(s.memsz))?;
     }
-    let (mut writes, loaded) = load_with_linux_loader(image, elf)?;
+    let (mut writes, loaded) = load_with_linux_loader(req.image, elf)?;
     // linux-loader copies p_filesz bytes; the bss tails are ours to clear, so a reset that
     // re-applies the plan over a dirty image still leaves them zero.
     for s in &elf.segments {
@@ -210,12 +220,14 @@ pub(super) fn plan_elf64(image: &[u8], elf: &ElfInfo, ram: &RamMap) -> Result<Bo
             len: s.memsz - s.filesz,
         });
     }
+    let kernel_end = loaded_ranges(elf).iter().map(|r| r.1).max().unwrap_or(0);
+    if let PvhBootCapability::PvhEntryPresent(pvh) = loaded.pvh_boot_cap {
+        check_entry(pvh.0, &loaded_ranges(elf))?;
+        return linux::pvh::plan(req, ram, writes, pvh.0, kernel_end);
+    }
     writes.push(entry::gdt(CpuMode::Long));
     writes.push(entry::identity_page_tables(ram.top()));
-    writes.push(MemWrite::Zero {
-        gpa: layout::BOOT_PARAMS,
-        len: BOOT_PARAMS_SIZE,
-    });
+    writes.extend(linux::elf64_boot_params(req, ram, kernel_end)?);
     // A kernel linked at a higher-half address may give e_entry as a virtual address; the
     // entry runs identity mapped, so map it back through its segment's p_paddr.
     let entry = physical_entry(elf, loaded.kernel_load.0);
@@ -235,8 +247,8 @@ pub(super) fn plan_elf64(image: &[u8], elf: &ElfInfo, ram: &RamMap) -> Result<Bo
     })
 }
 
-/// Runs linux-loader's ELF loader (its header checks, and the PVH note it will find for us
-/// later) into scratch memory covering just the file-backed segments, and lifts what it
+/// Runs linux-loader's ELF loader (its header checks, and the PVH note it reports) into
+/// scratch memory covering just the file-backed segments, and lifts what it
 /// wrote out as one blob per segment, in program-header order: overlapping segments end
 /// up as linux-loader left them.
 fn load_with_linux_loader(

@@ -1,9 +1,11 @@
 //! Where things sit in guest-physical memory at boot: the boot structures kvmgdb writes
 //! (all in the first 512 KiB, below the 1 MiB where kernels are conventionally loaded;
-//! README documents them as part of the entry state) and the e820-style RAM map that the
-//! boot protocols hand the guest.
+//! README documents them as part of the entry state), the firmware areas every boot gets
+//! (the BIOS Data Area, the EBDA, the ACPI tables: `firmware.rs`, `acpi.rs`) and the
+//! e820-style RAM map that the boot protocols hand the guest.
 
 use crate::memory::{HIGH_RAM_START, MMIO_HOLE_START};
+use crate::platform::{ACPI_AREA_END, ACPI_RSDP};
 
 /// The GDT (Linux boot-protocol selectors: code 0x10, data 0x18).
 pub const GDT: u64 = 0x500;
@@ -15,6 +17,12 @@ pub const MULTIBOOT_MMAP: u64 = 0x6100;
 pub const MULTIBOOT_CMDLINE: u64 = 0x6400;
 /// The Multiboot boot-loader name.
 pub const MULTIBOOT_LOADER_NAME: u64 = 0x6700;
+/// Variable-size boot information, one format at a time: the Multiboot2 information
+/// structure, or the Multiboot v1 module list and module strings. Up to
+/// [`BOOT_INFO_END`].
+pub const BOOT_INFO: u64 = 0x1_0000;
+/// One past the last byte of [`BOOT_INFO`]'s area (64 KiB below the entry stack's top).
+pub const BOOT_INFO_END: u64 = 0x7_0000;
 /// The zeroed Linux `boot_params` page that RSI points to on ELF64 entry.
 pub const BOOT_PARAMS: u64 = 0x7000;
 /// The identity-mapping PML4; the PDPT and PDs follow it.
@@ -44,22 +52,41 @@ pub struct MemoryRange {
     pub kind: MemoryKind,
 }
 
+/// The BIOS Data Area (IBM PC BIOS interface; `firmware.rs` fills it). It stays in the
+/// RAM of the memory map, as on a PC, where the OS reads it early and may reuse it.
+pub const BDA: u64 = 0x400;
+/// One past the BIOS Data Area.
+pub const BDA_END: u64 = 0x500;
 /// Low RAM ends here: the Extended BIOS Data Area follows, as on a PC.
-const EBDA_START: u64 = 0x9_fc00;
+pub const EBDA_START: u64 = 0x9_fc00;
+/// Bytes of the EBDA (1 KiB, up to the 640 KiB line).
+pub const EBDA_SIZE: u64 = 0x400;
 /// The BIOS ROM area kernels expect reserved.
 const BIOS_ROM: u64 = 0xf_0000;
 /// Extended memory starts at 1 MiB.
-const EXTENDED_START: u64 = 1 << 20;
+pub const EXTENDED_START: u64 = 1 << 20;
+
+/// The firmware areas of every boot (EBDA, ACPI tables): no kernel segment or module may
+/// overlap them, since the boot writes them whatever the format.
+pub const FIRMWARE_AREAS: [(u64, u64); 3] = [
+    (BDA, BDA_END),
+    (EBDA_START, EBDA_START + EBDA_SIZE),
+    (ACPI_RSDP, ACPI_AREA_END),
+];
 
 /// The memory map for `ram_top` (one past the highest RAM byte, RAM laid out as
-/// `memory::ram_ranges` does): low RAM, the PC's reserved EBDA and BIOS areas, RAM from
-/// 1 MiB up to the MMIO hole, and the RAM moved above 4 GiB, if any.
+/// `memory::ram_ranges` does): low RAM, the PC's reserved EBDA, ACPI tables' area and BIOS
+/// area, RAM from 1 MiB up to the MMIO hole, and the RAM moved above 4 GiB, if any.
+///
+/// The ACPI area is `Reserved` rather than ACPI-reclaimable: it holds the FACS, which an OS
+/// must never reuse (ACPI 6.5, 15.1 and 5.2.10), and reserved memory may hold any table.
 pub fn memory_map(ram_top: u64) -> Vec<MemoryRange> {
     let range = |addr, size, kind| MemoryRange { addr, size, kind };
     let low_end = ram_top.min(MMIO_HOLE_START);
     let mut map = vec![
         range(0, EBDA_START, MemoryKind::Ram),
-        range(EBDA_START, 0x400, MemoryKind::Reserved),
+        range(EBDA_START, EBDA_SIZE, MemoryKind::Reserved),
+        range(ACPI_RSDP, ACPI_AREA_END - ACPI_RSDP, MemoryKind::Reserved),
         range(BIOS_ROM, 0x1_0000, MemoryKind::Reserved),
         range(EXTENDED_START, low_end - EXTENDED_START, MemoryKind::Ram),
     ];
@@ -78,4 +105,17 @@ pub fn upper_memory_kib(map: &[MemoryRange]) -> u64 {
     map.iter()
         .find(|r| r.addr == EXTENDED_START && r.kind == MemoryKind::Ram)
         .map_or(0, |r| r.size >> 10)
+}
+
+/// Checks that `len` bytes of `what` fit in the [`BOOT_INFO`] area.
+pub(super) fn check_boot_info(what: &'static str, len: usize) -> Result<(), super::LoadError> {
+    let max = BOOT_INFO_END - BOOT_INFO;
+    if len as u64 > max {
+        return Err(super::LoadError::BootInfoTooLarge {
+            what,
+            size: len as u64,
+            max,
+        });
+    }
+    Ok(())
 }

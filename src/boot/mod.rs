@@ -3,37 +3,56 @@
 //! the entry state of each vCPU and the memory map. The VMM applies the plan when it builds
 //! the machine and re-applies it on reset; it knows no image format.
 //!
-//! Today: ELF64 entered in long mode (`elf.rs`), and Multiboot v1 (ELF32, ELF64 or a.out-kludge
-//! images) entered in 32-bit protected mode (`multiboot.rs`), as `qemu-system-x86_64 -kernel`
-//! does. `entry.rs` holds the CPU modes they enter in, [`layout`] where the boot structures go.
+//! Today: ELF64 entered in long mode with a Linux zero page (`elf.rs`), or by its PVH note;
+//! Linux bzImages (memtest86+ too) by the x86 boot protocol (`linux/`); Multiboot v1 (ELF32,
+//! ELF64 or a.out-kludge images, with modules) entered in 32-bit protected mode
+//! (`multiboot.rs`), as `qemu-system-x86_64 -kernel` does; and Multiboot2 (`multiboot2.rs`),
+//! which QEMU refuses. `entry.rs` holds the CPU modes they enter in, [`layout`] where the
+//! boot structures go.
 //!
 //! [`plan`] tells the formats apart in this order:
 //! 1. An empty image is an error.
 //! 2. An image starting with the ELF magic has its headers validated first: a corrupt ELF is
 //!    reported as such even when it also carries a Multiboot header.
-//! 3. A Multiboot v1 header (magic and checksum) in the first 8 KiB makes it a Multiboot
+//! 3. An image that is not ELF and has the Linux setup header ("HdrS" at 0x202) is a Linux
+//!    bzImage, booted by the x86 boot protocol whatever else it carries (a bzImage is also
+//!    a PE/COFF EFI image and a boot sector; memtest86+'s too), as QEMU decides: a protocol
+//!    older than 2.06, a zImage or a header cut short is refused.
+//! 4. A Multiboot2 header (magic and checksum, 8-byte aligned) in the first 32 KiB makes it
+//!    a Multiboot2 kernel, whether ELF or not, and even when it also has a Multiboot v1
+//!    header (as GRUB prefers Multiboot2).
+//! 5. Else a Multiboot v1 header (magic and checksum) in the first 8 KiB makes it a Multiboot
 //!    kernel, whether ELF or not: the header is the kernel's request to be entered that way.
-//! 4. An ELF64 image without one is entered in long mode.
-//! 5. An ELF32 image without one has no defined entry state: an error (a Multiboot magic with
-//!    a bad checksum is reported as such).
-//! 6. Anything else is an unknown format (or, again, a bad Multiboot checksum).
+//! 6. An ELF64 image without either is entered by its PVH note (`XEN_ELFNOTE_PHYS32_ENTRY`)
+//!    if it has one, in 32-bit protected mode with `hvm_start_info` in EBX; else in long mode
+//!    at `e_entry` with RSI pointing at a Linux zero page (e820 map, command line, initrd),
+//!    the 64-bit boot protocol a vmlinux without PVH boots by and that a bare-metal kernel
+//!    can ignore. No guess of "is this Linux" is needed: every ELF64 gets both.
+//! 7. An ELF32 image without either has no defined entry state: an error (a Multiboot2 or
+//!    Multiboot magic with a bad checksum is reported as such).
+//! 8. Anything else is an unknown format, named where we know it: a bad Multiboot2 or
+//!    Multiboot checksum, a PE/COFF image without the Linux header (an EFI application), a
+//!    16-bit boot sector (0x55AA at offset 510).
 //!
 //! Every format refuses segments that overlap each other, lie outside RAM or over the boot
-//! structures in [`layout`], and an entry point outside what the image loads.
+//! structures or firmware areas in [`layout`], and an entry point outside what the image
+//! loads. Every plan also writes the firmware data a PC kernel expects in memory, whatever
+//! its format (`firmware.rs`: the BIOS Data Area and EBDA; `acpi.rs`: the ACPI tables).
 //!
-//! The next formats slot in as their own files: Multiboot2 (a header in the first 32 KiB,
-//! looked for before step 3, as GRUB prefers it), Linux bzImage (the `HdrS` setup header,
-//! not ELF, looked for before step 6) and PVH (an ELF note, which linux-loader already
-//! reports, checked in step 4).
 
+mod acpi;
 mod elf;
 mod entry;
+mod firmware;
 pub mod layout;
+mod linux;
 mod multiboot;
+mod multiboot2;
 
 pub use entry::{BOOT_CS, BOOT_DS};
 pub use layout::{MemoryKind, MemoryRange};
 pub use multiboot::MULTIBOOT_BOOTLOADER_MAGIC;
+pub use multiboot2::MULTIBOOT2_BOOTLOADER_MAGIC;
 
 use crate::memory::{GuestMem, ram_ranges};
 use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
@@ -47,7 +66,7 @@ pub enum LoadError {
     Empty,
     /// The image is neither ELF nor a Multiboot kernel.
     #[error(
-        "not a kernel kvmgdb can boot: expected an ELF64 x86-64 image or a Multiboot v1 kernel"
+        "not a kernel kvmgdb can boot: expected an x86-64 ELF, a Linux bzImage or a Multiboot v1 kernel"
     )]
     UnknownFormat,
     /// The ELF headers are cut short or point outside the file.
@@ -108,6 +127,116 @@ pub enum LoadError {
         "the Multiboot header at file offset {0:#x} has a bad checksum (magic + flags + checksum must be 0)"
     )]
     BadMultibootChecksum(usize),
+    /// A Linux kernel whose boot protocol is older than the one we implement.
+    #[error(
+        "the Linux kernel speaks boot protocol {}.{:02}; kvmgdb boots 2.06 (Linux 2.6.22) and later",
+        .0 >> 8,
+        .0 & 0xff
+    )]
+    BzImageProtocol(u16),
+    /// A Linux zImage: loaded low by a real-mode boot loader.
+    #[error(
+        "the Linux kernel is a zImage (LOADED_HIGH clear): it loads below 1 MiB through a real-mode boot loader, which kvmgdb is not; build a bzImage"
+    )]
+    ZImage,
+    /// A Linux image shorter than its setup header says.
+    #[error("the Linux bzImage is truncated: {what} needs {need} bytes, the file has {have}")]
+    BzImageTruncated {
+        /// The part that is cut short.
+        what: &'static str,
+        /// Bytes the image would need for it.
+        need: u64,
+        /// Bytes the image has.
+        have: u64,
+    },
+    /// A Linux setup header with values we cannot honour.
+    #[error("the Linux bzImage header is invalid: {0}")]
+    BadBzImage(&'static str),
+    /// The command line is longer than the kernel takes.
+    #[error("the kernel command line is {len} bytes long; this kernel takes at most {max}")]
+    CmdlineTooLong {
+        /// Its length.
+        len: usize,
+        /// The kernel's `cmdline_size` (or the command line's page).
+        max: usize,
+    },
+    /// The initrd does not fit between the kernel and the limits of where it may go.
+    #[error(
+        "the initrd ({size} bytes) does not fit in guest RAM between the kernel's end at {floor:#x} and {limit:#x}: give more with --memory"
+    )]
+    InitrdDoesNotFit {
+        /// Its size.
+        size: u64,
+        /// The lowest address it may take (the kernel's end).
+        floor: u64,
+        /// One past the highest byte it may take.
+        limit: u64,
+    },
+    /// A PE/COFF image without a Linux setup header.
+    #[error(
+        "a PE/COFF image for {} without a Linux boot header (an EFI application): kvmgdb has no UEFI firmware to run it",
+        linux::bzimage::pe_machine(*.0)
+    )]
+    PeImage(u16),
+    /// A boot sector without a Linux setup header.
+    #[error(
+        "a 16-bit boot sector (signature 0x55AA at offset 510, no Linux boot header): kvmgdb has no BIOS to run it"
+    )]
+    BootSector,
+    /// A segment or module overlaps the firmware areas every boot writes.
+    #[error(
+        "the kernel segment or module at {start:#x}..{end:#x} overlaps the firmware area at {area_start:#x}..{area_end:#x} (BIOS Data Area, EBDA or ACPI tables)"
+    )]
+    OverlapsFirmware {
+        /// First guest-physical byte.
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+        /// The firmware area's first byte.
+        area_start: u64,
+        /// One past its last byte.
+        area_end: u64,
+    },
+    /// The machine's CPU count cannot be described in the ACPI tables.
+    #[error("the firmware tables describe 1 to {max} vCPUs, not {cpus}")]
+    CpuCount {
+        /// The vCPUs asked for.
+        cpus: usize,
+        /// The most the MADT's xAPIC entries number.
+        max: usize,
+    },
+    /// A Multiboot2 header kvmgdb refuses, with the reason (naming the header tag).
+    #[error("the Multiboot2 header is not bootable by kvmgdb: {0}")]
+    Multiboot2(String),
+    /// A Multiboot2 header magic whose checksum does not add up.
+    #[error(
+        "the Multiboot2 header at file offset {0:#x} has a bad checksum (magic + architecture + header_length + checksum must be 0)"
+    )]
+    BadMultiboot2Checksum(usize),
+    /// The modules, or the information structure, do not fit where they go.
+    #[error(
+        "{what} at {start:#x}..{end:#x} does not fit in guest RAM ({ram} MiB): give more with --memory"
+    )]
+    BootDataDoesNotFit {
+        /// What did not fit.
+        what: &'static str,
+        /// First guest-physical byte.
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+        /// RAM size in MiB.
+        ram: u64,
+    },
+    /// The boot information outgrows the area kept for it.
+    #[error("{what} takes {size} bytes, more than the {max} bytes kvmgdb keeps for it")]
+    BootInfoTooLarge {
+        /// What outgrew its area.
+        what: &'static str,
+        /// Its size in bytes.
+        size: u64,
+        /// The area's size.
+        max: u64,
+    },
     /// The ELF loader failed.
     #[error("loading the ELF image failed")]
     Elf(#[source] linux_loader::loader::Error),
@@ -119,13 +248,24 @@ pub enum LoadError {
     ScratchRead(#[source] vm_memory::GuestMemoryError),
 }
 
-/// How the kernel is entered. Multiboot2, Linux bzImage and PVH join as variants.
+/// How the kernel is entered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootFormat {
-    /// 64-bit long mode at e_entry with an identity map (see README).
+    /// 64-bit long mode at e_entry with an identity map and RSI = a Linux zero page (see
+    /// README).
     Elf64,
     /// Multiboot v1: 32-bit protected mode, paging off, EAX=0x2BADB002, EBX=info.
     Multiboot,
+    /// Linux bzImage by the 64-bit boot protocol: long mode at load address + 0x200,
+    /// identity mapped, RSI = zero page.
+    BzImage64,
+    /// Linux bzImage by the 32-bit boot protocol: protected mode at `code32_start`, paging
+    /// off, ESI = zero page.
+    BzImage32,
+    /// PVH: 32-bit protected mode at the ELF note's entry, paging off, EBX = hvm_start_info.
+    Pvh,
+    /// Multiboot2: 32-bit protected mode, paging off, EAX=0x36D76289, EBX=info.
+    Multiboot2,
 }
 
 /// Where and how the kernel starts: what the rest of the program shows of the boot.
@@ -308,13 +448,25 @@ impl RamMap {
         if start < layout::RESERVED_END && end > layout::GDT {
             return Err(LoadError::OverlapsBootArea { start, end });
         }
+        for (area_start, area_end) in layout::FIRMWARE_AREAS {
+            if start < area_end && end > area_start {
+                return Err(LoadError::OverlapsFirmware {
+                    start,
+                    end,
+                    area_start,
+                    area_end,
+                });
+            }
+        }
         Ok(())
     }
 }
 
 /// How many leading bytes of an image [`check_prefix`] needs: every format's signature lies
-/// in them (the ELF magic at 0, a Multiboot v1 header in the first 8 KiB).
-pub const PREFIX_LEN: usize = multiboot::MULTIBOOT_SEARCH;
+/// in them (the ELF magic at 0, a Multiboot2 header in the first 32 KiB, a Multiboot v1
+/// header in the first 8 KiB, the Linux setup header at 0x1f1..0x300, a PE header where a
+/// DOS stub's offset at 0x3c points, which linkers put in the first KiB).
+pub const PREFIX_LEN: usize = multiboot2::MULTIBOOT2_SEARCH;
 
 /// Tells from the first [`PREFIX_LEN`] bytes of an image (all of it, if shorter) whether it
 /// can be a kernel at all, so a reader can refuse a giant file of anything else without
@@ -324,13 +476,24 @@ pub fn check_prefix(prefix: &[u8]) -> Result<(), LoadError> {
     if prefix.is_empty() {
         return Err(LoadError::Empty);
     }
-    if prefix.starts_with(elf::ELF_MAGIC) || multiboot::find_multiboot(prefix).is_some() {
+    if prefix.starts_with(elf::ELF_MAGIC) {
         return Ok(());
     }
-    match multiboot::find_bad_checksum(prefix) {
-        Some(off) => Err(LoadError::BadMultibootChecksum(off)),
-        None => Err(LoadError::UnknownFormat),
+    if linux::bzimage::has_setup_header(prefix) {
+        return linux::bzimage::parse_header(prefix).map(|_| ());
     }
+    if multiboot::find_multiboot(prefix).is_some() || multiboot2::find_header(prefix).is_some() {
+        return Ok(());
+    }
+    Err(unknown_format(prefix))
+}
+
+/// The error for an image that has a Multiboot2 or Multiboot v1 magic but no header with a
+/// valid checksum: it asks for Multiboot but would not be booted as such.
+fn bad_checksum(image: &[u8]) -> Option<LoadError> {
+    multiboot2::find_bad_checksum(image)
+        .map(LoadError::BadMultiboot2Checksum)
+        .or_else(|| multiboot::find_bad_checksum(image).map(LoadError::BadMultibootChecksum))
 }
 
 /// A file handed to the kernel beside it: a Linux initrd, or a Multiboot module. QEMU's
@@ -380,23 +543,46 @@ impl<'a> BootRequest<'a> {
 }
 
 /// Plans the boot that `req` asks for, telling the image's format apart as the module
-/// documentation describes.
+/// documentation describes. Whatever the format, the plan writes the firmware areas first
+/// (BIOS Data Area, EBDA, ACPI tables for `req.vcpus` CPUs).
 pub fn plan(req: &BootRequest) -> Result<BootPlan, LoadError> {
-    let (image, cmdline, ram_size) = (req.image, req.cmdline, req.ram_size);
+    let (image, ram_size) = (req.image, req.ram_size);
     if image.is_empty() {
         return Err(LoadError::Empty);
     }
     let ram = RamMap::new(ram_size);
     let elf = elf::parse_elf(image)?;
+    let (firmware, acpi) = firmware::writes(req.vcpus)?;
     // A 32-bit or unknown image can only be booted through Multiboot: a header that is
     // there but wrong is the error to report.
-    let bad_checksum = || multiboot::find_bad_checksum(image).map(LoadError::BadMultibootChecksum);
-    match (multiboot::find_multiboot(image), &elf) {
-        (Some(mb), elf) => multiboot::plan(image, mb, elf.as_ref(), cmdline, &ram),
-        (None, Some(elf)) if elf.is_64 => elf::plan_elf64(image, elf, &ram),
-        (None, Some(_)) => Err(bad_checksum().unwrap_or(LoadError::Elf32WithoutMultiboot)),
-        (None, None) => Err(bad_checksum().unwrap_or(LoadError::UnknownFormat)),
-    }
+    let bad_checksum = || bad_checksum(image);
+    let mut plan = if elf.is_none() && linux::bzimage::has_setup_header(image) {
+        linux::bzimage::plan(req, &ram)
+    } else {
+        match (
+            multiboot2::find_header(image),
+            multiboot::find_multiboot(image),
+            &elf,
+        ) {
+            (Some(mb2), _, elf) => multiboot2::plan(req, mb2, elf.as_ref(), &ram, &acpi),
+            (None, Some(mb), elf) => multiboot::plan(req, mb, elf.as_ref(), &ram),
+            (None, None, Some(elf)) if elf.is_64 => elf::plan_elf64(req, elf, &ram),
+            (None, None, Some(_)) => {
+                Err(bad_checksum().unwrap_or(LoadError::Elf32WithoutMultiboot))
+            }
+            (None, None, None) => Err(unknown_format(image)),
+        }
+    }?;
+    plan.writes.splice(0..0, firmware);
+    Ok(plan)
+}
+
+/// The error for an image that is neither ELF nor Linux nor Multiboot (step 7 of the
+/// module documentation): what it is, when we recognise it.
+fn unknown_format(image: &[u8]) -> LoadError {
+    bad_checksum(image)
+        .or_else(|| linux::bzimage::foreign_format(image))
+        .unwrap_or(LoadError::UnknownFormat)
 }
 
 #[cfg(test)]
@@ -443,7 +629,7 @@ mod tests {
 
     /// An a.out-kludge Multiboot image: 4 KiB of NOPs loaded at 1 MiB, bss to 1 MiB + 8 KiB,
     /// entered at 1 MiB + 0x40.
-    fn aout_kludge() -> Vec<u8> {
+    pub(super) fn aout_kludge() -> Vec<u8> {
         let mut img = vec![0x90u8; 0x1000];
         let flags = MULTIBOOT_AOUT_KLUDGE | 2;
         let hdr: [u32; 8] = [
@@ -474,7 +660,7 @@ mod tests {
         Ok((mem, plan))
     }
 
-    fn blob_at(plan: &BootPlan, at: u64) -> &[u8] {
+    pub(super) fn blob_at(plan: &BootPlan, at: u64) -> &[u8] {
         plan.writes
             .iter()
             .find_map(|w| match w {
@@ -484,11 +670,11 @@ mod tests {
             .unwrap_or_else(|| panic!("no blob at {at:#x} in {:?}", plan.writes))
     }
 
-    fn u32_at(b: &[u8], off: usize) -> u32 {
+    pub(super) fn u32_at(b: &[u8], off: usize) -> u32 {
         u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
     }
 
-    fn u64_at(b: &[u8], off: usize) -> u64 {
+    pub(super) fn u64_at(b: &[u8], off: usize) -> u64 {
         u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
     }
 
@@ -582,10 +768,10 @@ mod tests {
             gpa: 0x10_0040,
             len: 0x1000 - 0x40
         }));
-        assert!(plan.writes.contains(&MemWrite::Zero {
-            gpa: layout::BOOT_PARAMS,
-            len: 4096
-        }));
+        // The zero page: a whole page (a reset rewrites all of it), the setup header magic.
+        let zero_page = blob_at(&plan, layout::BOOT_PARAMS);
+        assert_eq!(zero_page.len(), 4096);
+        assert_eq!(&zero_page[0x202..0x206], b"HdrS");
         let gdt = blob_at(&plan, layout::GDT);
         assert_eq!(gdt.len(), 32);
         assert_eq!(
@@ -688,6 +874,7 @@ mod tests {
         let low = [
             range(0, 0x9_fc00, Ram),
             range(0x9_fc00, 0x400, Reserved),
+            range(0xe_0000, 0x1_0000, Reserved),
             range(0xf_0000, 0x1_0000, Reserved),
         ];
         let m128 = plan(&aout_kludge(), "", 128 << 20).unwrap().memory_map;

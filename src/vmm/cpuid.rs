@@ -1,6 +1,11 @@
-//! Guest CPU feature queries: what the CPUID KVM gives the guest says it can do.
+//! The guest's CPUID: the table every vCPU is given ([`machine_cpuid`], [`for_vcpu`]) and
+//! feature queries on it.
 
 use super::Vm;
+use super::quirks::{self, MachineFacts};
+#[cfg(test)]
+use kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+use kvm_bindings::{CpuId, kvm_cpuid_entry2};
 
 /// CPUID.01H:ECX.XSAVE (SDM Vol. 2A, CPUID, table 3-10).
 const CPUID_1_ECX_XSAVE: u32 = 1 << 26;
@@ -29,4 +34,253 @@ pub fn guest_has_avx(vm: &Vm) -> bool {
         if avx { "shown" } else { "absent" }
     );
     avx
+}
+
+/// The hypervisor CPUID leaves (KVM API, "KVM CPUID bits"; Linux
+/// Documentation/virt/kvm/x86/cpuid.rst).
+pub const KVM_CPUID_SIGNATURE: u32 = 0x4000_0000;
+/// KVM's paravirtual feature leaf: EAX holds the features.
+pub const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
+/// "KVMKVMKVM\0\0\0" in EBX, ECX, EDX.
+const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d];
+
+/// KVM_FEATURE_* bits of leaf 0x4000_0001 EAX.
+pub mod kvm_feature {
+    /// kvmclock at MSRs 0x11/0x12.
+    pub const CLOCKSOURCE: u32 = 1 << 0;
+    /// No delay needed for port I/O.
+    pub const NOP_IO_DELAY: u32 = 1 << 1;
+    /// kvmclock at MSRs 0x4b564d00/01.
+    pub const CLOCKSOURCE2: u32 = 1 << 3;
+    /// Asynchronous page faults (MSR_KVM_ASYNC_PF_EN).
+    pub const ASYNC_PF: u32 = 1 << 4;
+    /// Steal time (MSR_KVM_STEAL_TIME).
+    pub const STEAL_TIME: u32 = 1 << 5;
+    /// Paravirtual end of interrupt (MSR_KVM_PV_EOI_EN).
+    pub const PV_EOI: u32 = 1 << 6;
+    /// The KVM_HC_KICK_CPU hypercall (paravirtual spinlocks).
+    pub const PV_UNHALT: u32 = 1 << 7;
+    /// TLB flush through the steal-time area.
+    pub const PV_TLB_FLUSH: u32 = 1 << 9;
+    /// Async page faults delivered as #PF VM exits.
+    pub const ASYNC_PF_VMEXIT: u32 = 1 << 10;
+    /// The KVM_HC_SEND_IPI hypercall.
+    pub const PV_SEND_IPI: u32 = 1 << 11;
+    /// Host halt polling control (MSR_KVM_POLL_CONTROL).
+    pub const POLL_CONTROL: u32 = 1 << 12;
+    /// The KVM_HC_SCHED_YIELD hypercall.
+    pub const PV_SCHED_YIELD: u32 = 1 << 13;
+    /// Async page faults as an interrupt (MSR_KVM_ASYNC_PF_INT).
+    pub const ASYNC_PF_INT: u32 = 1 << 14;
+    /// MSI extended destination ids (needs the VMM's x2APIC API set-up).
+    pub const MSI_EXT_DEST_ID: u32 = 1 << 15;
+    /// The KVM_HC_MAP_GPA_RANGE hypercall (exits to the VMM).
+    pub const HC_MAP_GPA_RANGE: u32 = 1 << 16;
+    /// MSR_KVM_MIGRATION_CONTROL (handled by the VMM).
+    pub const MIGRATION_CONTROL: u32 = 1 << 17;
+    /// kvmclock's stable bit.
+    pub const CLOCKSOURCE_STABLE_BIT: u32 = 1 << 24;
+}
+
+/// The paravirtual features this machine may advertise, on any KVM: the ones KVM serves in
+/// the kernel alone. Left out: MSI_EXT_DEST_ID (the VMM must enable KVM_CAP_X2APIC_API and
+/// route MSIs so), HC_MAP_GPA_RANGE (KVM_CAP_EXIT_HYPERCALL hands it to the VMM),
+/// MIGRATION_CONTROL (an MSR the VMM must serve), and bits KVM may add later, which the
+/// machine cannot know it backs.
+const PV_FEATURES_IN_KERNEL: u32 = kvm_feature::CLOCKSOURCE
+    | kvm_feature::NOP_IO_DELAY
+    | kvm_feature::CLOCKSOURCE2
+    | kvm_feature::ASYNC_PF
+    | kvm_feature::STEAL_TIME
+    | kvm_feature::PV_EOI
+    | kvm_feature::PV_UNHALT
+    | kvm_feature::PV_TLB_FLUSH
+    | kvm_feature::ASYNC_PF_VMEXIT
+    | kvm_feature::PV_SEND_IPI
+    | kvm_feature::POLL_CONTROL
+    | kvm_feature::PV_SCHED_YIELD
+    | kvm_feature::ASYNC_PF_INT
+    | kvm_feature::CLOCKSOURCE_STABLE_BIT;
+
+/// The paravirtual features that need KVM's in-kernel local APIC: PV_EOI and PV_UNHALT
+/// and PV_SEND_IPI (APIC state), async page faults (KVM refuses MSR_KVM_ASYNC_PF_EN
+/// without one), and POLL_CONTROL (measured on PVM: a guest `wrmsr` of
+/// MSR_KVM_POLL_CONTROL takes #GP without an irqchip and succeeds with one; this is the
+/// failed write Linux 6.1 logged on kvmgdb before it had an irqchip).
+const PV_FEATURES_NEED_LAPIC: u32 = kvm_feature::PV_EOI
+    | kvm_feature::PV_UNHALT
+    | kvm_feature::PV_SEND_IPI
+    | kvm_feature::ASYNC_PF
+    | kvm_feature::ASYNC_PF_VMEXIT
+    | kvm_feature::ASYNC_PF_INT
+    | kvm_feature::POLL_CONTROL;
+
+/// CPUID.01H:ECX.CMPXCHG16B.
+const CPUID_1_ECX_CX16: u32 = 1 << 13;
+/// CPUID.01H:ECX.HYPERVISOR: a hypervisor is present.
+const CPUID_1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// CPUID.01H:EBX bits 31:24: the initial APIC id.
+const CPUID_1_EBX_APIC_ID_SHIFT: u32 = 24;
+
+/// The CPUID table of the machine, from KVM's supported one (KVM_GET_SUPPORTED_CPUID):
+/// the hypervisor bit and leaves present, paravirtual features limited to what KVM backs
+/// without the VMM ([`PV_FEATURES_IN_KERNEL`], less [`PV_FEATURES_NEED_LAPIC`] without an
+/// in-kernel irqchip, less `quirks::pv_features_hidden`), and the
+/// features this KVM cannot run hidden (`quirks::cpuid_ecx1_hidden`). Everything else,
+/// TSC bits included (invariant TSC only if KVM reports it), is KVM's.
+pub fn machine_cpuid(supported: &CpuId, machine: MachineFacts) -> CpuId {
+    let mut entries: Vec<kvm_cpuid_entry2> = supported.as_slice().to_vec();
+    if !entries.iter().any(|e| e.function == KVM_CPUID_SIGNATURE) {
+        entries.push(kvm_cpuid_entry2 {
+            function: KVM_CPUID_SIGNATURE,
+            eax: KVM_CPUID_FEATURES,
+            ..Default::default()
+        });
+    }
+    if !entries.iter().any(|e| e.function == KVM_CPUID_FEATURES) {
+        entries.push(kvm_cpuid_entry2 {
+            function: KVM_CPUID_FEATURES,
+            ..Default::default()
+        });
+    }
+    for e in &mut entries {
+        match e.function {
+            1 => {
+                e.ecx |= CPUID_1_ECX_HYPERVISOR;
+                e.ecx &= !quirks::cpuid_ecx1_hidden(machine, CPUID_1_ECX_CX16);
+            }
+            KVM_CPUID_SIGNATURE => {
+                e.eax = e.eax.max(KVM_CPUID_FEATURES);
+                [e.ebx, e.ecx, e.edx] = KVM_SIGNATURE;
+            }
+            KVM_CPUID_FEATURES => {
+                let mut keep = PV_FEATURES_IN_KERNEL & !quirks::pv_features_hidden(machine);
+                if !machine.in_kernel_irqchip {
+                    keep &= !PV_FEATURES_NEED_LAPIC;
+                }
+                let dropped = e.eax & !keep;
+                if dropped != 0 {
+                    log::debug!("CPUID 0x40000001: paravirtual features {dropped:#x} hidden");
+                }
+                e.eax &= keep;
+            }
+            _ => {}
+        }
+    }
+    CpuId::from_entries(&entries).unwrap_or_else(|_| supported.clone())
+}
+
+/// vCPU `id`'s copy of the machine's table: its APIC id (the vCPU id, as KVM numbers
+/// local APICs) in leaf 1 EBX[31:24] and as the x2APIC id in EDX of every sub-leaf of the
+/// topology leaves 0BH and 1FH (SDM Vol. 2A, CPUID).
+pub fn for_vcpu(table: &CpuId, id: usize) -> CpuId {
+    let mut t = table.clone();
+    for e in t.as_mut_slice() {
+        match e.function {
+            1 => e.ebx = (e.ebx & 0x00ff_ffff) | ((id as u32 & 0xff) << CPUID_1_EBX_APIC_ID_SHIFT),
+            0xb | 0x1f => e.edx = id as u32,
+            _ => {}
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[kvm_cpuid_entry2]) -> CpuId {
+        CpuId::from_entries(entries).unwrap()
+    }
+
+    fn leaf(t: &CpuId, function: u32, index: u32) -> kvm_cpuid_entry2 {
+        *t.as_slice()
+            .iter()
+            .find(|e| e.function == function && e.index == index)
+            .unwrap()
+    }
+
+    const HW: MachineFacts = MachineFacts {
+        in_kernel_irqchip: true,
+        pvm: false,
+    };
+    const PVM: MachineFacts = MachineFacts {
+        in_kernel_irqchip: true,
+        pvm: true,
+    };
+
+    fn supported() -> CpuId {
+        table(&[
+            kvm_cpuid_entry2 {
+                function: 1,
+                ebx: 0x0001_0800,
+                ecx: CPUID_1_ECX_CX16,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xb,
+                index: 1,
+                flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: KVM_CPUID_FEATURES,
+                eax: 0x01ff_ffff,
+                ..Default::default()
+            },
+        ])
+    }
+
+    #[test]
+    fn hypervisor_leaves_and_only_backed_pv_features() {
+        let t = machine_cpuid(&supported(), HW);
+        let sig = leaf(&t, KVM_CPUID_SIGNATURE, 0);
+        let text: Vec<u8> = [sig.ebx, sig.ecx, sig.edx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        assert_eq!(&text, b"KVMKVMKVM\0\0\0");
+        assert_eq!(sig.eax, KVM_CPUID_FEATURES);
+        let pv = leaf(&t, KVM_CPUID_FEATURES, 0).eax;
+        assert_eq!(pv, PV_FEATURES_IN_KERNEL);
+        assert_eq!(pv & kvm_feature::MSI_EXT_DEST_ID, 0);
+        assert_ne!(leaf(&t, 1, 0).ecx & CPUID_1_ECX_HYPERVISOR, 0);
+        assert_ne!(
+            leaf(&t, 1, 0).ecx & CPUID_1_ECX_CX16,
+            0,
+            "CX16 stays on hardware KVM"
+        );
+    }
+
+    #[test]
+    fn pvm_hides_cx16_and_hypercall_features() {
+        let t = machine_cpuid(&supported(), PVM);
+        assert_eq!(leaf(&t, 1, 0).ecx & CPUID_1_ECX_CX16, 0);
+        let pv = leaf(&t, KVM_CPUID_FEATURES, 0).eax;
+        assert_eq!(pv & quirks::pv_features_hidden(PVM), 0);
+        assert_ne!(pv & kvm_feature::CLOCKSOURCE2, 0);
+        assert_ne!(
+            pv & kvm_feature::POLL_CONTROL,
+            0,
+            "PVM serves it with an irqchip"
+        );
+    }
+
+    #[test]
+    fn without_an_irqchip_no_feature_that_needs_the_local_apic() {
+        let no_chip = MachineFacts {
+            in_kernel_irqchip: false,
+            pvm: false,
+        };
+        let pv = leaf(&machine_cpuid(&supported(), no_chip), KVM_CPUID_FEATURES, 0).eax;
+        assert_eq!(pv & PV_FEATURES_NEED_LAPIC, 0);
+        assert_ne!(pv & kvm_feature::STEAL_TIME, 0);
+    }
+
+    #[test]
+    fn each_vcpu_gets_its_apic_id() {
+        let t = for_vcpu(&machine_cpuid(&supported(), HW), 3);
+        assert_eq!(leaf(&t, 1, 0).ebx, 0x0301_0800);
+        assert_eq!(leaf(&t, 0xb, 1).edx, 3);
+    }
 }

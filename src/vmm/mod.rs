@@ -8,11 +8,14 @@
 //! - [`memslots`]: guest RAM's memory slots;
 //! - [`debug`]: breakpoints, watchpoints, debugger memory access;
 //! - [`quirks`]: where this machine's KVM differs from hardware KVM;
-//! - [`devices`]: the port-I/O and MMIO devices.
+//! - [`devices`]: the port-I/O and MMIO devices;
+//! - [`irqchip`]: KVM's in-kernel PICs, IOAPIC, local APICs and PIT.
 
+pub mod complete;
 pub mod cpuid;
 pub mod debug;
 pub mod devices;
+pub mod irqchip;
 pub mod memslots;
 pub mod quirks;
 mod run_control;
@@ -28,7 +31,8 @@ use debug::table::DebugTable;
 use debug::watch::WatchKind;
 use debug::{AddrSpace, Debugger};
 pub use debug::{BreakpointError, DebugAddr};
-use devices::Devices;
+use devices::{DeviceConfig, Devices};
+use irqchip::{Irqchip, IrqchipError};
 use kvm_bindings::{
     CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, kvm_cpuid_entry2, kvm_regs, kvm_sregs, kvm_xsave,
 };
@@ -42,6 +46,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stop::{CpuSnapshot, VcpuEvent, VcpuStop};
+use vcpu::halt_watch::HaltWatch;
 use vcpu::handle::{VcpuHandle, VcpuShared, copy_xsave};
 pub use vcpu::tables::{SegReg, SegmentError};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
@@ -94,6 +99,12 @@ pub enum VmError {
     /// Guest RAM's memory slots could not be swapped to run an instruction on a watched page.
     #[error("cannot change guest RAM's memory slots")]
     MemSlots(#[source] MemSlotError),
+    /// The in-kernel interrupt controllers or PIT could not be created or reset.
+    #[error("cannot set up the interrupt controllers")]
+    Irqchip(#[source] IrqchipError),
+    /// COM1's interrupt line could not be wired to the irqchip.
+    #[error("cannot connect the serial port's interrupt (KVM_IRQFD)")]
+    SerialIrq(#[source] std::io::Error),
 }
 
 /// The shape of the machine to build.
@@ -103,6 +114,20 @@ pub struct MachineConfig {
     pub memory_size: u64,
     /// Number of vCPUs (at least 1).
     pub vcpus: usize,
+    /// A guest reset (port 0xcf9, the keyboard controller) ends the machine with status 0
+    /// instead of restarting it, as QEMU's `-no-reboot`.
+    pub no_reboot: bool,
+}
+
+impl MachineConfig {
+    /// A machine with `memory_size` bytes of RAM and `vcpus` vCPUs that restarts on a reset.
+    pub fn new(memory_size: u64, vcpus: usize) -> MachineConfig {
+        MachineConfig {
+            memory_size,
+            vcpus,
+            no_reboot: false,
+        }
+    }
 }
 
 /// The machine: RAM, devices and vCPUs.
@@ -112,6 +137,8 @@ pub struct MachineConfig {
 /// slots are gone before the last reference to guest RAM's mapping. The vCPU threads,
 /// which hold guest RAM as well, are joined in `Drop::drop`, before any field drops.
 pub struct Vm {
+    /// Declared first: the watcher must end before the vCPU threads it signals.
+    halt_watch: Option<HaltWatch>,
     run: RunControl,
     vm_fd: VmFd,
     slots: MemSlots,
@@ -120,6 +147,7 @@ pub struct Vm {
     _kvm: Kvm,
     caps: KvmCaps,
     machine: MachineFacts,
+    irqchip: Option<Irqchip>,
     devices: Arc<Mutex<Devices>>,
     /// What `reset` goes back to: the plan, and the vCPU state it gave.
     plan: BootPlan,
@@ -144,9 +172,28 @@ impl Vm {
     ) -> Result<Vm, VmError> {
         let caps = KvmCaps::query(&kvm);
         let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
-        // kvmgdb creates no in-kernel irqchip (yet): `hlt` exits to us.
+        // The interrupt controllers and PIT a kernel expects, before any vCPU (KVM API
+        // 4.24). Without KVM_CAP_IRQCHIP the machine has none: `hlt` then exits to us.
+        let irqchip = if caps.irqchip {
+            Some(Irqchip::create(&vm).map_err(VmError::Irqchip)?)
+        } else {
+            log::warn!("KVM has no in-kernel irqchip: the machine has no interrupts or timer");
+            None
+        };
         let machine = MachineFacts {
-            in_kernel_irqchip: false,
+            in_kernel_irqchip: irqchip.is_some(),
+            pvm: quirks::detect_pvm(),
+        };
+        let com1_irq = match &irqchip {
+            Some(_) => {
+                let fd = EventFd::new(EFD_NONBLOCK).map_err(VmError::SerialIrq)?;
+                vm.register_irqfd(&fd, crate::platform::COM1_IRQ)
+                    .map_err(|e| {
+                        VmError::SerialIrq(std::io::Error::from_raw_os_error(e.errno()))
+                    })?;
+                Some(fd)
+            }
+            None => None,
         };
         let mem = memory::create_guest_memory(config.memory_size)
             .map_err(|e| VmError::Memory(config.memory_size >> 20, e))?;
@@ -168,11 +215,20 @@ impl Vm {
         vcpu::kick::install_handler();
         let notify = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(VmError::EventFd)?);
         let (event_tx, events) = mpsc::channel();
-        let devices = Arc::new(Mutex::new(Devices::new(serial_out)));
+        let below_4g = config.memory_size.min(memory::MMIO_HOLE_START);
+        let device_config = DeviceConfig {
+            ram_below_4g: below_4g,
+            ram_above_4g: config.memory_size - below_4g,
+            vcpus: config.vcpus.max(1),
+            no_reboot: config.no_reboot,
+            com1_irq,
+        };
+        let devices = Arc::new(Mutex::new(Devices::new(device_config, serial_out)));
         let table = Arc::new(DebugTable::new(machine));
-        let cpuid = kvm
+        let supported = kvm
             .get_supported_cpuid(MAX_CPUID_ENTRIES)
             .map_err(|e| VmError::Vcpu(0, "KVM_GET_SUPPORTED_CPUID", e))?;
+        let cpuid = cpuid::machine_cpuid(&supported, machine);
 
         let shared = VcpuShared {
             vm: &vm,
@@ -184,6 +240,7 @@ impl Vm {
             notify: &notify,
             sync_regs: caps.sync_regs & 3 == 3,
             block_irq: caps.supports_debug_flag(kvm_bindings::KVM_GUESTDBG_BLOCKIRQ),
+            irqchip: irqchip.is_some(),
         };
         let mut vcpus = Vec::new();
         let mut boot_state = CpuSnapshot::default();
@@ -197,8 +254,16 @@ impl Vm {
             vcpus.push(spawned.handle);
         }
         drop(event_tx);
+        let halt_watch = match &irqchip {
+            Some(_) => Some(
+                HaltWatch::start(vcpus.iter().filter_map(VcpuHandle::watched).collect())
+                    .map_err(VmError::Thread)?,
+            ),
+            None => None,
+        };
 
         Ok(Vm {
+            halt_watch,
             run: RunControl::new(vcpus, events, notify),
             vm_fd: vm,
             slots,
@@ -207,6 +272,7 @@ impl Vm {
             _kvm: kvm,
             caps,
             machine,
+            irqchip,
             devices,
             plan,
             boot_state,
@@ -297,17 +363,67 @@ impl Vm {
         )
     }
 
-    /// Takes the next vCPU stop if one is ready, without blocking.
+    /// Takes the next vCPU stop if one is ready, without blocking. A guest's reset of the
+    /// machine is handled here, unseen by the caller: the machine restarts from the boot
+    /// plan with the breakpoints kept, as a PC's reset button would (a vCPU that was
+    /// single-stepping reports the step's end at the entry point).
     pub fn poll_event(&mut self) -> Option<VcpuEvent> {
-        let (run, mut ram) = self.ram_swap();
-        run.poll_event(&mut ram)
+        loop {
+            let (run, mut ram) = self.ram_swap();
+            let ev = run.poll_event(&mut ram);
+            let Some((id, how)) = self.run.take_reset() else {
+                return ev;
+            };
+            if let Err(e) = self.guest_reset(id) {
+                log::error!("the guest reset the machine ({how}), and the reset failed: {e}");
+                return ev;
+            }
+            log::info!("the guest reset the machine ({how})");
+            if ev.is_some() {
+                return ev;
+            }
+        }
+    }
+
+    /// The machine reset that vCPU `id` asked for: every vCPU stopped, [`Vm::reset`], then
+    /// all resumed, except that a vCPU stepping when it reset reports the step.
+    fn guest_reset(&mut self, id: usize) -> Result<(), VmError> {
+        let stepping = self.run.vcpu(id)?.stepping;
+        // Whatever else stopped meanwhile is moot: the machine starts over.
+        drop(self.stop_all());
+        self.reset()?;
+        let resume: Vec<(usize, bool)> = (0..self.vcpu_count())
+            .filter(|&v| !(stepping && v == id))
+            .map(|v| (v, false))
+            .collect();
+        self.resume(&resume)?;
+        if stepping {
+            self.run.report_now(id, VcpuStop::Step, self.boot_state);
+        }
+        Ok(())
     }
 
     /// Kicks every running vCPU out of KVM_RUN and waits until all have stopped. Returns the
     /// stops that arrived, in order (a vCPU may have stopped for its own reason first).
+    /// A guest reset that arrives meanwhile is carried out, and the stops show the vCPUs
+    /// at their entry point.
     pub fn stop_all(&mut self) -> Vec<VcpuEvent> {
         let (run, mut ram) = self.ram_swap();
-        run.stop_all(&mut ram)
+        let mut events = run.stop_all(&mut ram);
+        if let Some((_, how)) = self.run.take_reset() {
+            match self.reset() {
+                Ok(()) => {
+                    log::info!("the guest reset the machine ({how})");
+                    for ev in &mut events {
+                        ev.state = self.boot_state;
+                    }
+                }
+                Err(e) => {
+                    log::error!("the guest reset the machine ({how}), and the reset failed: {e}")
+                }
+            }
+        }
+        events
     }
 
     /// The registers of a stopped vCPU.
@@ -558,6 +674,15 @@ impl Vm {
             return Err(VmError::Running(id));
         }
         discard_ram(&self.mem);
+        if let Some(chip) = &self.irqchip {
+            chip.reset(&self.vm_fd).map_err(VmError::Irqchip)?;
+        }
+        for v in self.run.vcpus() {
+            v.reset_interrupt_state()?;
+        }
+        if let Ok(mut d) = self.devices.lock() {
+            d.reset();
+        }
         // Boot: re-apply the plan; every vCPU goes back to the entry state below.
         self.plan.write_memory(&self.mem).map_err(VmError::Boot)?;
         self.debug.replant();
@@ -612,6 +737,7 @@ fn discard_ram(mem: &GuestMem) {
 
 impl Drop for Vm {
     fn drop(&mut self) {
+        drop(self.halt_watch.take());
         self.run.shutdown();
         self.flush_devices();
     }

@@ -21,8 +21,48 @@ const ONE_BYTE_INSN: u64 = 1;
 pub struct MachineFacts {
     /// Whether the VM created an in-kernel interrupt controller (KVM_CREATE_IRQCHIP). With
     /// one, `hlt` blocks inside KVM until an interrupt instead of exiting to the VMM
-    /// (docs/kvm-quirks.md, "hlt"). kvmgdb creates none today.
+    /// (docs/kvm-quirks.md, "hlt"). kvmgdb creates one wherever KVM offers it
+    /// (KVM_CAP_IRQCHIP); a halt is then noticed by `vcpu::halt_watch`.
     pub in_kernel_irqchip: bool,
+    /// Whether `/dev/kvm` is PVM ([`detect_pvm`]).
+    pub pvm: bool,
+}
+
+/// Where the running kernel lists its loaded modules (sysfs, Documentation/ABI
+/// "/sys/module"): PVM is the `kvm_pvm` module, hardware KVM `kvm_intel` or `kvm_amd`.
+const PVM_MODULE: &str = "/sys/module/kvm_pvm";
+
+/// Whether this machine's KVM is PVM: the `kvm_pvm` module is loaded. Used only for the
+/// CPUID facts below, which no KVM capability or CPUID bit reveals (KVM_SET_CPUID2 takes
+/// a cleared bit silently whether or not the guest will see it cleared).
+pub fn detect_pvm() -> bool {
+    std::path::Path::new(PVM_MODULE).exists()
+}
+
+/// The CPUID.01H:ECX bits of `cx16` (CMPXCHG16B) to hide from the guest. PVM's emulator
+/// cannot run `lock cmpxchg16b` at CPL0 (Linux dies on it in the slab allocator) and
+/// honours the cleared bit, so the kernel takes its fallback (docs/kvm-quirks.md, "CPUID").
+/// Hardware KVM runs the instruction: nothing is hidden there. XSAVE, POPCNT and SMAP would
+/// need hiding too, but PVM ignores those bits: the guest must be told (`noxsave
+/// clearcpuid=…`) or the instructions completed.
+pub fn cpuid_ecx1_hidden(machine: MachineFacts, cx16: u32) -> u32 {
+    if machine.pvm { cx16 } else { 0 }
+}
+
+/// Paravirtual features (CPUID 0x4000_0001 EAX) to hide on this KVM besides those the
+/// machine model lacks (`cpuid::machine_cpuid`). On PVM (measured: docs/kvm-quirks.md,
+/// "CPUID"): `vmcall` at CPL0 hangs the vCPU, so every feature the guest drives by
+/// hypercall goes (PV_UNHALT's KVM_HC_KICK_CPU, PV_SEND_IPI, PV_SCHED_YIELD); and a guest
+/// `wrmsr` of MSR_KVM_ASYNC_PF_INT takes #GP even with an in-kernel irqchip, so async page
+/// faults go (ASYNC_PF_INT, and ASYNC_PF and ASYNC_PF_VMEXIT, which Linux ≥ 5.10 uses only
+/// with it). Hardware KVM serves them all in the kernel: nothing is hidden there.
+pub fn pv_features_hidden(machine: MachineFacts) -> u32 {
+    use super::cpuid::kvm_feature::*;
+    if machine.pvm {
+        PV_UNHALT | PV_SEND_IPI | PV_SCHED_YIELD | ASYNC_PF_INT | ASYNC_PF | ASYNC_PF_VMEXIT
+    } else {
+        0
+    }
 }
 
 /// What was learned about this KVM at run time.
@@ -59,6 +99,8 @@ pub struct InternalErrorExit {
     pub code_byte: Option<u8>,
     /// Whether watchpoints have taken pages out of guest RAM's memory slots.
     pub watches: bool,
+    /// Whether the instruction at RIP decodes to one kvmgdb completes (`vmm::complete`).
+    pub completable: bool,
 }
 
 /// What an internal error means.
@@ -74,6 +116,10 @@ pub enum InternalErrorCause {
     /// slots (fetching code from it, or an access its emulator cannot do as MMIO, such as
     /// `lidt`): run it again with guest RAM mapped.
     NeedsRam,
+    /// An instruction PVM's emulator cannot run and kvmgdb completes itself
+    /// (docs/kvm-quirks.md, "Completions"): `fwait`, `ldmxcsr`, `popcnt`, `clac`… RIP is at
+    /// it and the vCPU intact. Hardware KVM runs them natively and never exits for them.
+    Complete,
     /// A real internal error: the vCPU stops for good.
     Genuine,
 }
@@ -82,7 +128,9 @@ pub enum InternalErrorCause {
 ///
 /// Precondition: the suberror is KVM_INTERNAL_ERROR_EMULATION; any other suberror is
 /// [`InternalErrorCause::Genuine`]. `GuestInt3` needs the byte at RIP to be `0xCC`, so RIP
-/// is known to be at a one-byte int3.
+/// is known to be at a one-byte int3. `Complete` needs the emulation failure too: other
+/// suberrors (an event KVM could not deliver, say) are no instruction the emulator gave up
+/// on, and completing the one at RIP would run it where the CPU never got to.
 pub fn classify_internal_error(exit: &InternalErrorExit) -> InternalErrorCause {
     if exit.suberror != KVM_INTERNAL_ERROR_EMULATION {
         return InternalErrorCause::Genuine;
@@ -92,6 +140,9 @@ pub fn classify_internal_error(exit: &InternalErrorExit) -> InternalErrorCause {
     }
     if exit.code_byte == Some(INT3) {
         return InternalErrorCause::GuestInt3;
+    }
+    if exit.completable {
+        return InternalErrorCause::Complete;
     }
     unexplained_emulation_failure(exit.watches)
 }
@@ -180,9 +231,11 @@ mod tests {
 
     const NO_IRQCHIP: MachineFacts = MachineFacts {
         in_kernel_irqchip: false,
+        pvm: true,
     };
     const IRQCHIP: MachineFacts = MachineFacts {
         in_kernel_irqchip: true,
+        pvm: true,
     };
     const PVM: Quirks = Quirks {
         int3_is_emulation_failure: true,
@@ -207,6 +260,7 @@ mod tests {
             planted_byte: planted,
             code_byte: code,
             watches,
+            completable: false,
         }
     }
 
@@ -232,6 +286,22 @@ mod tests {
             NeedsRam
         );
         assert_eq!(classify_internal_error(&exit(None, None, false)), Genuine);
+        let completable = InternalErrorExit {
+            completable: true,
+            ..exit(None, Some(0x9b), true)
+        };
+        assert_eq!(classify_internal_error(&completable), Complete);
+        // Our breakpoint still wins: its byte is what KVM failed on.
+        let planted = InternalErrorExit {
+            completable: true,
+            ..exit(Some(INT3), Some(INT3), false)
+        };
+        assert_eq!(classify_internal_error(&planted), OurBreakpoint);
+        let delivery = InternalErrorExit {
+            suberror: 3,
+            ..completable
+        };
+        assert_eq!(classify_internal_error(&delivery), Genuine);
         let other = InternalErrorExit {
             suberror: 2,
             ..exit(Some(INT3), Some(INT3), true)

@@ -39,6 +39,8 @@ pub struct RunControl {
     /// that arrived while spinning, and other vCPUs' stops during a memory-slot swap.
     pending: VecDeque<ThreadEvent>,
     notify: Arc<EventFd>,
+    /// A guest reset not yet carried out: which vCPU asked, and how.
+    reset: Option<(usize, &'static str)>,
 }
 
 /// How long the memory-slot swap waits for its one instruction before kicking the vCPU.
@@ -62,6 +64,7 @@ impl RunControl {
             events,
             pending: VecDeque::new(),
             notify,
+            reset: None,
         }
     }
 
@@ -83,6 +86,26 @@ impl RunControl {
     /// All vCPUs, to change.
     pub fn vcpus_mut(&mut self) -> &mut [VcpuHandle] {
         &mut self.vcpus
+    }
+
+    /// Takes the guest reset [`RunControl::poll_event`] or [`RunControl::stop_all`] saw,
+    /// for the machine to carry out: the vCPU that asked, and how.
+    pub fn take_reset(&mut self) -> Option<(usize, &'static str)> {
+        self.reset.take()
+    }
+
+    /// Queues `stop` with `state` as vCPU `id`'s next stop, as if it had run to it (the
+    /// vCPU counts as running until the stop is taken).
+    pub fn report_now(&mut self, id: usize, stop: VcpuStop, state: super::stop::CpuSnapshot) {
+        if let Some(v) = self.vcpus.get_mut(id) {
+            v.running = true;
+            self.pending.push_back(ThreadEvent {
+                id,
+                exit: Exit::Stop(stop),
+                state,
+            });
+            let _ = self.notify.write(1);
+        }
     }
 
     /// The eventfd that becomes readable when a stop is ready.
@@ -156,6 +179,15 @@ impl RunControl {
                     stop,
                     state: ev.state,
                 },
+                Exit::Reset(how) => {
+                    // The machine carries it out (`Vm::poll_event`); nothing to report.
+                    if let Some(v) = self.vcpus.get_mut(id) {
+                        v.running = false;
+                        v.state = ev.state;
+                    }
+                    self.reset = Some((id, how));
+                    return None;
+                }
                 Exit::NeedsRam => {
                     // A run that was stepping over the breakpoint it started from and could
                     // not run that instruction: the retry steps over it too. Any other
@@ -250,6 +282,10 @@ impl RunControl {
             stop: match ev.exit {
                 Exit::Stop(stop) => stop,
                 Exit::NeedsRam => EMULATION_FAILURE,
+                Exit::Reset(how) => {
+                    self.reset = Some((id, how));
+                    VcpuStop::Step
+                }
             },
             state: ev.state,
         };
@@ -292,6 +328,11 @@ impl RunControl {
             stop: match ev.exit {
                 Exit::Stop(stop) => stop,
                 Exit::NeedsRam => VcpuStop::Kicked,
+                // Carried out by the machine once every vCPU has stopped.
+                Exit::Reset(how) => {
+                    self.reset = Some((ev.id, how));
+                    VcpuStop::Kicked
+                }
             },
             state: ev.state,
         };

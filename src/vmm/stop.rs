@@ -52,7 +52,16 @@ pub enum VcpuStop {
 }
 
 impl VcpuStop {
-    /// True if the vCPU cannot usefully run again: it stays frozen for inspection.
+    /// True if the vCPU stays frozen for inspection after this stop: running it again
+    /// reports the same stop. An internal error does not freeze: KVM leaves the vCPU as it
+    /// was at the instruction it could not run (KVM API 5, KVM_EXIT_INTERNAL_ERROR), so
+    /// a debugger may move RIP past it, or change the code, and run on; unchanged, the
+    /// next run meets the same error again.
+    pub fn freezes(&self) -> bool {
+        self.is_fatal() && !matches!(self, VcpuStop::InternalError { .. })
+    }
+
+    /// True if a run without a debugger ends here (with this stop as the outcome).
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
@@ -176,6 +185,15 @@ mod tests {
         ];
         assert!(fatal.iter().all(VcpuStop::is_fatal));
         assert!(!resumable.iter().any(VcpuStop::is_fatal));
+        // An internal error ends an unattended run but leaves the vCPU to the debugger.
+        let internal = VcpuStop::InternalError { suberror: 1 };
+        assert!(!internal.freezes());
+        assert!(
+            fatal
+                .iter()
+                .filter(|s| **s != internal)
+                .all(VcpuStop::freezes)
+        );
     }
 
     #[test]

@@ -113,16 +113,24 @@ pub fn multiboot_entry() -> u64 {
     LOAD_ADDR + MULTIBOOT_HEADER.len() as u64
 }
 
-/// The one place that builds a [`Vm`], so that a change to `Vm::new` touches only this.
+/// Boots `code` as [`boot`] does, on a machine `configure` changes (say, `no_reboot`).
+pub fn boot_configured(code: &[u8], configure: impl FnOnce(&mut MachineConfig)) -> Guest {
+    let mut machine = MachineConfig::new(MEMORY_SIZE, 1);
+    configure(&mut machine);
+    boot_machine(&elf64(code, LOAD_ADDR), machine)
+}
+
+/// Builds the machine for `image` with `vcpus` vCPUs.
 fn boot_image(image: &[u8], vcpus: usize) -> Guest {
+    boot_machine(image, MachineConfig::new(MEMORY_SIZE, vcpus))
+}
+
+/// The one place that builds a [`Vm`], so that a change to `Vm::new` touches only this.
+fn boot_machine(image: &[u8], machine: MachineConfig) -> Guest {
     let kvm = Kvm::new().unwrap_or_else(|e| panic!("KVM not available: cannot open /dev/kvm: {e}"));
     let serial = Serial::default();
     let plan = boot::plan(&boot::BootRequest::new(image, MEMORY_SIZE))
         .unwrap_or_else(|e| panic!("cannot plan the boot of the test image: {e}"));
-    let machine = MachineConfig {
-        memory_size: MEMORY_SIZE,
-        vcpus,
-    };
     let vm = Vm::new(kvm, machine, plan, Box::new(serial.clone()))
         .unwrap_or_else(|e| panic!("cannot build the VM: {e}"));
     Guest { vm, serial }
@@ -181,6 +189,31 @@ impl Guest {
     pub fn read_u32(&self, addr: u64) -> u32 {
         u32::from_le_bytes(self.read(addr, 4).try_into().unwrap())
     }
+}
+
+/// Boots `code` with a 64-bit IDT at DATA holding an interrupt gate (DPL 0) for each
+/// `(vector, handler)` of `gates`, and no other.
+pub fn with_gates(code: &[u8], gates: &[(usize, u64)]) -> Guest {
+    let mut g = boot(code);
+    let mut sregs = g.vm.state(VCPU).expect("state").sregs;
+    let mut idt = vec![0u8; 16 * 32];
+    for &(vector, handler) in gates {
+        let gate = &mut idt[16 * vector..16 * vector + 16];
+        gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
+        gate[2..4].copy_from_slice(&sregs.cs.selector.to_le_bytes());
+        gate[5] = 0x8e; // P, DPL 0, 64-bit interrupt gate
+        gate[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
+        gate[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
+    }
+    let at = kvmgdb::vmm::DebugAddr::Phys(vm_memory::GuestAddress(DATA));
+    assert_eq!(
+        g.vm.write_memory(at, &idt).expect("write the IDT"),
+        idt.len()
+    );
+    sregs.idt.base = DATA;
+    sregs.idt.limit = (idt.len() - 1) as u16;
+    g.vm.set_sregs(VCPU, sregs).expect("set_sregs");
+    g
 }
 
 /// Waits up to `timeout` for the next vCPU stop, polling the VMM's event fd; fails the test

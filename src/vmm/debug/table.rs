@@ -210,6 +210,7 @@ mod tests {
         let mem = crate::memory::create_guest_memory(1 << 20).unwrap();
         let machine = MachineFacts {
             in_kernel_irqchip: true,
+            ..Default::default()
         };
         let table = table_with_int3_at(machine, &mem);
         table.learn_int3_fails(&mem);

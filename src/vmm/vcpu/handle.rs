@@ -12,13 +12,20 @@ use crate::vmm::devices::Devices;
 use crate::vmm::stop::{CpuSnapshot, VcpuStop};
 use crate::x86::msr;
 use crate::x86::paging::PagingRegs;
-use kvm_bindings::{CpuId, kvm_regs, kvm_sregs, kvm_xsave};
+use kvm_bindings::{
+    CpuId, KVM_MP_STATE_RUNNABLE, kvm_lapic_state, kvm_mp_state, kvm_regs, kvm_sregs, kvm_xsave,
+};
 use kvm_ioctls::{VcpuFd, VmFd};
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use vmm_sys_util::eventfd::EventFd;
+
+/// A vCPU that runs (KVM API 4.38).
+const RUNNABLE: kvm_mp_state = kvm_mp_state {
+    mp_state: KVM_MP_STATE_RUNNABLE,
+};
 
 /// What every vCPU thread of a machine shares.
 pub struct VcpuShared<'a> {
@@ -40,6 +47,8 @@ pub struct VcpuShared<'a> {
     pub sync_regs: bool,
     /// Whether KVM_GUESTDBG_BLOCKIRQ may be used.
     pub block_irq: bool,
+    /// Whether the VM has an in-kernel irqchip (so each vCPU has an in-kernel local APIC).
+    pub irqchip: bool,
 }
 
 /// One vCPU as the controller sees it.
@@ -69,6 +78,8 @@ pub struct VcpuHandle {
     /// The linear address of the instruction the debugger last saw this vCPU stopped at
     /// (its entry point before its first run).
     reported_pc: u64,
+    /// Its in-kernel local APIC at creation, which a machine reset puts back.
+    boot_lapic: Option<kvm_lapic_state>,
 }
 
 /// What [`VcpuHandle::spawn`] returns besides the handle: the vCPU's entry state.
@@ -93,7 +104,7 @@ impl VcpuHandle {
             .vm
             .create_vcpu(id as u64)
             .map_err(|e| VmError::Vcpu(id, "KVM_CREATE_VCPU", e))?;
-        fd.set_cpuid2(shared.cpuid)
+        fd.set_cpuid2(&crate::vmm::cpuid::for_vcpu(shared.cpuid, id))
             .map_err(|e| VmError::Vcpu(id, "KVM_SET_CPUID2", e))?;
         let reset = fd
             .get_sregs()
@@ -104,6 +115,19 @@ impl VcpuHandle {
         fd.set_regs(&state.regs)
             .map_err(|e| VmError::Vcpu(id, "KVM_SET_REGS", e))?;
         let xsave = fd.get_xsave().ok().map(Box::new);
+        let boot_lapic = if shared.irqchip {
+            // With an in-kernel irqchip KVM makes every vCPU but the boot processor wait
+            // for INIT-SIPI (KVM_MP_STATE_UNINITIALIZED, KVM API 4.38). kvmgdb has no AP
+            // start-up protocol (yet): every vCPU starts at the boot plan's entry state.
+            fd.set_mp_state(RUNNABLE)
+                .map_err(|e| VmError::Vcpu(id, "KVM_SET_MP_STATE", e))?;
+            Some(
+                fd.get_lapic()
+                    .map_err(|e| VmError::Vcpu(id, "KVM_GET_LAPIC", e))?,
+            )
+        } else {
+            None
+        };
 
         let (req_tx, req_rx) = mpsc::channel();
         let kick = Arc::new(KickState::default());
@@ -145,6 +169,7 @@ impl VcpuHandle {
             frozen: None,
             last_stop: None,
             reported_pc: state.linear_rip(),
+            boot_lapic,
         };
         Ok(Spawned {
             handle,
@@ -205,7 +230,7 @@ impl VcpuHandle {
         self.state = state;
         self.reported_pc = state.linear_rip();
         self.last_stop = Some(stop);
-        if stop.is_fatal() {
+        if stop.freezes() {
             self.frozen = Some(stop);
         }
     }
@@ -214,6 +239,33 @@ impl VcpuHandle {
     /// its entry point again.
     pub fn note_reset(&mut self, boot: &CpuSnapshot) {
         self.reported_pc = boot.linear_rip();
+    }
+
+    /// Puts the vCPU's interrupt state back as at power-on, for a machine reset: its
+    /// local APIC as created, runnable (out of a `hlt` or a wait for SIPI), and no
+    /// exception, interrupt or NMI in flight.
+    pub fn reset_interrupt_state(&self) -> Result<(), VmError> {
+        let lapic = self.boot_lapic;
+        let id = self.id;
+        self.call(move |fd| {
+            if let Some(lapic) = &lapic {
+                fd.set_lapic(lapic)
+                    .map_err(|e| ioctl_error(id, "KVM_SET_LAPIC", e))?;
+                fd.set_mp_state(RUNNABLE)
+                    .map_err(|e| ioctl_error(id, "KVM_SET_MP_STATE", e))?;
+            }
+            fd.set_vcpu_events(&kvm_bindings::kvm_vcpu_events::default())
+                .map_err(|e| ioctl_error(id, "KVM_SET_VCPU_EVENTS", e))
+        })?
+    }
+
+    /// The thread's pthread id and kick state, for the halt watcher.
+    pub fn watched(&self) -> Option<super::halt_watch::Watched> {
+        use std::os::unix::thread::JoinHandleExt;
+        Some(super::halt_watch::Watched {
+            thread: self.thread.as_ref()?.as_pthread_t(),
+            kick: self.kick.clone(),
+        })
     }
 
     /// Kicks the vCPU out of KVM_RUN.

@@ -11,6 +11,11 @@ use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 #[derive(Default)]
 pub struct KickState {
     kicked: AtomicBool,
+    /// A halt probe ([`super::halt_watch`]) asks the thread to check whether its vCPU is
+    /// halted for good; no stop unless it is.
+    probe: AtomicBool,
+    /// The thread is in a guest run (between taking a run request and reporting its stop).
+    in_run: AtomicBool,
     idle: Mutex<()>,
     wake: Condvar,
 }
@@ -28,6 +33,26 @@ impl KickState {
         self.kicked.swap(false, Ordering::SeqCst)
     }
 
+    /// Asks for a halt probe; [`kick`] the thread after.
+    pub fn request_probe(&self) {
+        self.probe.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes a pending halt probe: true if there was one.
+    pub fn take_probe(&self) -> bool {
+        self.probe.swap(false, Ordering::SeqCst)
+    }
+
+    /// Marks whether the thread is in a guest run.
+    pub fn set_in_run(&self, on: bool) {
+        self.in_run.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether the thread is in a guest run.
+    pub fn in_run(&self) -> bool {
+        self.in_run.load(Ordering::SeqCst)
+    }
+
     /// Blocks the calling (vCPU) thread until a kick arrives, then takes it.
     pub fn wait(&self) {
         let mut guard = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -42,7 +67,7 @@ impl KickState {
 static SIGNAL_HANDLER: Once = Once::new();
 
 /// The signal that kicks a vCPU thread out of KVM_RUN.
-fn kick_signal() -> i32 {
+pub fn kick_signal() -> i32 {
     SIGRTMIN()
 }
 

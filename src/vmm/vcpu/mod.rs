@@ -3,10 +3,12 @@
 //! snapshot. This file is the thread loop and the dispatch of KVM exits.
 
 pub mod guest_debug;
+pub mod halt_watch;
 pub mod handle;
 pub mod kick;
 pub mod tables;
 
+use super::complete::{self, CannotComplete, Done};
 use super::debug::table::DebugTable;
 use super::debug::watch::WatchKind;
 use super::devices::{Devices, IoAction};
@@ -34,6 +36,9 @@ pub enum Exit {
     /// do some accesses (`lidt` from MMIO, say) to one. Run control runs the instruction
     /// again with the pages mapped.
     NeedsRam,
+    /// The guest reset the machine (this says how); the I/O that did it has completed.
+    /// Run control resets the machine.
+    Reset(&'static str),
 }
 
 impl From<VcpuStop> for Exit {
@@ -163,11 +168,13 @@ impl VcpuThread {
                     if state.is_some() {
                         halted_idle = false;
                     }
+                    self.kick.set_in_run(true);
                     let exit = match self.apply_state(state.as_deref()) {
                         Err(e) => VcpuStop::RunError(e).into(),
                         Ok(()) if halted_idle && !step => self.idle_until_kick().into(),
                         Ok(()) => self.run(step, step_over),
                     };
+                    self.kick.set_in_run(false);
                     halted_idle = exit == Exit::Stop(VcpuStop::Kicked) && self.was_idle_hlt;
                     self.was_idle_hlt = false;
                     let (exit, state) = match self.snapshot() {
@@ -387,10 +394,18 @@ impl VcpuThread {
             self.vcpu.run()
         };
         match result {
-            Ok(VcpuExit::IoOut(port, data)) => match lock(&self.devices).io_out(port, data) {
-                IoAction::Exit(code) => Outcome::Done(VcpuStop::Exit(code).into()),
-                IoAction::Continue => Outcome::Io(None),
-            },
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let action = lock(&self.devices).io_out(port, data);
+                match action {
+                    IoAction::Exit(code) => Outcome::Done(VcpuStop::Exit(code).into()),
+                    IoAction::Reset(how) => {
+                        // Finish the `out` inside KVM so no I/O is pending across the reset.
+                        self.complete_io();
+                        Outcome::Done(Exit::Reset(how))
+                    }
+                    IoAction::Continue => Outcome::Io(None),
+                }
+            }
             Ok(VcpuExit::IoIn(port, data)) => {
                 lock(&self.devices).io_in(port, data);
                 Outcome::Io(None)
@@ -441,12 +456,29 @@ impl VcpuThread {
         }
     }
 
-    fn kicked_or_again(&self) -> Outcome {
+    fn kicked_or_again(&mut self) -> Outcome {
         if self.kick.take() {
-            Outcome::Done(VcpuStop::Kicked.into())
-        } else {
-            Outcome::Again
+            return Outcome::Done(VcpuStop::Kicked.into());
         }
+        if self.kick.take_probe() && self.halted_for_good() {
+            return Outcome::Done(VcpuStop::Halted.into());
+        }
+        Outcome::Again
+    }
+
+    /// For a halt probe ([`halt_watch`]): whether the vCPU sits in `hlt` inside KVM
+    /// (KVM_MP_STATE_HALTED, which only an in-kernel local APIC reports) with interrupts
+    /// off, which nothing but an NMI or INIT could end. RIP is then past the `hlt`, as
+    /// after a KVM_EXIT_HLT.
+    fn halted_for_good(&mut self) -> bool {
+        let halted = self
+            .vcpu
+            .get_mp_state()
+            .is_ok_and(|s| s.mp_state == kvm_bindings::KVM_MP_STATE_HALTED);
+        halted
+            && self
+                .snapshot()
+                .is_ok_and(|s| !Rflags::from_bits_retain(s.regs.rflags).contains(Rflags::IF))
     }
 
     /// A `hlt` exit: one of our `hlt` breakpoints, the end of a step, or the guest idling.
@@ -578,7 +610,8 @@ impl VcpuThread {
     }
 
     /// KVM_EXIT_INTERNAL_ERROR, classified by [`quirks::classify_internal_error`]; None
-    /// means "keep running" (the guest's own int3 was delivered to it).
+    /// means "keep running" (the guest's own int3 was delivered to it, or an instruction
+    /// KVM could not run was completed).
     fn on_internal_error(&mut self, step: bool, mask: Option<u64>) -> Option<Exit> {
         // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the union
         // member KVM filled in.
@@ -589,11 +622,15 @@ impl VcpuThread {
         };
         let pc = state.linear_rip();
         let planted = self.debug.with(|b| b.sw.get(&pc).copied());
+        let insn = complete::decode(&self.mem, &state);
         let exit = InternalErrorExit {
             suberror,
             planted_byte: planted.and_then(|bp| self.mem.read_obj::<u8>(bp.gpa).ok()),
             code_byte: self.code_byte(&state, pc),
             watches: self.debug.with(|b| !b.watch.is_empty()),
+            completable: insn
+                .as_ref()
+                .is_ok_and(|i| complete::lookup(i.mnemonic()).is_some()),
         };
         let cause = match quirks::classify_internal_error(&exit) {
             InternalErrorCause::GuestInt3 => {
@@ -603,16 +640,90 @@ impl VcpuThread {
                 }
                 quirks::unexplained_emulation_failure(exit.watches)
             }
+            InternalErrorCause::Complete => {
+                let done = insn
+                    .as_ref()
+                    .map_err(|_| CannotComplete::Undecodable(pc))
+                    .and_then(|i| self.complete_instruction(step, &state, i));
+                match done {
+                    Ok(exit) => return exit,
+                    Err(e) => {
+                        log::warn!("vCPU {}: at {pc:#x}: {e}", self.id);
+                        quirks::unexplained_emulation_failure(exit.watches)
+                    }
+                }
+            }
             cause => cause,
         };
+        if cause == InternalErrorCause::Genuine {
+            match &insn {
+                Ok(i) => log::warn!(
+                    "vCPU {}: KVM could not run `{:?}` at {pc:#x} (no completion for it)",
+                    self.id,
+                    i.code()
+                ),
+                Err(e) => log::warn!(
+                    "vCPU {}: KVM could not run the code at {pc:#x}: {e}",
+                    self.id
+                ),
+            }
+        }
         Some(match cause {
             InternalErrorCause::OurBreakpoint => {
                 self.debug.learn_int3_fails(&self.mem);
                 VcpuStop::SwBreakpoint(pc).into()
             }
             InternalErrorCause::NeedsRam => Exit::NeedsRam,
-            InternalErrorCause::GuestInt3 | InternalErrorCause::Genuine => genuine,
+            InternalErrorCause::GuestInt3
+            | InternalErrorCause::Complete
+            | InternalErrorCause::Genuine => genuine,
         })
+    }
+
+    /// Completes `insn`, an instruction KVM could not run (`vmm::complete`), and says what
+    /// follows: None to run on; the end of a step; or a watchpoint the instruction's memory
+    /// access hit (reported after it, as the MMIO path reports one). An exception the
+    /// instruction raises is handed to KVM, which delivers it on the next run (a step
+    /// then ends at the handler, as for any faulting instruction).
+    fn complete_instruction(
+        &mut self,
+        step: bool,
+        state: &CpuSnapshot,
+        insn: &iced_x86::Instruction,
+    ) -> Result<Option<Exit>, CannotComplete> {
+        match complete::complete(&self.vcpu, &self.mem, state, insn)? {
+            Done::Executed { regs, accesses } => {
+                let change = StateChange {
+                    regs: Some(regs),
+                    sregs: None,
+                };
+                if let Err(e) = self.apply_state(Some(&change)) {
+                    return Ok(Some(VcpuStop::RunError(e).into()));
+                }
+                let hit = self.debug.with(|b| {
+                    accesses
+                        .iter()
+                        .find_map(|a| b.watch_hit(a.gpa, a.len, a.write))
+                });
+                if let Some((kind, addr)) = hit {
+                    return Ok(Some(VcpuStop::Watch { kind, addr }.into()));
+                }
+                Ok(step.then_some(VcpuStop::Step.into()))
+            }
+            Done::Raised(exception) => {
+                log::debug!(
+                    "vCPU {}: `{:?}` raises vector {} for the guest",
+                    self.id,
+                    insn.code(),
+                    exception.vector
+                );
+                let sregs = complete::inject(&self.vcpu, &state.sregs, exception)?;
+                if self.sync_regs {
+                    self.vcpu.sync_regs_mut().sregs = sregs;
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// The code byte at linear address `pc`, read through the guest's page tables.
