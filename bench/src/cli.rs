@@ -379,10 +379,11 @@ fn run(args: &Args) -> Result<(), BenchError> {
     print!("{}", results.table(qemu_note.as_deref()));
     if let Some((kernel, reaches)) = &linux {
         println!(
-            "\nLinux: Debian {kernel}, `-m {}`, command line `{}`; kvmgdb with `--pvm-linux` \
-             on PVM, QEMU with `-cpu host,-cx16`.\n",
+            "\nLinux: Debian {kernel}, `-m {}`, command line `{}`; on PVM kvmgdb with \
+             `--pvm-linux`, QEMU with `{}` appended; QEMU with `-cpu host,-cx16`.\n",
             linux::RAM,
             linux::CMDLINE,
+            linux::PVM_PARAMS,
         );
         print!(
             "{}",

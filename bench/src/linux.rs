@@ -20,10 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The kernel command line both stubs get.
+/// The kernel command line both stubs get (on PVM with [`PVM_PARAMS`] after it).
 pub const CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 nokaslr panic=-1 \
-    initcall_blacklist=load_system_certificate_list cryptomgr.notests \
-    noxsave clearcpuid=popcnt,smap,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,gfni";
+    initcall_blacklist=load_system_certificate_list cryptomgr.notests";
+/// What kvmgdb's `--pvm-linux` preset appends on PVM; QEMU gets the same by hand.
+pub const PVM_PARAMS: &str =
+    "noxsave clearcpuid=popcnt,smap,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,gfni";
 /// Guest RAM for both.
 pub const RAM: &str = "256M";
 /// The first line of the kernel proper on the console.
@@ -107,7 +109,8 @@ impl LinuxBench {
                     Some(port) => cmd.arg(format!("127.0.0.1:{port}")),
                     None => cmd.arg("none"),
                 };
-                cmd.args(["-append", CMDLINE]);
+                // The native form (--append), which --serial and --gdb belong to.
+                cmd.args(["--append", CMDLINE]);
                 if self.pvm {
                     cmd.arg("--pvm-linux");
                 }
@@ -116,7 +119,12 @@ impl LinuxBench {
             Kind::Qemu => {
                 cmd.args(["-enable-kvm", "-cpu", "host,-cx16", "-m", RAM, "-kernel"])
                     .arg(kernel)
-                    .args(["-append", CMDLINE])
+                    .arg("-append")
+                    .arg(if self.pvm {
+                        format!("{CMDLINE} {PVM_PARAMS}")
+                    } else {
+                        CMDLINE.to_string()
+                    })
                     .args(["-display", "none", "-monitor", "none", "-no-reboot"])
                     .arg("-serial")
                     .arg(format!("file:{}", serial.display()));

@@ -53,17 +53,19 @@ pub fn initramfs() -> PathBuf {
     super::guest("initramfs.cpio")
 }
 
-/// kvmgdb's arguments to boot a Linux `image` the QEMU way: `-m`, `-append`, `-initrd`,
-/// and on PVM the `--pvm-linux` preset.
+/// kvmgdb's arguments (its native form, which the harness's `--gdb` and `--serial` belong
+/// to) to boot a Linux kernel: `--memory`, `--append`, `--initrd`, and on PVM the
+/// `--pvm-linux` preset, asked for explicitly (automatic there, but then with a note on
+/// stderr before the line the harness reads).
 pub fn linux_args(initrd: Option<&Path>, cmdline: &str) -> Vec<String> {
     let mut args = vec![
-        "-m".to_string(),
+        "--memory".to_string(),
         LINUX_RAM.to_string(),
-        "-append".to_string(),
+        "--append".to_string(),
         cmdline.to_string(),
     ];
     if let Some(initrd) = initrd {
-        args.push("-initrd".into());
+        args.push("--initrd".into());
         args.push(initrd.display().to_string());
     }
     if kvm_is_pvm() {
