@@ -49,6 +49,8 @@ static inline uint8_t inb(uint16_t port)
 void serial_putc(char c);
 void serial_puts(const char *s);
 void serial_putdec(unsigned long v);
+/* "0x" and the lowercase hex digits of v, without leading zeros. */
+void serial_puthex(unsigned long long v);
 NORETURN void debug_exit(uint32_t code);
 
 #endif

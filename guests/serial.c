@@ -33,6 +33,16 @@ void serial_putdec(unsigned long v)
         serial_putc(buf[--i]);
 }
 
+void serial_puthex(unsigned long long v)
+{
+    serial_puts("0x");
+    int shift = 60;
+    while (shift > 0 && !((v >> shift) & 0xf))
+        shift -= 4;
+    for (; shift >= 0; shift -= 4)
+        serial_putc("0123456789abcdef"[(v >> shift) & 0xf]);
+}
+
 void debug_exit(uint32_t code)
 {
     outl(DEBUG_EXIT_PORT, code);

@@ -10,8 +10,8 @@
 
 use super::LoadError;
 use crate::platform::{
-    ACPI_AREA_END, ACPI_RSDP, IOAPIC_BASE, IOAPIC_ID, LAPIC_BASE, PM_TMR_PORT, PM1A_CNT_PORT,
-    PM1A_EVT_PORT, RESET_PORT, RESET_VALUE, SCI_IRQ, SLP_TYP_S5,
+    ACPI_AREA_END, ACPI_RSDP, IOAPIC_BASE, IOAPIC_ID, LAPIC_BASE, PIT_GSI, PM_TMR_PORT,
+    PM1A_CNT_PORT, PM1A_EVT_PORT, RESET_PORT, RESET_VALUE, SCI_IRQ, SLP_TYP_S5,
 };
 
 /// The OEM ID of every table (ACPI 6.5, 5.2.6).
@@ -46,10 +46,8 @@ const LAPIC_ENABLED: u32 = 1;
 const INTI_ACTIVE_HIGH: u16 = 0b01;
 const INTI_EDGE: u16 = 0b01 << 2;
 const INTI_LEVEL: u16 = 0b11 << 2;
-/// The IRQ the PIT's timer interrupt arrives on, and the I/O APIC pin it is wired to, as on
-/// every PC with an I/O APIC (and in QEMU's and the VMM's interrupt routing).
+/// The ISA IRQ of the PIT's timer interrupt (its I/O APIC pin is `platform::PIT_GSI`).
 const PIT_IRQ: u8 = 0;
-const PIT_GSI: u32 = 2;
 /// The LAPIC input NMIs arrive on (LINT1, as the PC wires it).
 const NMI_LINT: u8 = 1;
 
@@ -190,8 +188,8 @@ fn facs() -> Vec<u8> {
 
 /// The MADT body (ACPI 6.5, 5.2.12): the local APIC address and PCAT_COMPAT, one enabled
 /// Processor Local APIC per CPU (UID and APIC ID = its index, as KVM numbers vCPUs), the
-/// I/O APIC, the overrides for the PIT (IRQ 0 on GSI 2, edge) and the SCI (IRQ 9, level,
-/// active high), and LINT1 as every processor's NMI input.
+/// I/O APIC, the interrupt source overrides (the PIT's IRQ 0 when it is not on GSI 0, edge;
+/// the SCI, IRQ 9, level and active high), and LINT1 as every processor's NMI input.
 fn madt_body(cpus: usize) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&(LAPIC_BASE as u32).to_le_bytes());
@@ -203,15 +201,14 @@ fn madt_body(cpus: usize) -> Vec<u8> {
     b.extend_from_slice(&[MADT_IO_APIC, 12, IOAPIC_ID, 0]);
     b.extend_from_slice(&(IOAPIC_BASE as u32).to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes()); // GSI base
-    let overrides = [
-        (PIT_IRQ, PIT_GSI, INTI_ACTIVE_HIGH | INTI_EDGE),
-        (
-            SCI_IRQ as u8,
-            u32::from(SCI_IRQ),
-            INTI_ACTIVE_HIGH | INTI_LEVEL,
-        ),
-    ];
-    for (irq, gsi, flags) in overrides {
+    let pit =
+        (PIT_GSI != u32::from(PIT_IRQ)).then_some((PIT_IRQ, PIT_GSI, INTI_ACTIVE_HIGH | INTI_EDGE));
+    let sci = (
+        SCI_IRQ as u8,
+        u32::from(SCI_IRQ),
+        INTI_ACTIVE_HIGH | INTI_LEVEL,
+    );
+    for (irq, gsi, flags) in pit.into_iter().chain([sci]) {
         b.extend_from_slice(&[MADT_INTERRUPT_OVERRIDE, 10, 0 /* ISA */, irq]);
         b.extend_from_slice(&gsi.to_le_bytes());
         b.extend_from_slice(&flags.to_le_bytes());
@@ -445,7 +442,8 @@ mod tests {
             let want: Vec<_> = (0..cpus as u8).map(|i| (i, i, 1)).collect();
             assert_eq!(lapics, want, "{cpus} CPUs: UID, APIC ID, enabled");
             let ioapic = [1, 12, 0, 0, 0, 0, 0xc0, 0xfe, 0, 0, 0, 0];
-            // IRQ0 → GSI 2 edge/high (flags 0b0101); IRQ 9 → GSI 9 level/high (0b1101).
+            // IRQ 0 → GSI 2 (the PIT on IOAPIC pin 2, as the VMM routes it), edge/high
+            // (flags 0b0101); IRQ 9 → GSI 9, level/high (flags 0b1101).
             let pit = [2, 10, 0, 0, 2, 0, 0, 0, 0x05, 0];
             let sci = [2, 10, 0, 9, 9, 0, 0, 0, 0x0d, 0];
             let nmi = [4, 6, 0xff, 0, 0, 1];
@@ -465,7 +463,7 @@ mod tests {
         let t = build(MAX_CPUS).unwrap();
         assert!(ACPI_RSDP + t.bytes.len() as u64 <= ACPI_AREA_END);
         let madt = table(&t, t.address(b"APIC").unwrap());
-        assert_eq!(madt.len(), 44 + 8 * 255 + 12 + 2 * 10 + 6);
+        assert_eq!(madt.len(), 44 + 8 * 255 + 12 + 10 + 10 + 6);
         assert_eq!(sum(madt), 0);
     }
 

@@ -13,12 +13,10 @@ pub const GDT: u64 = 0x500;
 pub const MULTIBOOT_INFO: u64 = 0x6000;
 /// The Multiboot memory map (follows the information structure).
 pub const MULTIBOOT_MMAP: u64 = 0x6100;
-/// The Multiboot command line.
-pub const MULTIBOOT_CMDLINE: u64 = 0x6400;
 /// The Multiboot boot-loader name.
 pub const MULTIBOOT_LOADER_NAME: u64 = 0x6700;
 /// Variable-size boot information, one format at a time: the Multiboot2 information
-/// structure, or the Multiboot v1 module list and module strings. Up to
+/// structure, or the Multiboot v1 module list, module strings and command line. Up to
 /// [`BOOT_INFO_END`].
 pub const BOOT_INFO: u64 = 0x1_0000;
 /// One past the last byte of [`BOOT_INFO`]'s area (64 KiB below the entry stack's top).

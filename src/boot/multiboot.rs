@@ -105,19 +105,38 @@ pub(super) fn plan(
     let (module_writes, modules) = load_modules(req.modules, info.kernel_end, ram)?;
     writes.extend(module_writes);
     let memory_map = ram.memory_map();
-    writes.push(entry::gdt(CpuMode::Protected));
-    let (block, module_list) = info_block(&kernel_cmdline(req), &memory_map, &modules)?;
+    let (block, strings) = info_block(&kernel_cmdline(req), &memory_map, &modules)?;
     writes.push(block);
-    writes.extend(module_list);
+    writes.push(strings);
+    Ok(protected_mode_plan(
+        writes,
+        memory_map,
+        info,
+        MULTIBOOT_BOOTLOADER_MAGIC,
+        layout::MULTIBOOT_INFO,
+    ))
+}
+
+/// The plan of a kernel entered in 32-bit protected mode with paging off, as both Multiboot
+/// versions are: `writes` and the GDT, the boot vCPU at the entry point with EAX = `magic`
+/// and EBX = `info_addr`.
+pub(super) fn protected_mode_plan(
+    mut writes: Vec<MemWrite>,
+    memory_map: Vec<MemoryRange>,
+    info: BootInfo,
+    magic: u32,
+    info_addr: u64,
+) -> BootPlan {
+    writes.push(entry::gdt(CpuMode::Protected));
     let mut bsp = entry::entry_state(CpuMode::Protected, info.entry);
-    bsp.regs.rax = MULTIBOOT_BOOTLOADER_MAGIC.into();
-    bsp.regs.rbx = layout::MULTIBOOT_INFO;
-    Ok(BootPlan {
+    bsp.regs.rax = magic.into();
+    bsp.regs.rbx = info_addr;
+    BootPlan {
         writes,
         vcpus: vec![bsp],
         memory_map,
         info,
-    })
+    }
 }
 
 /// Multiboot spec 3.1.3 (and the Multiboot2 address tag, 3.1.5): the header's address
@@ -272,21 +291,18 @@ const MBI_CMDLINE: u32 = 1 << 2;
 const MBI_MODS: u32 = 1 << 3;
 const MBI_MMAP: u32 = 1 << 6;
 const MBI_LOADER_NAME: u32 = 1 << 9;
-/// Bytes of `[MULTIBOOT_INFO, +INFO_AREA)`: the information structure, the memory map, the
-/// command line and the boot-loader name all lie inside.
+/// Bytes of `[MULTIBOOT_INFO, +INFO_AREA)`: the information structure, the memory map and
+/// the boot-loader name all lie inside.
 pub(super) const INFO_AREA: usize = 0x800;
-/// The longest command line kept (the rest of its slot holds the NUL).
-const CMDLINE_MAX: usize = 0x2ff;
 /// Bytes per memory-map entry: the `size` field (20, not counting itself) and 20 more.
 const MMAP_ENTRY: usize = 24;
 /// Bytes per module-list entry: mod_start, mod_end, string, reserved (spec 3.3).
 const MODULE_ENTRY: usize = 16;
 
-/// The module list and the modules' strings at [`layout::BOOT_INFO`], if there are modules.
-fn module_list(modules: &[LoadedModule]) -> Result<Option<MemWrite>, LoadError> {
-    if modules.is_empty() {
-        return Ok(None);
-    }
+/// The strings area at [`layout::BOOT_INFO`]: the module list, the modules' strings, then
+/// the kernel command line, whole (a boot loader has no reason to cut it; the kernel keeps
+/// what it takes). Returns it with the command line's address.
+fn strings_area(cmdline: &str, modules: &[LoadedModule]) -> Result<(MemWrite, u64), LoadError> {
     let mut list = vec![0u8; MODULE_ENTRY * modules.len()];
     let mut strings = Vec::new();
     for (i, m) in modules.iter().enumerate() {
@@ -300,21 +316,28 @@ fn module_list(modules: &[LoadedModule]) -> Result<Option<MemWrite>, LoadError> 
         strings.push(0);
     }
     list.extend_from_slice(&strings);
-    layout::check_boot_info("the Multiboot module list and strings", list.len())?;
-    Ok(Some(MemWrite::Bytes {
+    let cmdline_at = layout::BOOT_INFO + list.len() as u64;
+    list.extend_from_slice(cmdline.as_bytes());
+    list.push(0);
+    layout::check_boot_info(
+        "the Multiboot command line, module list and strings",
+        list.len(),
+    )?;
+    let area = MemWrite::Bytes {
         gpa: layout::BOOT_INFO,
         data: list,
-    }))
+    };
+    Ok((area, cmdline_at))
 }
 
 /// The information block at [`layout::MULTIBOOT_INFO`]: one blob with the structure, the
-/// memory map `map`, the command line and the boot-loader name, everything else zero; and
-/// the module list, if any.
+/// memory map `map` and the boot-loader name, everything else zero; and the strings area
+/// with the module list and the command line.
 fn info_block(
     cmdline: &str,
     map: &[MemoryRange],
     modules: &[LoadedModule],
-) -> Result<(MemWrite, Option<MemWrite>), LoadError> {
+) -> Result<(MemWrite, MemWrite), LoadError> {
     let base = layout::MULTIBOOT_INFO;
     let mut block = vec![0u8; INFO_AREA];
     let mut put = |at: u64, bytes: &[u8]| {
@@ -328,13 +351,12 @@ fn info_block(
         put(at + 12, &r.size.to_le_bytes());
         put(at + 20, &(r.kind as u32).to_le_bytes());
     }
-    let mut cmd = cmdline.as_bytes().to_vec();
-    cmd.truncate(CMDLINE_MAX);
-    cmd.push(0);
-    put(layout::MULTIBOOT_CMDLINE, &cmd);
     put(layout::MULTIBOOT_LOADER_NAME, b"kvmgdb\0");
-    let list = module_list(modules)?;
-    let mods = if list.is_some() { MBI_MODS } else { 0 };
+    let (strings, cmdline_at) = strings_area(cmdline, modules)?;
+    let (mods, mods_addr) = match modules.is_empty() {
+        true => (0, 0),
+        false => (MBI_MODS, layout::BOOT_INFO as u32),
+    };
     let fields: [(u64, u32); 10] = [
         (
             0,
@@ -342,16 +364,9 @@ fn info_block(
         ),
         (4, 640),
         (8, layout::upper_memory_kib(map) as u32),
-        (16, layout::MULTIBOOT_CMDLINE as u32),
+        (16, cmdline_at as u32),
         (20, modules.len() as u32),
-        (
-            24,
-            if list.is_some() {
-                layout::BOOT_INFO as u32
-            } else {
-                0
-            },
-        ),
+        (24, mods_addr),
         (44, (MMAP_ENTRY * map.len()) as u32),
         (48, layout::MULTIBOOT_MMAP as u32),
         (64, layout::MULTIBOOT_LOADER_NAME as u32),
@@ -364,16 +379,17 @@ fn info_block(
         gpa: base,
         data: block,
     };
-    Ok((block, list))
+    Ok((block, strings))
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::plan;
     use super::super::tests::{aout_kludge, blob_at, u32_at};
     use super::*;
 
-    fn c_str(b: &[u8]) -> &str {
+    /// The NUL-terminated string at the start of `b`.
+    pub(in crate::boot) fn c_str(b: &[u8]) -> &str {
         std::str::from_utf8(&b[..b.iter().position(|&c| c == 0).expect("NUL")]).unwrap()
     }
 
@@ -405,11 +421,11 @@ mod tests {
             1 | 4 | 8 | 64 | 512,
             "mem, cmdline, mods, mmap, name"
         );
-        let cmd = (layout::MULTIBOOT_CMDLINE - layout::MULTIBOOT_INFO) as usize;
-        assert_eq!(c_str(&mbi[cmd..]), "xen.gz console=com1");
+        let list = blob_at(&p, layout::BOOT_INFO);
+        let cmd = (u64::from(u32_at(mbi, 16)) - layout::BOOT_INFO) as usize;
+        assert_eq!(c_str(&list[cmd..]), "xen.gz console=com1");
         assert_eq!(u32_at(mbi, 20), 2, "mods_count");
         assert_eq!(u64::from(u32_at(mbi, 24)), layout::BOOT_INFO, "mods_addr");
-        let list = blob_at(&p, layout::BOOT_INFO);
         // The kernel's bss ends at 1 MiB + 8 KiB.
         let want = [
             (0x10_2000, 0x10_2000 + 4097, "/boot/xen-initrd dom0"),
@@ -431,7 +447,8 @@ mod tests {
         let mbi = blob_at(&p, layout::MULTIBOOT_INFO);
         assert_eq!(u32_at(mbi, 0) & 8, 0);
         assert_eq!((u32_at(mbi, 20), u32_at(mbi, 24)), (0, 0));
-        assert_eq!(c_str(&mbi[cmd..]), "k");
+        assert_eq!(u64::from(u32_at(mbi, 16)), layout::BOOT_INFO);
+        assert_eq!(c_str(blob_at(&p, layout::BOOT_INFO)), "k");
     }
 
     /// Modules that do not fit RAM, or whose strings overflow their area, are refused.

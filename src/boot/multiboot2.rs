@@ -6,10 +6,9 @@
 
 use super::acpi::AcpiTables;
 use super::elf::{ElfInfo, check_entry, loaded_ranges, rd32};
-use super::entry::{self, CpuMode};
 use super::layout::{self, MemoryKind, MemoryRange};
 use super::multiboot::{self, KludgeAddresses, LoadedModule};
-use super::{BootFormat, BootPlan, BootRequest, LoadError, RamMap};
+use super::{BootFormat, BootPlan, BootRequest, LoadError, MemWrite, RamMap};
 
 /// Multiboot2 header magic (spec 3.1.1).
 const MULTIBOOT2_HEADER_MAGIC: u32 = 0xE852_50D6;
@@ -128,6 +127,8 @@ struct Relocatable {
     min_addr: u32,
     max_addr: u32,
     align: u32,
+    /// The tag's optional flag: a loader may ignore it.
+    optional: bool,
 }
 
 /// What the header tags ask of the boot loader, once checked.
@@ -139,6 +140,8 @@ struct HeaderRequests {
     entry: Option<u32>,
     /// The relocatable tag.
     relocatable: Option<Relocatable>,
+    /// A required information request for the image load base address (tag 21).
+    requires_load_base: bool,
 }
 
 /// Walks the header tags (spec 3.1.3 to 3.1.13): honours what kvmgdb can, ignores optional
@@ -157,7 +160,6 @@ fn read_tags(image: &[u8], h: &Multiboot2Header) -> Result<HeaderRequests, LoadE
         })?;
     let mut req = HeaderRequests::default();
     let mut at = start + HEADER_FIXED;
-    let mut relocatable_info_requested = false;
     loop {
         let Some(tag) = image.get(at..end).filter(|t| t.len() >= 8) else {
             return refuse(format!(
@@ -195,7 +197,7 @@ fn read_tags(image: &[u8], h: &Multiboot2Header) -> Result<HeaderRequests, LoadE
                             | ITAG_ACPI_NEW
                     );
                     if t == ITAG_LOAD_BASE_ADDR {
-                        relocatable_info_requested = !optional;
+                        req.requires_load_base |= !optional;
                     } else if !can && !optional {
                         return refuse(format!(
                             "the information request tag requires boot information tag {t} ({}), which kvmgdb cannot provide (mark the request optional to boot without it)",
@@ -251,6 +253,7 @@ fn read_tags(image: &[u8], h: &Multiboot2Header) -> Result<HeaderRequests, LoadE
                     min_addr: f(0)?,
                     max_addr: f(1)?,
                     align: f(2)?,
+                    optional,
                 });
             }
             HTAG_FRAMEBUFFER | HTAG_EFI_BS | HTAG_EFI_I386_ENTRY | HTAG_EFI_AMD64_ENTRY => {}
@@ -264,11 +267,6 @@ fn read_tags(image: &[u8], h: &Multiboot2Header) -> Result<HeaderRequests, LoadE
             }
         }
         at += size.next_multiple_of(8);
-    }
-    if relocatable_info_requested && req.relocatable.is_none() {
-        return refuse(
-            "the information request tag requires the image load base address (21), which only a relocatable image gets".into(),
-        );
     }
     Ok(req)
 }
@@ -329,18 +327,18 @@ pub(super) fn plan(
         }
     };
     let load_base = match tags.relocatable {
-        Some(r) => Some(check_relocatable(
-            r,
-            lowest_address(&writes),
-            info.kernel_end,
-        )?),
+        Some(r) => check_relocatable(r, lowest_address(&writes), info.kernel_end)?,
         None => None,
     };
+    if tags.requires_load_base && load_base.is_none() {
+        return Err(LoadError::Multiboot2(
+            "the information request tag requires the image load base address (21), which only a relocatable image gets".into(),
+        ));
+    }
     info.image_is_32bit = elf.is_none_or(|e| !e.is_64);
     let (module_writes, modules) = multiboot::load_modules(req.modules, info.kernel_end, ram)?;
     writes.extend(module_writes);
     let memory_map = ram.memory_map();
-    writes.push(entry::gdt(CpuMode::Protected));
     let boot_info = boot_information(
         &multiboot::kernel_cmdline(req),
         &memory_map,
@@ -349,27 +347,25 @@ pub(super) fn plan(
         load_base,
     );
     layout::check_boot_info("the Multiboot2 boot information", boot_info.len())?;
-    writes.push(super::MemWrite::Bytes {
+    writes.push(MemWrite::Bytes {
         gpa: layout::BOOT_INFO,
         data: boot_info,
     });
-    let mut bsp = entry::entry_state(CpuMode::Protected, info.entry);
-    bsp.regs.rax = MULTIBOOT2_BOOTLOADER_MAGIC.into();
-    bsp.regs.rbx = layout::BOOT_INFO;
-    Ok(BootPlan {
+    Ok(multiboot::protected_mode_plan(
         writes,
-        vcpus: vec![bsp],
         memory_map,
         info,
-    })
+        MULTIBOOT2_BOOTLOADER_MAGIC,
+        layout::BOOT_INFO,
+    ))
 }
 
 /// The lowest address the kernel's writes start at: where the image is loaded.
-fn lowest_address(writes: &[super::MemWrite]) -> u64 {
+fn lowest_address(writes: &[MemWrite]) -> u64 {
     writes
         .iter()
         .map(|w| match w {
-            super::MemWrite::Bytes { gpa, .. } | super::MemWrite::Zero { gpa, .. } => *gpa,
+            MemWrite::Bytes { gpa, .. } | MemWrite::Zero { gpa, .. } => *gpa,
         })
         .min()
         .unwrap_or(0)
@@ -377,16 +373,22 @@ fn lowest_address(writes: &[super::MemWrite]) -> u64 {
 
 /// A relocatable image (spec 3.1.13) is loaded where it is linked, which must be a place
 /// the tag allows: kvmgdb does not relocate. Returns the load base address for the
-/// information tag 21.
-fn check_relocatable(r: Relocatable, base: u64, end: u64) -> Result<u64, LoadError> {
+/// information tag 21; `None` when an optional tag cannot be honoured and is ignored (the
+/// image then boots, unrelocated, as one without the tag).
+fn check_relocatable(r: Relocatable, base: u64, end: u64) -> Result<Option<u64>, LoadError> {
     let aligned = r.align == 0 || base % u64::from(r.align) == 0;
-    if base < r.min_addr.into() || end > u64::from(r.max_addr) || !aligned {
-        return Err(LoadError::Multiboot2(format!(
-            "the relocatable tag allows {:#x}..{:#x} aligned to {:#x}, and the image is linked at {base:#x}..{end:#x}; kvmgdb loads images where they are linked and does not relocate them",
-            r.min_addr, r.max_addr, r.align
-        )));
+    if base >= r.min_addr.into() && end <= u64::from(r.max_addr) && aligned {
+        return Ok(Some(base));
     }
-    Ok(base)
+    let why = format!(
+        "the relocatable tag allows {:#x}..{:#x} aligned to {:#x}, and the image is linked at {base:#x}..{end:#x}; kvmgdb loads images where they are linked and does not relocate them",
+        r.min_addr, r.max_addr, r.align
+    );
+    if r.optional {
+        log::info!("Multiboot2: ignoring the optional relocatable tag: {why}");
+        return Ok(None);
+    }
+    Err(LoadError::Multiboot2(why))
 }
 
 /// Appends boot information tag `kind` with `payload`, padded to 8 bytes (spec 3.4).
@@ -456,8 +458,9 @@ fn boot_information(
 
 #[cfg(test)]
 mod tests {
+    use super::super::multiboot::tests::c_str;
     use super::super::tests::{aout_kludge, blob_at, u32_at, u64_at};
-    use super::super::{MemWrite, Module, check_prefix, plan};
+    use super::super::{Module, check_prefix, plan};
     use super::*;
     use crate::platform::ACPI_RSDP;
 
@@ -543,10 +546,6 @@ mod tests {
                 return tags;
             }
         }
-    }
-
-    fn c_str(b: &[u8]) -> &str {
-        std::str::from_utf8(&b[..b.iter().position(|&c| c == 0).expect("NUL")]).unwrap()
     }
 
     /// An a.out-style image with modules: the entry state, where everything lands, and
@@ -730,6 +729,57 @@ mod tests {
         assert!(m.contains("does not relocate"), "{m}");
         assert!(refusal(&reloc(0, 0x10_1000, 0x1000)).contains("relocatable tag"));
         assert!(refusal(&reloc(0, 0x1000_0000, 0x20_0000)).contains("relocatable tag"));
+        // An optional tag that cannot be honoured is ignored: no load base address.
+        let mut t = flat();
+        t.push((
+            HTAG_RELOCATABLE,
+            TAG_OPTIONAL,
+            words(&[0x20_0000, u32::MAX, 0x1000, 0]),
+        ));
+        let p = boot(&image(&t)).unwrap();
+        let tags = info_tags(blob_at(&p, layout::BOOT_INFO));
+        assert!(tags.iter().all(|t| t.0 != ITAG_LOAD_BASE_ADDR));
+    }
+
+    /// Hostile headers: random bytes over a valid header's fields and tags (a seeded
+    /// xorshift, so a failure replays) give a plan or an error, never a panic.
+    #[test]
+    fn mutated_headers_never_panic() {
+        let mut tags = flat();
+        tags.push((HTAG_INFO_REQUEST, 0, words(&[1, 2, 3, 4, 6, 14, 15, 21])));
+        tags.push((HTAG_RELOCATABLE, 0, words(&[0, 0x1000_0000, 0x1000, 0])));
+        tags.push((HTAG_CONSOLE_FLAGS, TAG_OPTIONAL, words(&[3])));
+        let good = image(&tags);
+        let header_len = u32_at(&good, HDR_AT + 8) as usize;
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let modules = [Module {
+            cmdline: "m".into(),
+            data: vec![1; 10],
+        }];
+        for _ in 0..1000 {
+            let mut img = good.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = HDR_AT + 4 + (next() as usize) % (header_len - 4);
+                img[at] = next() as u8;
+            }
+            // Keep the checksum valid, so the mutations reach the tag parser.
+            let sum = 0u32
+                .wrapping_sub(MULTIBOOT2_HEADER_MAGIC)
+                .wrapping_sub(u32_at(&img, HDR_AT + 4))
+                .wrapping_sub(u32_at(&img, HDR_AT + 8));
+            img[HDR_AT + 12..HDR_AT + 16].copy_from_slice(&sum.to_le_bytes());
+            let req = BootRequest {
+                modules: &modules,
+                ..BootRequest::new(&img, 16 << 20)
+            };
+            let _ = plan(&req);
+        }
     }
 
     /// load_addr -1 loads the file from its start.

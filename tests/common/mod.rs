@@ -13,11 +13,14 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+mod debian;
 mod debuggers;
 mod parse;
 mod process;
 
 // The tests see one flat harness (`use common::*`); not every binary uses every part.
+#[allow(unused_imports)]
+pub use debian::*;
 #[allow(unused_imports)]
 pub use debuggers::*;
 pub use parse::*;
@@ -67,8 +70,14 @@ pub fn require_kvm() {
 /// .ci/run installs it).
 #[track_caller]
 fn require_tool(tool: &str, package: &str) {
+    require_tool_with(tool, package, "--version");
+}
+
+/// Fails the test unless `tool version_flag` runs (for tools without `--version`).
+#[track_caller]
+fn require_tool_with(tool: &str, package: &str, version_flag: &str) {
     match Command::new(tool)
-        .arg("--version")
+        .arg(version_flag)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -76,7 +85,7 @@ fn require_tool(tool: &str, package: &str) {
     {
         Ok(status) if status.success() => {}
         Ok(status) => panic!(
-            "{tool} not installed: apt-get install -y {package} (`{tool} --version` failed: {status})"
+            "{tool} not installed: apt-get install -y {package} (`{tool} {version_flag}` failed: {status})"
         ),
         Err(e) => panic!("{tool} not installed: apt-get install -y {package} ({e})"),
     }
@@ -92,6 +101,12 @@ pub fn require_gdb() {
 #[track_caller]
 pub fn require_lldb() {
     require_tool("lldb", "lldb");
+}
+
+/// Fails the test unless ACPICA's `iasl` is on PATH.
+#[track_caller]
+pub fn require_iasl() {
+    require_tool_with("iasl", "acpica-tools", "-v");
 }
 
 /// Both preconditions of a gdb test.

@@ -117,20 +117,30 @@ pub fn multiboot_entry() -> u64 {
 pub fn boot_configured(code: &[u8], configure: impl FnOnce(&mut MachineConfig)) -> Guest {
     let mut machine = MachineConfig::new(MEMORY_SIZE, 1);
     configure(&mut machine);
-    boot_machine(&elf64(code, LOAD_ADDR), machine)
+    let image = elf64(code, LOAD_ADDR);
+    boot_machine(&boot::BootRequest::new(&image, MEMORY_SIZE), machine)
 }
 
-/// Builds the machine for `image` with `vcpus` vCPUs.
+/// Builds the machine for `image` with `vcpus` vCPUs (the firmware tables list them all).
 fn boot_image(image: &[u8], vcpus: usize) -> Guest {
-    boot_machine(image, MachineConfig::new(MEMORY_SIZE, vcpus))
+    boot_request(&boot::BootRequest {
+        vcpus,
+        ..boot::BootRequest::new(image, MEMORY_SIZE)
+    })
+}
+
+/// Boots what `req` asks for (image, command line, modules) on a machine of its RAM size
+/// and vCPU count.
+pub fn boot_request(req: &boot::BootRequest) -> Guest {
+    boot_machine(req, MachineConfig::new(req.ram_size, req.vcpus))
 }
 
 /// The one place that builds a [`Vm`], so that a change to `Vm::new` touches only this.
-fn boot_machine(image: &[u8], machine: MachineConfig) -> Guest {
+pub fn boot_machine(req: &boot::BootRequest, machine: MachineConfig) -> Guest {
     let kvm = Kvm::new().unwrap_or_else(|e| panic!("KVM not available: cannot open /dev/kvm: {e}"));
     let serial = Serial::default();
-    let plan = boot::plan(&boot::BootRequest::new(image, MEMORY_SIZE))
-        .unwrap_or_else(|e| panic!("cannot plan the boot of the test image: {e}"));
+    let plan =
+        boot::plan(req).unwrap_or_else(|e| panic!("cannot plan the boot of the test image: {e}"));
     let vm = Vm::new(kvm, machine, plan, Box::new(serial.clone()))
         .unwrap_or_else(|e| panic!("cannot build the VM: {e}"));
     Guest { vm, serial }
