@@ -357,14 +357,14 @@ fn a_misaligned_movdqa_raises_gp_and_loads_nothing() {
 /// A guest that runs `xrstor64 (%rdi)` from an XSAVE area at DATA2 holding `area`, with
 /// EDX:EAX = `rfbm` ([`xsave_guest`]).
 fn xrstor(area: &[(usize, usize, u128)], rfbm: u64) -> Guest {
-    xsave_guest([0x48, 0x0f, 0xae, 0x2f], area, rfbm) // xrstor64 (%rdi)
+    xsave_guest([0x48, 0x0f, 0xae, 0x2f], area, rfbm, 7) // xrstor64 (%rdi)
 }
 
 /// A guest that runs the 4-byte `insn` with RDI = DATA2, which holds `area`, and EDX:EAX =
-/// `rfbm`, after setting CR4.OSXSAVE, and XCR0 to x87 | SSE | AVX with `xsetbv` (ECX = 0);
+/// `rfbm`, after setting CR4.OSXSAVE, and XCR0 to `xcr0` with `xsetbv` (ECX = 0);
 /// the vCPU's XMM5 holds 0x55 and its MXCSR 0x1f80 before. With the handler of
 /// [`with_handler`]; `insn` is at `LOAD_ADDR + 35`, a `hlt` at +39.
-fn xsave_guest(insn: [u8; 4], area: &[(usize, usize, u128)], rfbm: u64) -> Guest {
+fn xsave_guest(insn: [u8; 4], area: &[(usize, usize, u128)], rfbm: u64, xcr0: u32) -> Guest {
     #[rustfmt::skip]
     let mut code = vec![
         0x0f, 0x20, 0xe0,             // +0  mov %cr4, %rax
@@ -378,6 +378,7 @@ fn xsave_guest(insn: [u8; 4], area: &[(usize, usize, u128)], rfbm: u64) -> Guest
         0x4c, 0x89, 0xca,             // +27 mov %r9, %rdx
         0xbf, 0x00, 0x10, 0x20, 0x00, // +30 mov $DATA2, %edi
     ];
+    code[13..17].copy_from_slice(&xcr0.to_le_bytes());
     code.extend_from_slice(&insn); //    +35 insn
     code.push(0xf4); //                  +39 hlt
     let mut g = with_handler(&code);
@@ -441,6 +442,49 @@ fn xrstor_loads_the_requested_components_and_initializes_the_absent_ones() {
     assert_eq!(x.get(xsave::MXCSR, 4), 0x1f80, "MXCSR untouched");
 }
 
+/// The compacted form, as Linux's `os_xrstor_booting` uses it: components packed in
+/// XCOMP_BV order. With AVX-512 (where the CPU has it) the opmask component lands at 832
+/// compacted, 1088 in the standard format, so a wrong offset shows.
+#[test]
+fn xrstor_of_a_compacted_area_finds_each_component_packed() {
+    const XMM3: u128 = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
+    const YMM3_HI: u128 = 0xfedc_ba98_7654_3210_8899_aabb_ccdd_eeff;
+    const K1: u128 = 0x1111_2222_3333_4444;
+    // CPUID leaf 0DH EAX: the XCR0 bits the CPU supports.
+    let avx512 = std::arch::x86_64::__cpuid_count(0xd, 0).eax & 0xe0 == 0xe0;
+    let xcr0: u32 = if avx512 { 0xe7 } else { 0x07 };
+    let compacted = 1u128 << 63 | u128::from(xcr0);
+    let mut area = vec![
+        (xsave::FCW, 2, 0x027f),
+        (xsave::MXCSR, 4, 0x7f80),
+        (xsave::XMM0 + 16 * 3, 16, XMM3),
+        (576 + 16 * 3, 16, YMM3_HI), // AVX, first component: 576 in both formats
+        (
+            xsave::XSTATE_BV,
+            16,
+            compacted << 64 | u128::from(xcr0 & 0x27),
+        ),
+    ];
+    if avx512 {
+        area.push((832 + 8, 8, K1)); // k1, after the 256 bytes of AVX
+    }
+    let mut g = xsave_guest([0x48, 0x0f, 0xae, 0x2f], &area, u64::MAX, xcr0);
+    g.run_to_hlt(39);
+    let x = g.xsave();
+    assert_eq!(x.get(xsave::FCW, 2), 0x027f, "x87 loaded");
+    assert_eq!(x.get(xsave::MXCSR, 4), 0x7f80, "MXCSR loaded");
+    assert_eq!(x.get(xsave::XMM0 + 16 * 3, 16), XMM3, "XMM3 loaded");
+    assert_eq!(
+        x.get(xsave::YMM_HI + 16 * 3, 16),
+        YMM3_HI,
+        "YMM3's upper half loaded"
+    );
+    if avx512 {
+        let opmask = std::arch::x86_64::__cpuid_count(0xd, 5).ebx as usize;
+        assert_eq!(x.get(opmask + 8, 8), K1, "k1 from its compacted place");
+    }
+}
+
 #[test]
 fn xrstor_of_a_component_outside_xcr0_raises_gp() {
     // XSTATE_BV bit 9 (PKRU) while XCR0 is x87 | SSE | AVX: #GP(0), nothing loaded.
@@ -465,7 +509,7 @@ fn xsave_writes_the_requested_components_and_their_xstate_bv_bits() {
     // The area is 0xaa everywhere but XSTATE_BV, which has a bit outside RFBM.
     let mut area: Vec<(usize, usize, u128)> = (0..64).map(|i| (16 * i, 16, FILL)).collect();
     area.push((xsave::XSTATE_BV, 16, 1 << 9));
-    let mut g = xsave_guest([0x48, 0x0f, 0xae, 0x27], &area, 0b011); // xsave64 (%rdi)
+    let mut g = xsave_guest([0x48, 0x0f, 0xae, 0x27], &area, 0b011, 7); // xsave64 (%rdi)
     g.edit_xsave(|x| {
         x.put(xsave::FCW, 2, 0x027f);
         x.put(xsave::MXCSR, 4, 0x7f80);
@@ -506,7 +550,7 @@ fn xsave_writes_the_requested_components_and_their_xstate_bv_bits() {
 
 #[test]
 fn xgetbv_reads_xcr0() {
-    let mut g = xsave_guest([0x0f, 0x01, 0xd0, 0x90], &[], 0); // xgetbv; nop
+    let mut g = xsave_guest([0x0f, 0x01, 0xd0, 0x90], &[], 0, 7); // xgetbv; nop
     g.edit_regs(|r| r.rdx = u64::MAX);
     g.run_to_hlt(39);
     assert_eq!(
