@@ -278,13 +278,14 @@ fn iasl_disassembles_the_acpi_tables() {
         "PC-AT Compatibility : 1",
         "Subtable Type : 01 [I/O APIC] Length : 0C I/O Apic ID : 00 Reserved : 00 Address : FEC00000 Interrupt : 00000000",
         "Source : 09 Interrupt : 00000009 Flags (decoded below) : 000D Polarity : 1 Trigger Mode : 3",
+        "Source : 00 Interrupt : 00000002 Flags (decoded below) : 0005 Polarity : 1 Trigger Mode : 1",
     ] {
         assert!(fields.contains(field), "iasl shows no {field:?}:\n{dsl}");
     }
-    // One override, the SCI's: the PIT's IRQ 0 is on GSI 0 (platform::PIT_GSI).
+    // Two overrides: the PIT's IRQ 0 on GSI 2 (platform::PIT_GSI) and the SCI's.
     assert_eq!(
         fields.matches("[Interrupt Source Override]").count(),
-        1,
+        2,
         "{dsl}"
     );
     assert_eq!(
