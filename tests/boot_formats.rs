@@ -196,7 +196,7 @@ fn pit_irq0_arrives_on_the_gsi_the_madt_names() {
 }
 
 /// The ACPI tables as a plan writes them, each table by its signature, found by following
-/// the RSDP's XSDT and RSDT and the FADT's DSDT and FACS pointers (the RSDP itself is not a
+/// the RSDP's XSDT and RSDT and the FADT's DSDT and FACS (FIRMWARE_CTRL) pointers (the RSDP itself is not a
 /// table `iasl` reads from a file; the unit tests and the guests check it).
 fn acpi_tables(cpus: usize) -> Vec<(String, Vec<u8>)> {
     let plan = boot::plan(&BootRequest {
@@ -233,7 +233,7 @@ fn acpi_tables(cpus: usize) -> Vec<(String, Vec<u8>)> {
     }
     let fadt = u64_at(xsdt, 36);
     tables.push(table(u64_at(fadt, 140)));
-    tables.push(table(u64_at(fadt, 132)));
+    tables.push(table(u32_at(fadt, 36).into()));
     tables
 }
 
