@@ -1,6 +1,7 @@
 //! Builds the test guests in `guests/` from source with the machine's `gcc` and `ld`.
 //!
-//! Output: `$OUT_DIR/guests/<name>.elf` for every entry of [`GUESTS`]; the
+//! Output: `$OUT_DIR/guests/<name>.elf` for every entry of [`GUESTS`], and
+//! `$OUT_DIR/guests/initramfs.cpio` (see [`build_initramfs`]); the
 //! directory is also exported to the crate as the compile-time environment
 //! variable `KVMGDB_GUEST_DIR`. See `guests/README.md` for what each guest is.
 
@@ -172,6 +173,9 @@ const GUESTS: &[Guest] = &[
 /// Files in `guests/` that are included rather than listed as sources.
 const HEADERS: &[&str] = &["guest.h", "firmware_check.h"];
 
+/// The source of the initramfs' `/init`, relative to `guests/`.
+const INIT_SOURCE: &str = "initramfs/init.S";
+
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -184,6 +188,7 @@ fn main() {
         .iter()
         .flat_map(|g| g.sources.iter().chain([&g.linker_script]))
         .chain(HEADERS)
+        .chain(&[INIT_SOURCE])
     {
         println!("cargo:rerun-if-changed=guests/{file}");
     }
@@ -194,13 +199,14 @@ fn main() {
 
     // One thread per guest: the compiles are independent and each is short.
     let errors: Vec<String> = thread::scope(|s| {
-        let builds: Vec<_> = GUESTS
+        let mut builds: Vec<_> = GUESTS
             .iter()
             .map(|guest| {
                 let (src_dir, out_dir) = (&src_dir, &out_dir);
                 s.spawn(move || build_guest(guest, src_dir, out_dir))
             })
             .collect();
+        builds.push(s.spawn(|| build_initramfs(&src_dir, &out_dir)));
         builds
             .into_iter()
             .filter_map(|build| build.join().expect("guest build thread panicked").err())
@@ -260,6 +266,92 @@ fn build_guest(guest: &Guest, src_dir: &Path, out_dir: &Path) -> Result<(), Stri
         cmd.arg("-e").arg(entry);
     }
     run(cmd, guest.name)
+}
+
+/// Builds the Linux test initramfs `out_dir/initramfs.cpio`: a static user-space `/init`
+/// from `guests/initramfs/init.S` (raw system calls, no libc: it prints a line and powers
+/// off), packed with a `/dev/console` node as an uncompressed newc cpio archive, the format
+/// the kernel unpacks (Documentation/driver-api/early-userspace/buffer-format.rst).
+fn build_initramfs(src_dir: &Path, out_dir: &Path) -> Result<(), String> {
+    const NAME: &str = "initramfs";
+    let obj_dir = out_dir.join("obj").join(NAME);
+    std::fs::create_dir_all(&obj_dir)
+        .map_err(|e| format!("kvmgdb guests: cannot create {}: {e}", obj_dir.display()))?;
+    let object = obj_dir.join("init.o");
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-m64", "-c", "-Wall"])
+        .arg(src_dir.join(INIT_SOURCE))
+        .arg("-o")
+        .arg(&object);
+    run(cmd, NAME)?;
+    let init = obj_dir.join("init");
+    let mut cmd = Command::new("ld");
+    cmd.args([
+        "-m",
+        "elf_x86_64",
+        "-static",
+        "-nostdlib",
+        "--build-id=none",
+    ])
+    .args(["-z", "noexecstack", "-o"])
+    .arg(&init)
+    .arg(&object);
+    run(cmd, NAME)?;
+    let init_data = std::fs::read(&init)
+        .map_err(|e| format!("kvmgdb guests: cannot read {}: {e}", init.display()))?;
+
+    let mut cpio = Vec::new();
+    cpio_entry(&mut cpio, 1, "dev", cpio::DIR | 0o755, (0, 0), &[]);
+    // The kernel opens /dev/console for init's fds 0-2 before devtmpfs is mounted.
+    cpio_entry(&mut cpio, 2, "dev/console", cpio::CHAR | 0o600, (5, 1), &[]);
+    cpio_entry(&mut cpio, 3, "init", cpio::FILE | 0o755, (0, 0), &init_data);
+    cpio_entry(&mut cpio, 0, "TRAILER!!!", 0, (0, 0), &[]);
+    let path = out_dir.join("initramfs.cpio");
+    std::fs::write(&path, cpio)
+        .map_err(|e| format!("kvmgdb guests: cannot write {}: {e}", path.display()))
+}
+
+/// File types of a cpio entry's mode (as in `st_mode`).
+mod cpio {
+    pub const DIR: u32 = 0o040000;
+    pub const CHAR: u32 = 0o020000;
+    pub const FILE: u32 = 0o100000;
+}
+
+/// Appends one "newc" cpio entry: the 110-byte ASCII header ("070701" and 13 eight-digit
+/// hex fields), the name with its NUL, padding to 4 bytes, the data, padding to 4 bytes.
+fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+    let nlink = if mode & cpio::DIR != 0 { 2 } else { 1 };
+    let fields = [
+        ino,
+        mode,
+        0, // uid
+        0, // gid
+        nlink,
+        0, // mtime
+        data.len() as u32,
+        0, // devmajor
+        0, // devminor
+        rdev.0,
+        rdev.1,
+        name.len() as u32 + 1,
+        0, // check (unused by newc)
+    ];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08x}").as_bytes());
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    pad4(out);
+    out.extend_from_slice(data);
+    pad4(out);
+}
+
+fn pad4(out: &mut Vec<u8>) {
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
 }
 
 /// Runs `cmd`, passing its warnings on to cargo. On failure, returns a

@@ -28,6 +28,8 @@ monitor msr 0xc0000102 0x1234
 monitor msr 3221225730
 echo @@kvm\n
 monitor info kvm
+echo @@version\n
+monitor info version
 echo @@sstep\n
 monitor sstep irq off
 stepi

@@ -4,7 +4,7 @@
 /* kmain prints a progress line each time counter reaches a multiple of this. */
 #define TICK_REPORT_INTERVAL 100000
 
-/* Guest-physical address of the zeroed Linux boot_params page (RSI at entry). */
+/* Guest-physical address of the Linux boot_params page (RSI at entry). */
 uint64_t boot_params;
 /* Incremented exactly once per tick() call. */
 volatile uint64_t counter;

@@ -2,7 +2,7 @@
  *
  * Entry state (set by the VMM): 64-bit long mode, CPL0, all RAM identity
  * mapped, flat GDT, interrupts off, RSP = a VMM-provided stack below 0x80000,
- * RSI = guest-physical address of a zeroed Linux boot_params page.
+ * RSI = guest-physical address of a Linux boot_params page (e820 map, cmdline).
  * We clear .bss, switch to our own 16 KiB stack and call
  * kmain(boot_params), which is not expected to return.
  */

@@ -11,12 +11,11 @@ pub const IOAPIC_ID: u8 = 0;
 /// Interrupt pins of the in-kernel IOAPIC (KVM_IOAPIC_NUM_PINS).
 pub const IOAPIC_PINS: u32 = 24;
 
-/// The I/O APIC input (GSI) the PIT's ISA IRQ 0 arrives on. The VMM keeps KVM's default
-/// GSI routing (KVM_CREATE_IRQCHIP: GSI n to IOAPIC pin n and PIC pin n % 8, for n < 16),
-/// and KVM's PIT raises GSI 0: so IRQ 0 is pin 0 here, not pin 2 as on PC chipsets (QEMU
-/// reroutes GSI 0 to pin 2 to match them). The MADT says which: an interrupt source
-/// override when this is not 0. A VMM that reroutes the PIT changes this with it.
-pub const PIT_GSI: u32 = 0;
+/// The I/O APIC pin the PIT's ISA IRQ 0 arrives on: pin 2, as on PC chipsets. KVM's PIT
+/// raises GSI 0 and KVM's default routing would put it on pin 0, so the VMM sets the PC's
+/// routing (`vmm/irqchip.rs`, GSI 0 to pin 2, as QEMU does) and the MADT describes it with
+/// an interrupt source override IRQ 0 → GSI 2.
+pub const PIT_GSI: u32 = 2;
 /// The ISA IRQ of COM1 (the 16550 at 0x3f8).
 pub const COM1_IRQ: u32 = 4;
 /// The ISA IRQ of the RTC.

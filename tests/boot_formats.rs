@@ -45,7 +45,7 @@ fn modules() -> Vec<Module> {
 fn run(req: &BootRequest) -> (boot::BootPlan, String) {
     require_kvm();
     let plan = boot::plan(req).expect("plan");
-    let mut g: Guest = vmm_support::boot_request(req, MachineConfig::new(req.ram_size, 1));
+    let mut g: Guest = vmm_support::boot_machine(req, MachineConfig::new(req.ram_size, 1));
     let ev = g.cont();
     let out = g.serial.text();
     assert_eq!(

@@ -17,17 +17,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// contains each of `words`.
 #[track_caller]
 fn assert_error(args: &[&str], words: &[&str]) {
-    let (status, stdout, stderr) = run_kvmgdb(args, TIMEOUT);
-    let what = format!("kvmgdb {args:?}: status {status}, stdout {stdout:?}, stderr {stderr:?}");
-    assert!(!stderr.contains("panicked"), "{what}");
-    assert_eq!(status, i32::from(EXIT_ERROR), "{what}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected exactly one stderr line; {what}");
-    assert!(lines[0].starts_with("kvmgdb: error: "), "{what}");
-    for w in words {
-        assert!(lines[0].contains(w), "expected {w:?} in the error; {what}");
-    }
-    assert!(stdout.is_empty(), "{what}");
+    assert_one_error(args, EXIT_ERROR, words);
 }
 
 /// Runs kvmgdb and checks that clap rejected the command line (status 2).
@@ -45,6 +35,25 @@ fn assert_usage_error(args: &[&str], words: &[&str]) {
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
+}
+
+/// Runs `kernel` with no stub and no serial output, `extra` options first; checks it ended
+/// with status 0 (a guest that halts with interrupts off) and returns stderr.
+#[track_caller]
+fn run_to_halt(extra: &[&str], kernel: &Path) -> String {
+    let mut args = vec!["--gdb", "none", "--serial", "none"];
+    args.extend(extra);
+    args.push(path_str(kernel));
+    let (status, _, stderr) = run_kvmgdb(&args, TIMEOUT);
+    assert_eq!(status, 0, "{args:?}: stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    stderr
+}
+
+/// Makes the file at `path` `len` bytes long (sparse past its end).
+fn grow(path: &Path, len: u64) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_len(len).unwrap();
 }
 
 #[test]
@@ -93,11 +102,21 @@ fn text_file_is_not_a_kernel() {
 /// A minimal ELF64 x86-64 executable: one PT_LOAD at 1 MiB whose memory size is `memsz`
 /// (the rest is zero-filled .bss), entered at a `hlt`.
 fn tiny_elf64(memsz: u64) -> Vec<u8> {
+    tiny_elf64_with_note(memsz, None)
+}
+
+/// [`tiny_elf64`] with, when `owner` is given, a PT_NOTE segment holding one note of that
+/// owner (a vmlinux carries one owned by "Linux").
+fn tiny_elf64_with_note(memsz: u64, owner: Option<&str>) -> Vec<u8> {
     const LOAD_ADDR: u64 = 0x10_0000;
     const EHDR_SIZE: u16 = 64;
     const PHDR_SIZE: u16 = 56;
-    const CODE_OFFSET: u64 = (EHDR_SIZE + PHDR_SIZE) as u64;
+    const PHNUM: u16 = 2;
+    const CODE_OFFSET: u64 = (EHDR_SIZE + PHNUM * PHDR_SIZE) as u64;
     const HLT: u8 = 0xf4;
+    const PT_LOAD: u32 = 1;
+    const PT_NOTE: u32 = 4;
+    const PT_NULL: u32 = 0;
     let mut f = Vec::new();
     // e_ident: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, System V ABI, padding.
     f.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -110,22 +129,40 @@ fn tiny_elf64(memsz: u64) -> Vec<u8> {
     f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
     f.extend_from_slice(&EHDR_SIZE.to_le_bytes()); // e_ehsize
     f.extend_from_slice(&PHDR_SIZE.to_le_bytes()); // e_phentsize
-    f.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    f.extend_from_slice(&PHNUM.to_le_bytes()); // e_phnum
     f.extend_from_slice(&64u16.to_le_bytes()); // e_shentsize
     f.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
     f.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
     assert_eq!(f.len(), EHDR_SIZE as usize);
     let filesz = CODE_OFFSET + 1;
-    f.extend_from_slice(&1u32.to_le_bytes()); // p_type: PT_LOAD
-    f.extend_from_slice(&7u32.to_le_bytes()); // p_flags: RWX
-    f.extend_from_slice(&0u64.to_le_bytes()); // p_offset
-    f.extend_from_slice(&LOAD_ADDR.to_le_bytes()); // p_vaddr
-    f.extend_from_slice(&LOAD_ADDR.to_le_bytes()); // p_paddr
-    f.extend_from_slice(&filesz.to_le_bytes()); // p_filesz
-    f.extend_from_slice(&memsz.to_le_bytes()); // p_memsz
-    f.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+    let phdr = |f: &mut Vec<u8>, p_type: u32, offset: u64, addr: u64, filesz: u64, memsz: u64| {
+        f.extend_from_slice(&p_type.to_le_bytes());
+        f.extend_from_slice(&7u32.to_le_bytes()); // p_flags: RWX
+        f.extend_from_slice(&offset.to_le_bytes()); // p_offset
+        f.extend_from_slice(&addr.to_le_bytes()); // p_vaddr
+        f.extend_from_slice(&addr.to_le_bytes()); // p_paddr
+        f.extend_from_slice(&filesz.to_le_bytes()); // p_filesz
+        f.extend_from_slice(&memsz.to_le_bytes()); // p_memsz
+        f.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+    };
+    phdr(&mut f, PT_LOAD, 0, LOAD_ADDR, filesz, memsz);
+    // The note: namesz, descsz, type, the name (NUL-terminated) padded to 4, no desc.
+    let mut note = Vec::new();
+    if let Some(owner) = owner {
+        let name = format!("{owner}\0");
+        note.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        note.extend_from_slice(&0u32.to_le_bytes());
+        note.extend_from_slice(&1u32.to_le_bytes());
+        note.extend_from_slice(name.as_bytes());
+        note.resize(note.len().next_multiple_of(4), 0);
+    }
+    let note_offset = filesz.next_multiple_of(4);
+    let note_type = if owner.is_some() { PT_NOTE } else { PT_NULL };
+    phdr(&mut f, note_type, note_offset, 0, note.len() as u64, 0);
     assert_eq!(f.len() as u64, CODE_OFFSET);
     f.push(HLT);
+    f.resize(note_offset as usize, 0);
+    f.extend_from_slice(&note);
     f
 }
 
@@ -141,20 +178,7 @@ fn kernel_larger_than_ram() {
     );
     // The same image boots with enough RAM: it halts at once with interrupts off, which
     // ends the VM with status 0. So the error above was about the size, not the image.
-    let (status, _, stderr) = run_kvmgdb(
-        &[
-            "--gdb",
-            "none",
-            "--serial",
-            "none",
-            "--memory",
-            "128M",
-            path_str(&big),
-        ],
-        TIMEOUT,
-    );
-    assert_eq!(status, 0, "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    run_to_halt(&["--memory", "128M"], &big);
 }
 
 #[test]
@@ -298,4 +322,62 @@ fn two_kernels_are_refused_with_a_clear_message() {
         assert!(!stderr.contains("subcommand"), "{what}");
         assert!(stdout.is_empty(), "{what}");
     }
+}
+
+/// A debug vmlinux is far larger than what it loads (its symbols follow the segments): an
+/// ELF file larger than RAM boots when its segments fit, and only they are read.
+#[test]
+fn elf_larger_than_ram_boots_when_its_segments_fit() {
+    require_kvm();
+    let dir = TestDir::new("cli-big-elf");
+    let big = dir.join("big.elf");
+    std::fs::write(&big, tiny_elf64(0x1000)).unwrap();
+    // 4 GiB of sparse "debug info" after the segments, against 16 MiB of RAM: it halts at
+    // once with interrupts off.
+    grow(&big, 4 << 30);
+    run_to_halt(&["--memory", "16M"], &big);
+    // A file of no format that large is still refused by its size.
+    let giant = dir.join("giant.bin");
+    std::fs::write(&giant, "not a kernel").unwrap();
+    grow(&giant, 4 << 30);
+    assert_error(
+        &["--gdb", "none", "--memory", "16M", path_str(&giant)],
+        &["is 4294967296 bytes", "larger than guest RAM (16 MiB)"],
+    );
+}
+
+/// The --pvm-linux preset: added by itself to a Linux kernel on PVM (the host KVM is PVM
+/// when the kvm_pvm module is loaded), with a line on stderr saying so; never with
+/// --no-pvm-linux; and --pvm-linux on something that is not Linux says it does nothing.
+#[test]
+fn pvm_linux_preset_notes() {
+    require_kvm();
+    let dir = TestDir::new("cli-pvm-linux");
+    let vmlinux = dir.join("vmlinux");
+    std::fs::write(&vmlinux, tiny_elf64_with_note(0x1000, Some("Linux"))).unwrap();
+    let run = run_to_halt;
+    let auto_note = "appending \"noxsave clearcpuid=popcnt,smap,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,gfni\" to the vmlinux's command line";
+    let on_pvm = Path::new("/sys/module/kvm_pvm").exists();
+    let stderr = run(&[], &vmlinux);
+    assert_eq!(
+        stderr.contains(auto_note),
+        on_pvm,
+        "PVM: {on_pvm}; stderr: {stderr}"
+    );
+    let stderr = run(&["--no-pvm-linux"], &vmlinux);
+    assert!(!stderr.contains("appending"), "{stderr}");
+    // Asked for, it is applied without a note (the user knows).
+    let stderr = run(&["--pvm-linux"], &vmlinux);
+    assert!(!stderr.contains("appending"), "{stderr}");
+    // The same image without its Linux note is not Linux.
+    let plain = dir.join("plain.elf");
+    std::fs::write(&plain, tiny_elf64(0x1000)).unwrap();
+    let stderr = run(&[], &plain);
+    assert!(!stderr.contains("appending"), "{stderr}");
+    let stderr = run(&["--pvm-linux"], &plain);
+    assert_contains(&stderr, "--pvm-linux: ");
+    assert_contains(
+        &stderr,
+        "is not a Linux kernel; its command line is left as given",
+    );
 }

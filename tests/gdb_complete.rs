@@ -1,5 +1,6 @@
-//! gdb against an instruction KVM cannot run and kvmgdb does not complete: the stop is
-//! SIGILL at the instruction, and the user can move `$pc` past it and continue.
+//! gdb against instructions KVM cannot run: one kvmgdb completes, which `stepi` steps over
+//! like any other; and one it does not, where the stop is SIGILL at the instruction and the
+//! user can move `$pc` past it and continue.
 
 mod common;
 
@@ -31,4 +32,17 @@ fn after_sigill_gdb_moves_pc_past_the_instruction_and_continues() {
         after["eax"], 42,
         "and ran the instruction after pxor:\n{out}"
     );
+}
+
+#[test]
+fn stepi_over_a_completed_instruction_ends_after_it_with_its_result() {
+    let out = demo_session("stepi-completion", "stepi-completion.gdb");
+    let step = tagged_one(&out, "@@step");
+    assert_eq!(step["pc"], 0x400005, "one instruction:\n{out}");
+    assert_eq!(step["rax"], 16, "popcnt of 0xff00ff:\n{out}");
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        assert_contains(&out, "popcnt 1");
+    } else {
+        assert_contains(&out, "none (every instruction ran in KVM)");
+    }
 }

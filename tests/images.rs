@@ -636,14 +636,102 @@ fn files_that_are_not_kernel_images() {
     drop(f);
     std::fs::remove_file(&giant).unwrap();
 
-    // A real (non-sparse) file larger than -m: a valid ELF padded to 3 MiB.
-    let mut big = Elf::valid64().bytes();
+    // A real (non-sparse) file larger than -m: a 3 MiB file of no format, and an ELF whose
+    // 3 MiB segment is what makes it large (an ELF padded past its segments, as a debug
+    // vmlinux is, loads: tests/cli.rs).
+    let mut big = b"not a kernel".to_vec();
     big.resize(3 << 20, 0);
     c.image(
         "larger-than-m",
         &big,
         &["--memory", "2M"],
-        &["3145728 bytes", "larger than guest RAM (2 MiB)"],
+        &["is 3145728 bytes", "larger than guest RAM (2 MiB)"],
     );
+    let big_elf = Elf {
+        segs: vec![Seg::load(LOAD, 3 << 20, 3 << 20)],
+        len: (DATA_AT as usize) + (3 << 20),
+        ..Elf::valid64()
+    };
+    c.image(
+        "elf-segments-larger-than-m",
+        &big_elf.bytes(),
+        &["--memory", "2M"],
+        &[
+            &format!("loads {} bytes", DATA_AT + (3 << 20)),
+            "larger than guest RAM (2 MiB)",
+        ],
+    );
+    c.finish();
+}
+
+/// A bzImage as `make bzImage` lays it out (protocol 2.15, relocatable, 64-bit, loaded at
+/// 16 MiB with 1 MiB of init_size): one setup sector, then 4 KiB of protected-mode kernel.
+fn bzimage() -> Vec<u8> {
+    let mut f = vec![0xf4u8; 0x400 + 0x1000];
+    let mut put = |off: usize, v: &[u8]| f[off..off + v.len()].copy_from_slice(v);
+    put(0, b"MZ");
+    put(0x1f1, &[1]); // setup_sects
+    put(0x1f4, &0x100u32.to_le_bytes()); // syssize: 4 KiB
+    put(0x1fe, &0xaa55u16.to_le_bytes());
+    put(0x200, &[0xeb, 0x6a]);
+    put(0x202, b"HdrS");
+    put(0x206, &0x020fu16.to_le_bytes());
+    put(0x211, &[1]); // LOADED_HIGH
+    put(0x214, &0x10_0000u32.to_le_bytes()); // code32_start
+    put(0x230, &0x20_0000u32.to_le_bytes()); // kernel_alignment
+    put(0x234, &[1]); // relocatable_kernel
+    put(0x236, &1u16.to_le_bytes()); // XLF_KERNEL_64
+    put(0x238, &255u32.to_le_bytes()); // cmdline_size
+    put(0x258, &0x100_0000u64.to_le_bytes()); // pref_address
+    put(0x260, &0x10_0000u32.to_le_bytes()); // init_size
+    f
+}
+
+#[test]
+fn linux_images_refused_with_what_they_are() {
+    let mut c = Corpus::new("images-linux");
+    let good = bzimage();
+    assert_plans(&good);
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut img = good.clone();
+        f(&mut img);
+        img
+    };
+    let old = with(&|f| f[0x206..0x208].copy_from_slice(&0x0205u16.to_le_bytes()));
+    c.image("protocol-2.05", &old, &[], &["boot protocol 2.05", "2.06"]);
+    c.image("zimage", &with(&|f| f[0x211] = 0), &[], &["zImage"]);
+    c.image(
+        "truncated-setup-header",
+        &good[..0x230],
+        &[],
+        &["bzImage is truncated", "setup header"],
+    );
+    c.image(
+        "truncated-kernel",
+        &good[..0x900],
+        &[],
+        &["bzImage is truncated", "syssize"],
+    );
+    c.image(
+        "init-size-beyond-ram",
+        &good,
+        &["--memory", "16M"],
+        &["does not fit in guest RAM"],
+    );
+    // Not Linux: an EFI application, a boot sector.
+    let mut efi = vec![0u8; 0x400];
+    efi[..2].copy_from_slice(b"MZ");
+    efi[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+    efi[0x80..0x84].copy_from_slice(b"PE\0\0");
+    efi[0x84..0x86].copy_from_slice(&0xaa64u16.to_le_bytes());
+    c.image(
+        "efi-arm64",
+        &efi,
+        &[],
+        &["PE/COFF", "ARM64", "EFI application"],
+    );
+    let mut mbr = vec![0u8; 512];
+    mbr[510..].copy_from_slice(&[0x55, 0xaa]);
+    c.image("boot-sector", &mbr, &[], &["16-bit boot sector", "no BIOS"]);
     c.finish();
 }

@@ -143,6 +143,12 @@ fn tour_of_the_monitor_on_the_demo() {
     assert_contains(kvm, "KVM API version    12");
     assert_contains(kvm, "sstep irq          on");
 
+    // What Linux's gdb scripts probe with (any non-empty answer means a QEMU-like stub).
+    assert_eq!(
+        part(&out, "version").trim(),
+        format!("kvmgdb {}", env!("CARGO_PKG_VERSION"))
+    );
+
     let sstep = part(&out, "sstep");
     assert_contains(sstep, "sstep irq off: interrupts may be delivered");
     assert_contains(sstep, "sstep irq on: interrupts stay masked");

@@ -439,3 +439,79 @@ fn every_advertised_paravirtual_msr_takes_the_guests_write() {
         "kvmclock and steal time at least are advertised"
     );
 }
+
+#[test]
+fn serial_input_raises_the_receive_interrupt() {
+    use std::io::Write;
+    /// COM1 IER: received-data interrupt.
+    const IER_RDA: u64 = 0x01;
+    let mut g = irq_guest(MASK_TIMER_COM1, DIV_1KHZ, IER_RDA, 200);
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    g.vm.attach_serial_input(Box::new(theirs))
+        .expect("serial input");
+    g.vm.resume(&[(VCPU, false)]).expect("resume");
+    ours.write_all(b"x").expect("write");
+    assert_eq!(
+        wait_stop(&mut g.vm, STOP_TIMEOUT).stop,
+        VcpuStop::Exit(exit_status(0))
+    );
+    assert!(g.read_u32(COM1_IRQS) >= 1, "no IRQ 4 for the input");
+    // IIR as the handler read it: received data available (0x4), FIFOs (0xc0).
+    assert_eq!(g.read(IIR, 1)[0], 0xc4);
+}
+
+/// A guest that masks both PICs, enables its local APIC (SVR 0x1ff), points IOAPIC pin 2
+/// (redirection entry 0x14/0x15: vector 0x30, edge, fixed, to APIC 0) at a handler that
+/// counts in `TICKS` and writes the LAPIC's EOI, starts the PIT at 1 kHz, and exits after
+/// 20 ticks: the PIT reaches the IOAPIC where the MADT's IRQ 0 → GSI 2 override says.
+#[rustfmt::skip]
+const IOAPIC_GUEST: &[u8] = &[
+    0x48, 0x8d, 0x05, 0x94, 0x00, 0x00, 0x00,                               // +0 lea 0x94(%rip),%rax
+    0xbf, 0x00, 0x03, 0x20, 0x00,                                           // +7 mov $0x200300,%edi
+    0x66, 0x89, 0x07,                                                       // +12 mov %ax,(%rdi)
+    0x66, 0xc7, 0x47, 0x02, 0x10, 0x00,                                     // +15 movw $0x10,0x2(%rdi)
+    0x66, 0xc7, 0x47, 0x04, 0x00, 0x8e,                                     // +21 movw $0x8e00,0x4(%rdi)
+    0x48, 0xc1, 0xe8, 0x10,                                                 // +27 shr $0x10,%rax
+    0x66, 0x89, 0x47, 0x06,                                                 // +31 mov %ax,0x6(%rdi)
+    0x48, 0xc1, 0xe8, 0x10,                                                 // +35 shr $0x10,%rax
+    0x89, 0x47, 0x08,                                                       // +39 mov %eax,0x8(%rdi)
+    0xc7, 0x47, 0x0c, 0x00, 0x00, 0x00, 0x00,                               // +42 movl $0x0,0xc(%rdi)
+    0x66, 0xc7, 0x04, 0x25, 0x00, 0x10, 0x20, 0x00, 0xff, 0x0f,             // +49 movw $0xfff,0x201000
+    0x48, 0xc7, 0x04, 0x25, 0x02, 0x10, 0x20, 0x00, 0x00, 0x00, 0x20, 0x00, // +59 movq $0x200000,0x201002
+    0x0f, 0x01, 0x1c, 0x25, 0x00, 0x10, 0x20, 0x00,                         // +71 lidt 0x201000
+    0xb0, 0xff,                                                             // +79 mov $0xff,%al
+    0xe6, 0x21,                                                             // +81 out %al,$0x21
+    0xe6, 0xa1,                                                             // +83 out %al,$0xa1
+    0xbf, 0xf0, 0x00, 0xe0, 0xfe,                                           // +85 mov $0xfee000f0,%edi
+    0xc7, 0x07, 0xff, 0x01, 0x00, 0x00,                                     // +90 movl $0x1ff,(%rdi)
+    0xbf, 0x00, 0x00, 0xc0, 0xfe,                                           // +96 mov $0xfec00000,%edi
+    0xc7, 0x07, 0x14, 0x00, 0x00, 0x00,                                     // +101 movl $0x14,(%rdi)
+    0xc7, 0x47, 0x10, 0x30, 0x00, 0x00, 0x00,                               // +107 movl $0x30,0x10(%rdi)
+    0xc7, 0x07, 0x15, 0x00, 0x00, 0x00,                                     // +114 movl $0x15,(%rdi)
+    0xc7, 0x47, 0x10, 0x00, 0x00, 0x00, 0x00,                               // +120 movl $0x0,0x10(%rdi)
+    0xb0, 0x34,                                                             // +127 mov $0x34,%al
+    0xe6, 0x43,                                                             // +129 out %al,$0x43
+    0xb0, 0xa9,                                                             // +131 mov $0xa9,%al
+    0xe6, 0x40,                                                             // +133 out %al,$0x40
+    0xb0, 0x04,                                                             // +135 mov $0x4,%al
+    0xe6, 0x40,                                                             // +137 out %al,$0x40
+    0xfb,                                                                   // +139 sti
+    0x83, 0x3c, 0x25, 0x00, 0x20, 0x20, 0x00, 0x14,                         // +140 cmpl $0x14,0x202000
+    0x72, 0xf6,                                                             // +148 jb 8c <_start+0x8c>
+    0xfa,                                                                   // +150 cli
+    0x31, 0xc0,                                                             // +151 xor %eax,%eax
+    0xe6, 0xf4,                                                             // +153 out %al,$0xf4
+    0xff, 0x04, 0x25, 0x00, 0x20, 0x20, 0x00,                               // +155 timer: incl 0x202000
+    0x57,                                                                   // +162 push %rdi
+    0xbf, 0xb0, 0x00, 0xe0, 0xfe,                                           // +163 mov $0xfee000b0,%edi
+    0xc7, 0x07, 0x00, 0x00, 0x00, 0x00,                                     // +168 movl $0x0,(%rdi)
+    0x5f,                                                                   // +174 pop %rdi
+    0x48, 0xcf,                                                             // +175 iretq
+];
+
+#[test]
+fn the_pit_interrupts_through_ioapic_pin_2() {
+    let mut g = boot(IOAPIC_GUEST);
+    assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0)));
+    assert!(g.read_u32(TICKS) >= 20);
+}

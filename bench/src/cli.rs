@@ -2,16 +2,18 @@
 //! repetition, and prints the table (and the JSON samples when asked).
 //!
 //! The kvmgdb side runs as `kvmgdb-bench --exec-kvmgdb ARGS…`, which calls the same
-//! `kvmgdb::cli::run` as the `kvmgdb` binary: the benchmark always measures the library it
+//! `kvmgdb::cli::main_from` as the `kvmgdb` binary: the benchmark always measures the library it
 //! was built with, even when `cargo run -p kvmgdb-bench --bin kvmgdb-bench` did not rebuild `kvmgdb`.
 
 use crate::guest::{BenchGuest, Pattern};
+use crate::linux::{self, LinuxBench, Reach};
 use crate::measure::{self, BenchError, Counts};
 use crate::report;
 use crate::stub::{self, Kind, StubSpec};
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 /// The hidden first argument that turns this binary into kvmgdb itself.
 pub const EXEC_KVMGDB: &str = "--exec-kvmgdb";
@@ -47,6 +49,22 @@ struct Args {
     /// Write every raw sample to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Add the Linux figures: Debian's cloud kernel (fetched with apt-get download into
+    /// --linux-cache) booted by both stubs from its bzImage and its vmlinux.
+    #[arg(long)]
+    linux: bool,
+    /// Only the Linux figures (implies --linux).
+    #[arg(long)]
+    only_linux: bool,
+    /// How long each Linux serial run may go on, in seconds ("how far each gets").
+    #[arg(long, default_value_t = 90)]
+    linux_limit: u64,
+    /// Repetitions of the Linux part (each takes minutes).
+    #[arg(long, default_value_t = 1)]
+    linux_reps: usize,
+    /// Where Debian's kernel is cached (default: target/debian-linux of this workspace).
+    #[arg(long)]
+    linux_cache: Option<PathBuf>,
     /// Run everything (this client, the stubs, gdb) on this one CPU. Round trips then
     /// cost context switches instead of cross-CPU wake-ups, which are dear on VMs.
     #[arg(long)]
@@ -82,20 +100,7 @@ pub fn main() -> ExitCode {
 pub fn exec_kvmgdb(args: &[String]) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let argv = std::iter::once("kvmgdb".to_string()).chain(args.iter().cloned());
-    let parsed = match kvmgdb::cli::Args::try_parse_from(argv) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(kvmgdb::cli::EXIT_USAGE);
-        }
-    };
-    match kvmgdb::cli::run(parsed) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("kvmgdb: error: {e}");
-            ExitCode::from(kvmgdb::cli::EXIT_ERROR)
-        }
-    }
+    ExitCode::from(kvmgdb::cli::main_from(argv))
 }
 
 /// Finds a program given by name on PATH, or checks a given path.
@@ -291,7 +296,8 @@ fn run(args: &Args) -> Result<(), BenchError> {
     let mut specs = vec![kvmgdb_spec.clone()];
     specs.extend(qemu_spec.clone());
     let mut results = report::Results::default();
-    for rep in 0..reps {
+    let quick_reps = if args.only_linux { 0 } else { reps };
+    for rep in 0..quick_reps {
         // Alternate which stub goes first, so drift over the run hits both alike.
         let order: Vec<&StubSpec> = if rep % 2 == 0 {
             specs.iter().collect()
@@ -311,6 +317,12 @@ fn run(args: &Args) -> Result<(), BenchError> {
             results.add(rep, spec.kind, out.figs);
         }
     }
+
+    let linux = if args.linux || args.only_linux {
+        Some(run_linux(args, &specs, &gdb, &mut results)?)
+    } else {
+        None
+    };
 
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let date = report::utc_now();
@@ -352,6 +364,19 @@ fn run(args: &Args) -> Result<(), BenchError> {
     }
     println!();
     print!("{}", results.table(qemu_note.as_deref()));
+    if let Some((kernel, reaches)) = &linux {
+        println!(
+            "\nLinux: Debian {kernel}, `-m {}`, command line `{}`; on PVM kvmgdb with \
+             `--pvm-linux`, QEMU with `{}` appended; QEMU with `-cpu host,-cx16`.\n",
+            linux::RAM,
+            linux::CMDLINE,
+            linux::PVM_PARAMS,
+        );
+        print!(
+            "{}",
+            linux::reach_table(reaches, Duration::from_secs(args.linux_limit))
+        );
+    }
 
     if let Some(path) = &args.json {
         let stubs: Vec<(Kind, String)> = specs
@@ -362,4 +387,40 @@ fn run(args: &Args) -> Result<(), BenchError> {
             .map_err(|e| BenchError::Write(path.clone(), e))?;
     }
     Ok(())
+}
+
+/// The Linux part: fetches the kernel, then runs each stub `--linux-reps` times. Returns
+/// the kernel's name and how far each stub got.
+fn run_linux(
+    args: &Args,
+    specs: &[StubSpec],
+    gdb: &Path,
+    results: &mut report::Results,
+) -> Result<(String, Vec<Reach>), BenchError> {
+    let cache = args
+        .linux_cache
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debian-linux"));
+    let kernel = crate::debian::fetch(&cache)
+        .map_err(|e| BenchError::Setup(format!("cannot obtain Debian's Linux kernel: {e}")))?;
+    let name = kernel.abi.clone();
+    let bench = LinuxBench {
+        kernel,
+        limit: Duration::from_secs(args.linux_limit),
+        pvm: Path::new("/sys/module/kvm_pvm").exists(),
+    };
+    let mut reaches = Vec::new();
+    for rep in 0..args.linux_reps.max(1) {
+        let order: Vec<&StubSpec> = if rep % 2 == 0 {
+            specs.iter().collect()
+        } else {
+            specs.iter().rev().collect()
+        };
+        for spec in order {
+            let (figs, reach) = bench.run_rep(spec, gdb)?;
+            results.add(rep, spec.kind, figs);
+            reaches.extend(reach);
+        }
+    }
+    Ok((name, reaches))
 }

@@ -43,6 +43,12 @@ pub enum Fig {
     RssOwn,
     /// Peak RSS at the first stop, before the guest has run.
     RssStart,
+    /// Linux (`--linux`): launch → `Linux version` on serial, from the bzImage.
+    LinuxVersionBz,
+    /// Linux: launch → `Linux version` on serial, from the vmlinux (PVH).
+    LinuxVersionVm,
+    /// Linux: launch → gdb stopped at `start_kernel` (hbreak), from the vmlinux.
+    StartKernelVm,
 }
 
 /// What a figure is judged against.
@@ -60,7 +66,7 @@ pub enum Target {
 
 impl Fig {
     /// Every figure, in table order.
-    pub const ALL: [Fig; 20] = [
+    pub const ALL: [Fig; 23] = [
         Fig::Launch,
         Fig::Ready,
         Fig::Step,
@@ -81,6 +87,9 @@ impl Fig {
         Fig::Rss,
         Fig::RssOwn,
         Fig::RssStart,
+        Fig::LinuxVersionBz,
+        Fig::LinuxVersionVm,
+        Fig::StartKernelVm,
     ];
 
     /// The key in the JSON samples.
@@ -106,6 +115,9 @@ impl Fig {
             Fig::Rss => "peak_rss_mib",
             Fig::RssOwn => "rss_outside_guest_ram_mib",
             Fig::RssStart => "peak_rss_at_first_stop_mib",
+            Fig::LinuxVersionBz => "linux_bzimage_launch_to_version_s",
+            Fig::LinuxVersionVm => "linux_vmlinux_launch_to_version_s",
+            Fig::StartKernelVm => "linux_vmlinux_launch_to_start_kernel_s",
         }
     }
 
@@ -132,6 +144,9 @@ impl Fig {
             Fig::Rss => "peak RSS, 128 MiB guest (MiB)",
             Fig::RssOwn => "RSS outside guest RAM (MiB)⁴",
             Fig::RssStart => "peak RSS at the first stop, guest not yet run (MiB)",
+            Fig::LinuxVersionBz => "Linux bzImage: launch → `Linux version` on serial (s)",
+            Fig::LinuxVersionVm => "Linux vmlinux (PVH): launch → `Linux version` on serial (s)",
+            Fig::StartKernelVm => "Linux vmlinux: launch → gdb stopped at `start_kernel` (s)",
         }
     }
 
@@ -148,6 +163,17 @@ impl Fig {
                 | Fig::RssStart
                 | Fig::GdbStepiCpu
                 | Fig::GdbDumpCpu
+                | Fig::LinuxVersionBz
+                | Fig::LinuxVersionVm
+                | Fig::StartKernelVm
+        )
+    }
+
+    /// True for the figures of the `--linux` part (left out of the table when not run).
+    pub fn is_linux(self) -> bool {
+        matches!(
+            self,
+            Fig::LinuxVersionBz | Fig::LinuxVersionVm | Fig::StartKernelVm
         )
     }
 
@@ -163,6 +189,8 @@ impl Fig {
             Fig::GRead => Target::Ratio(1.5),
             Fig::StubCpu => Target::Below(1.0),
             Fig::Rss => Target::Ratio(5.0),
+            // Issue 9: no firmware on kvmgdb's side.
+            Fig::StartKernelVm => Target::Ratio(5.0),
             Fig::Ready
             | Fig::GReadAck
             | Fig::Mem1
@@ -171,7 +199,9 @@ impl Fig {
             | Fig::RssOwn
             | Fig::RssStart
             | Fig::GdbStepiCpu
-            | Fig::GdbDumpCpu => Target::None,
+            | Fig::GdbDumpCpu
+            | Fig::LinuxVersionBz
+            | Fig::LinuxVersionVm => Target::None,
         }
     }
 

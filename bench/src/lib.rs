@@ -9,10 +9,12 @@
 //! use the RSP client and the stub launcher; the `kvmgdb-bench` binary is [`cli::main`].
 
 pub mod cli;
+pub mod debian;
 pub mod figures;
 pub mod fuzz;
 pub mod gdb;
 pub mod guest;
+pub mod linux;
 pub mod measure;
 pub mod report;
 pub mod rsp;

@@ -81,6 +81,10 @@ impl Results {
         for fig in Fig::ALL {
             let k = self.summary(fig, Kind::Kvmgdb);
             let q = self.summary(fig, Kind::Qemu);
+            // A part of the benchmark that did not run (--only-linux, or no --linux).
+            if matches!((&k, &q), (Summary::None, Summary::None)) {
+                continue;
+            }
             let cell = |s: &Summary, notes: &mut Vec<String>, who: &str| match s {
                 Summary::None => "—".to_string(),
                 Summary::Median(m, 0, _) => fmt_value(fig, *m),
@@ -117,15 +121,19 @@ impl Results {
             );
         }
         t.push('\n');
-        t.push_str(
+        let quick_ran = self.samples.keys().any(|(fig, _)| !fig.is_linux());
+        t.push_str(if quick_ran {
             "¹ Includes the guest filling its 16 MiB pattern (about 1 s of emulated SSE \
              stores under PVM) and, for QEMU, SeaBIOS; for information.\n\
              ² The stub's threads only (vCPU threads excluded), from /proc/PID/task/*/schedstat.\n\
              ³ How many times better kvmgdb is: kvmgdb/QEMU for rates, QEMU/kvmgdb for times, \
              CPU and memory. Medians over the repetitions.\n\
              ⁴ Resident memory outside the 128 MiB guest-RAM mapping (of which the guest \
-             touches the 16 MiB pattern, plus firmware for QEMU), from /proc/PID/smaps.\n",
-        );
+             touches the 16 MiB pattern, plus firmware for QEMU), from /proc/PID/smaps.\n"
+        } else {
+            "³ How many times better kvmgdb is: QEMU/kvmgdb for times. Medians over the \
+             repetitions.\n"
+        });
         for k in &self.ack_only {
             let _ = writeln!(
                 t,

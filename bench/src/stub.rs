@@ -124,7 +124,7 @@ pub struct Stub {
 }
 
 /// A port nobody listens on right now.
-fn free_port() -> Result<u16, StubError> {
+pub fn free_port() -> Result<u16, StubError> {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(StubError::Port)?;
     Ok(l.local_addr().map_err(StubError::Port)?.port())
 }
@@ -133,28 +133,38 @@ impl Stub {
     /// Starts `spec` on `guest`; its stderr goes to a log file read back on failure.
     pub fn spawn(spec: &StubSpec, guest: &Path) -> Result<Stub, StubError> {
         let port = free_port()?;
+        Stub::launch(spec.kind, spec.command(guest, port), port)
+    }
+
+    /// Starts `cmd`, a `kind` stub that listens on `port` (if it listens at all); its
+    /// stderr goes to a log file read back on failure.
+    pub fn launch(kind: Kind, mut cmd: Command, port: u16) -> Result<Stub, StubError> {
         let log = std::env::temp_dir().join(format!(
             "kvmgdb-bench-{}-{}-{port}.log",
             std::process::id(),
-            spec.kind.name()
+            kind.name()
         ));
         let err_file = std::fs::File::create(&log)
             .map_err(|e| StubError::Spawn(log.display().to_string(), e))?;
-        let mut cmd = spec.command(guest, port);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(err_file));
         let spawned_at = Instant::now();
         let child = cmd
             .spawn()
-            .map_err(|e| StubError::Spawn(spec.program.display().to_string(), e))?;
+            .map_err(|e| StubError::Spawn(cmd.get_program().to_string_lossy().into_owned(), e))?;
         Ok(Stub {
-            kind: spec.kind,
+            kind,
             child,
             port,
             spawned_at,
             log,
         })
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The process id.

@@ -439,11 +439,12 @@ mod tests {
             let want: Vec<_> = (0..cpus as u8).map(|i| (i, i, 1)).collect();
             assert_eq!(lapics, want, "{cpus} CPUs: UID, APIC ID, enabled");
             let ioapic = [1, 12, 0, 0, 0, 0, 0xc0, 0xfe, 0, 0, 0, 0];
-            // IRQ 0 stays on GSI 0 (KVM's default routing): no override for it.
-            // IRQ 9 → GSI 9, level/high (flags 0b1101).
+            // IRQ 0 → GSI 2 (the PIT on IOAPIC pin 2, as the VMM routes it), edge/high
+            // (flags 0b0101); IRQ 9 → GSI 9, level/high (flags 0b1101).
+            let pit = [2, 10, 0, 0, 2, 0, 0, 0, 0x05, 0];
             let sci = [2, 10, 0, 9, 9, 0, 0, 0, 0x0d, 0];
             let nmi = [4, 6, 0xff, 0, 0, 1];
-            assert_eq!(rest, [&ioapic[..], &sci, &nmi]);
+            assert_eq!(rest, [&ioapic[..], &pit, &sci, &nmi]);
         }
     }
 
@@ -459,7 +460,7 @@ mod tests {
         let t = build(MAX_CPUS).unwrap();
         assert!(ACPI_RSDP + t.bytes.len() as u64 <= ACPI_AREA_END);
         let madt = table(&t, t.address(b"APIC").unwrap());
-        assert_eq!(madt.len(), 44 + 8 * 255 + 12 + 10 + 6);
+        assert_eq!(madt.len(), 44 + 8 * 255 + 12 + 10 + 10 + 6);
         assert_eq!(sum(madt), 0);
     }
 

@@ -17,6 +17,10 @@ pub(super) const ELF_MAGIC: &[u8] = b"\x7fELF";
 const EM_386: u16 = 3;
 pub(super) const EM_X86_64: u16 = 62;
 pub(super) const PT_LOAD: u32 = 1;
+/// A segment of ELF notes (gABI, "Note Section").
+const PT_NOTE: u32 = 4;
+/// The PVH entry note's type (Xen's public/elfnote.h), under the name "Xen".
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 
 /// One PT_LOAD segment, class-independent.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +38,8 @@ pub(super) struct ElfInfo {
     pub(super) is_64: bool,
     pub(super) entry: u64,
     pub(super) segments: Vec<Segment>,
+    /// (file offset, size) of each PT_NOTE segment.
+    pub(super) notes: Vec<(u64, u64)>,
 }
 
 pub(super) fn rd16(b: &[u8], off: usize) -> Option<u16> {
@@ -99,6 +105,7 @@ pub(super) fn parse_elf(image: &[u8]) -> Result<Option<ElfInfo>, LoadError> {
         return Err(trunc("unexpected program header size"));
     }
     let mut segments = Vec::new();
+    let mut notes = Vec::new();
     for i in 0..phnum {
         let base = usize::try_from(phoff)
             .ok()
@@ -109,6 +116,14 @@ pub(super) fn parse_elf(image: &[u8]) -> Result<Option<ElfInfo>, LoadError> {
             .and_then(|end| image.get(base..end))
             .ok_or(trunc("program headers lie past the end of the file"))?;
         let p_type = rd32(ph, 0).unwrap_or(0);
+        if p_type == PT_NOTE {
+            let (offset, filesz) = if is_64 {
+                (rd64(ph, 8), rd64(ph, 32))
+            } else {
+                (rd32(ph, 4).map(u64::from), rd32(ph, 16).map(u64::from))
+            };
+            notes.push((offset.unwrap_or(0), filesz.unwrap_or(0)));
+        }
         if p_type != PT_LOAD {
             continue;
         }
@@ -153,6 +168,7 @@ pub(super) fn parse_elf(image: &[u8]) -> Result<Option<ElfInfo>, LoadError> {
         is_64,
         entry,
         segments,
+        notes,
     };
     Ok(Some(info))
 }
@@ -175,6 +191,43 @@ fn check_no_overlap(segments: &[Segment]) -> Result<(), LoadError> {
         }
     }
     Ok(())
+}
+
+/// The entry a 32-bit ELF's PVH note names, if it has one. linux-loader finds the note of an
+/// ELF64 but reads no ELF32, so the notes of those are read here (gABI "Note Section": a
+/// 12-byte header of name size, descriptor size and type, then the name and the
+/// descriptor, each padded to 4 bytes); a note segment cut short is a corrupt ELF.
+pub(super) fn pvh_entry32(image: &[u8], elf: &ElfInfo) -> Result<Option<u64>, LoadError> {
+    for &(offset, size) in &elf.notes {
+        let notes = usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(size).ok())
+            .and_then(|(o, n)| image.get(o..o.checked_add(n)?))
+            .ok_or(LoadError::BadElf(
+                "a note segment lies past the end of the file",
+            ))?;
+        let mut at = 0;
+        while at + 12 <= notes.len() {
+            let field = |i: usize| rd32(notes, at + 4 * i).unwrap_or(0) as usize;
+            let (namesz, descsz, n_type) = (field(0), field(1), field(2) as u32);
+            let name_at = at + 12;
+            let desc_at = name_at.saturating_add(namesz.next_multiple_of(4));
+            let next = desc_at.saturating_add(descsz.next_multiple_of(4));
+            if next > notes.len() {
+                return Err(LoadError::BadElf("an ELF note runs past its segment"));
+            }
+            if n_type == XEN_ELFNOTE_PHYS32_ENTRY
+                && notes.get(name_at..name_at + namesz) == Some(&b"Xen\0"[..])
+            {
+                return match rd32(notes, desc_at).filter(|_| descsz >= 4) {
+                    Some(entry) => Ok(Some(entry.into())),
+                    None => Err(LoadError::BadElf("the PVH note holds no 32-bit entry")),
+                };
+            }
+            at = next;
+        }
+    }
+    Ok(None)
 }
 
 /// Refuses an entry point outside everything the image loads: the vCPU would start on
@@ -221,9 +274,11 @@ pub(super) fn plan_elf64(
         });
     }
     let kernel_end = loaded_ranges(elf).iter().map(|r| r.1).max().unwrap_or(0);
+    // linux-loader reports what the last PT_NOTE segment says (each one overwrites the
+    // answer); a vmlinux has one, holding the PVH note among Linux's others.
     if let PvhBootCapability::PvhEntryPresent(pvh) = loaded.pvh_boot_cap {
         check_entry(pvh.0, &loaded_ranges(elf))?;
-        return linux::pvh::plan(req, ram, writes, pvh.0, kernel_end);
+        return linux::pvh::plan(req, ram, writes, pvh.0, kernel_end, false);
     }
     writes.push(entry::gdt(CpuMode::Long));
     writes.push(entry::identity_page_tables(ram.top()));
@@ -245,6 +300,19 @@ pub(super) fn plan_elf64(
             kernel_end: loaded.kernel_end,
         },
     })
+}
+
+/// The plan for an ELF32 image without a Multiboot header whose PVH note names `entry`:
+/// its segments loaded as Multiboot loads an ELF32, then the PVH boot.
+pub(super) fn plan_pvh32(
+    req: &BootRequest,
+    elf: &ElfInfo,
+    entry: u64,
+    ram: &RamMap,
+) -> Result<BootPlan, LoadError> {
+    let (writes, info) = super::multiboot::load_elf(req.image, elf, ram, BootFormat::Pvh)?;
+    check_entry(entry, &loaded_ranges(elf))?;
+    linux::pvh::plan(req, ram, writes, entry, info.kernel_end, true)
 }
 
 /// Runs linux-loader's ELF loader (its header checks, and the PVH note it reports) into

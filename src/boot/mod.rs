@@ -28,8 +28,9 @@
 //!    at `e_entry` with RSI pointing at a Linux zero page (e820 map, command line, initrd),
 //!    the 64-bit boot protocol a vmlinux without PVH boots by and that a bare-metal kernel
 //!    can ignore. No guess of "is this Linux" is needed: every ELF64 gets both.
-//! 7. An ELF32 image without either has no defined entry state: an error (a Multiboot2 or
-//!    Multiboot magic with a bad checksum is reported as such).
+//! 7. An ELF32 image without either is entered by its PVH note as in step 6; without one it
+//!    has no defined entry state: an error (a Multiboot2 or Multiboot magic with a bad
+//!    checksum is reported as such).
 //! 8. Anything else is an unknown format, named where we know it: a bad Multiboot2 or
 //!    Multiboot checksum, a PE/COFF image without the Linux header (an EFI application), a
 //!    16-bit boot sector (0x55AA at offset 510).
@@ -76,7 +77,9 @@ pub enum LoadError {
     #[error("the ELF image is for machine type {0}, not x86 or x86-64")]
     WrongMachine(u16),
     /// A 32-bit ELF without a Multiboot header has no defined entry state.
-    #[error("a 32-bit ELF kernel needs a Multiboot header (magic 0x1BADB002 in its first 8 KiB)")]
+    #[error(
+        "a 32-bit ELF kernel needs a Multiboot header (magic 0x1BADB002 in its first 8 KiB) or a PVH note"
+    )]
     Elf32WithoutMultiboot,
     /// The Multiboot header's load addresses are inconsistent.
     #[error("the Multiboot header is invalid: {0}")]
@@ -567,9 +570,10 @@ pub fn plan(req: &BootRequest) -> Result<BootPlan, LoadError> {
             (Some(mb2), _, elf) => multiboot2::plan(req, mb2, elf.as_ref(), &ram, &acpi),
             (None, Some(mb), elf) => multiboot::plan(req, mb, elf.as_ref(), &ram),
             (None, None, Some(elf)) if elf.is_64 => elf::plan_elf64(req, elf, &ram),
-            (None, None, Some(_)) => {
-                Err(bad_checksum().unwrap_or(LoadError::Elf32WithoutMultiboot))
-            }
+            (None, None, Some(elf)) => match elf::pvh_entry32(image, elf)? {
+                Some(entry) => elf::plan_pvh32(req, elf, entry, &ram),
+                None => Err(bad_checksum().unwrap_or(LoadError::Elf32WithoutMultiboot)),
+            },
             (None, None, None) => Err(unknown_format(image)),
         }
     }?;

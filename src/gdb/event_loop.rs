@@ -6,6 +6,7 @@
 use super::conn::{BufferedConn, SharedConn, Stream};
 use super::front::{self, Ctx, E_FAILED, Front, INTERRUPT, Unit, Verdict};
 use super::qemu;
+use super::regs::GdbArch;
 use super::regs::layout::Layout;
 use super::regs::layout::{I386Full, X86_64Full};
 use super::stop;
@@ -31,8 +32,8 @@ pub enum SessionEnd {
     Exited(u32),
 }
 
-/// One gdb connection. The VM is stopped first; the register layout follows the image.
-pub fn session(vm: &mut Vm, stream: Stream) -> SessionEnd {
+/// One gdb connection, served the register layout `arch`. The VM is stopped first.
+pub fn session(vm: &mut Vm, stream: Stream, arch: GdbArch) -> SessionEnd {
     let events = vm.stop_all();
     let exited = events.iter().find_map(|e| match e.stop {
         VcpuStop::Exit(c) => Some(c),
@@ -42,11 +43,11 @@ pub fn session(vm: &mut Vm, stream: Stream) -> SessionEnd {
         return SessionEnd::Exited(code);
     }
     let attach = attach_stop(vm, &events);
+    warn_narrow_layout(vm, attach.vcpu, arch);
     let conn = BufferedConn::new(stream);
-    let result = if vm.boot_info().image_is_32bit {
-        run_session::<I386Full>(vm, conn, attach)
-    } else {
-        run_session::<X86_64Full>(vm, conn, attach)
+    let result = match arch {
+        GdbArch::I386 => run_session::<I386Full>(vm, conn, attach),
+        GdbArch::X86_64 => run_session::<X86_64Full>(vm, conn, attach),
     };
     match result {
         Ok(end) => end,
@@ -57,6 +58,21 @@ pub fn session(vm: &mut Vm, stream: Stream) -> SessionEnd {
             }
             SessionEnd::Detach
         }
+    }
+}
+
+/// Says on stderr when the i386 layout serves a vCPU in 64-bit mode (a 32-bit image that
+/// switched to long mode, as Xen does): gdb then sees the low halves of the registers, and
+/// only the x86-64 layout shows them whole.
+fn warn_narrow_layout(vm: &Vm, vcpu: usize, arch: GdbArch) {
+    use crate::x86::Efer;
+    let long_mode = vm
+        .state(vcpu)
+        .is_ok_and(|s| Efer::from_bits_retain(s.sregs.efer).contains(Efer::LMA));
+    if arch == GdbArch::I386 && long_mode {
+        eprintln!(
+            "kvmgdb: note: the guest runs in long mode but gdb gets the i386 register layout (the image is 32-bit), so registers show their low 32 bits; --gdb-arch x86-64 with gdb's `set architecture i386:x86-64` shows them whole"
+        );
     }
 }
 

@@ -19,6 +19,7 @@ use crate::runner::{Outcome, poll_readable, resume_all, run_unattended};
 use crate::vmm::Vm;
 use conn::Listener;
 use event_loop::SessionEnd;
+pub use regs::GdbArch;
 
 /// Errors of the stub itself (not of one session).
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +68,9 @@ fn accept_failure_is_transient(e: &std::io::Error) -> bool {
     )
 }
 
-/// Serves gdb clients on `listener` until the machine ends. The vCPUs stay stopped at the
-/// entry point until the first client resumes them, unless `run_now`.
+/// Serves gdb clients on `listener` until the machine ends, each with the register layout
+/// `arch`. The vCPUs stay stopped at the entry point until the first client resumes them,
+/// unless `run_now`.
 ///
 /// One client at a time: a client that connects while another is attached waits in the
 /// listen backlog (its connect succeeds, nothing it sends is read or answered) until the
@@ -76,7 +78,12 @@ fn accept_failure_is_transient(e: &std::io::Error) -> bool {
 /// the guest's exit (a detach, the client closing or dying, a protocol or socket error, a
 /// client that stops reading its replies) is a detach: the breakpoints and watchpoints go,
 /// and the guest runs on unattended until the next client stops it.
-pub fn serve(vm: &mut Vm, listener: &Listener, run_now: bool) -> Result<Outcome, GdbError> {
+pub fn serve(
+    vm: &mut Vm,
+    listener: &Listener,
+    run_now: bool,
+    arch: GdbArch,
+) -> Result<Outcome, GdbError> {
     if run_now {
         resume_all(vm);
     }
@@ -103,7 +110,7 @@ pub fn serve(vm: &mut Vm, listener: &Listener, run_now: bool) -> Result<Outcome,
                 Err(e) => return Err(e),
             };
             log::info!("gdb connected");
-            let reason = event_loop::session(vm, stream);
+            let reason = event_loop::session(vm, stream, arch);
             log::info!("gdb session ended: {reason:?}");
             match reason {
                 SessionEnd::Kill => return Ok(Outcome::Killed),

@@ -2,9 +2,12 @@
 //! APICs (KVM_CREATE_IRQCHIP) and its i8254 PIT (KVM_CREATE_PIT2), created before the
 //! vCPUs as the KVM API requires, and their power-on state, which a machine reset restores.
 
+use crate::platform::IOAPIC_PINS;
 use kvm_bindings::{
-    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_PIT_SPEAKER_DUMMY,
-    kvm_irqchip, kvm_pit_config, kvm_pit_state2,
+    KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
+    KVM_PIT_SPEAKER_DUMMY, KvmIrqRouting, kvm_irq_routing_entry,
+    kvm_irq_routing_entry__bindgen_ty_1, kvm_irq_routing_irqchip, kvm_irqchip, kvm_pit_config,
+    kvm_pit_state2,
 };
 use kvm_ioctls::VmFd;
 
@@ -13,6 +16,40 @@ use kvm_ioctls::VmFd;
 /// Intel-based hosts"). Below the BIOS ROM's last 64 KiB, above the LAPIC and IOAPIC, in the
 /// MMIO hole where there is no RAM, as other VMMs place it.
 const TSS_ADDR: usize = 0xfffb_d000;
+
+/// The PIC pin the slave PIC cascades into: no device's GSI goes there.
+const CASCADE: u32 = 2;
+/// The IOAPIC pin ISA IRQ 0 (the PIT) is wired to, as on PCs; the MADT says so with an
+/// interrupt source override (IRQ 0 → GSI 2) and operating systems program that pin.
+const ISA_IRQ0_IOAPIC_PIN: u32 = crate::platform::PIT_GSI;
+
+/// The PC's interrupt wiring (KVM API 4.52 KVM_SET_GSI_ROUTING): ISA IRQs 0–15 to the PIC
+/// pair (none to the cascade pin), and GSIs 0–23 to the IOAPIC's pins of the same number,
+/// except that the PIT's GSI 0 goes to pin 2 and nothing else does, which is what the MADT's
+/// override describes. (KVM's default routing sends GSI 0 to IOAPIC pin 0, where a kernel
+/// that reads the MADT never looks for its timer.)
+fn pc_routing() -> Vec<kvm_irq_routing_entry> {
+    let route = |gsi: u32, irqchip: u32, pin: u32| kvm_irq_routing_entry {
+        gsi,
+        type_: KVM_IRQ_ROUTING_IRQCHIP,
+        u: kvm_irq_routing_entry__bindgen_ty_1 {
+            irqchip: kvm_irq_routing_irqchip { irqchip, pin },
+        },
+        ..Default::default()
+    };
+    let mut entries = Vec::new();
+    for irq in (0..8).filter(|&i| i != CASCADE) {
+        entries.push(route(irq, KVM_IRQCHIP_PIC_MASTER, irq));
+    }
+    for irq in 8..16 {
+        entries.push(route(irq, KVM_IRQCHIP_PIC_SLAVE, irq - 8));
+    }
+    for gsi in (0..IOAPIC_PINS).filter(|&g| g != ISA_IRQ0_IOAPIC_PIN) {
+        let pin = if gsi == 0 { ISA_IRQ0_IOAPIC_PIN } else { gsi };
+        entries.push(route(gsi, KVM_IRQCHIP_IOAPIC, pin));
+    }
+    entries
+}
 
 /// Errors creating the interrupt controllers.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +82,11 @@ impl Irqchip {
             ..Default::default()
         };
         vm.create_pit2(config).map_err(ioctl("KVM_CREATE_PIT2"))?;
+        let routing = KvmIrqRouting::from_entries(&pc_routing()).map_err(|_| {
+            IrqchipError::Ioctl("KVM_SET_GSI_ROUTING", kvm_ioctls::Error::new(libc::E2BIG))
+        })?;
+        vm.set_gsi_routing(&routing)
+            .map_err(ioctl("KVM_SET_GSI_ROUTING"))?;
         let mut chips = Vec::new();
         for chip_id in [
             KVM_IRQCHIP_PIC_MASTER,
@@ -72,5 +114,39 @@ impl Irqchip {
         }
         vm.set_pit2(&self.pit)
             .map_err(|e| IrqchipError::Ioctl("KVM_SET_PIT2", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pit_reaches_pic_pin_0_and_ioapic_pin_2() {
+        let r = pc_routing();
+        let pins = |gsi| -> Vec<(u32, u32)> {
+            r.iter()
+                .filter(|e| e.gsi == gsi)
+                .map(|e| {
+                    assert_eq!(e.type_, KVM_IRQ_ROUTING_IRQCHIP);
+                    // SAFETY: an entry of type KVM_IRQ_ROUTING_IRQCHIP holds `irqchip`.
+                    unsafe { (e.u.irqchip.irqchip, e.u.irqchip.pin) }
+                })
+                .collect()
+        };
+        assert_eq!(
+            pins(0),
+            [(KVM_IRQCHIP_PIC_MASTER, 0), (KVM_IRQCHIP_IOAPIC, 2)]
+        );
+        assert_eq!(pins(2), []);
+        assert_eq!(
+            pins(4),
+            [(KVM_IRQCHIP_PIC_MASTER, 4), (KVM_IRQCHIP_IOAPIC, 4)]
+        );
+        assert_eq!(
+            pins(9),
+            [(KVM_IRQCHIP_PIC_SLAVE, 1), (KVM_IRQCHIP_IOAPIC, 9)]
+        );
+        assert_eq!(pins(23), [(KVM_IRQCHIP_IOAPIC, 23)]);
     }
 }

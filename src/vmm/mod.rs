@@ -704,6 +704,13 @@ impl Vm {
         Ok(())
     }
 
+    /// Feeds `input` to COM1's receive side from a thread of its own (see
+    /// [`devices::serial::spawn_input`]); for `-serial stdio`, standard input when
+    /// [`devices::serial::stdin_is_interactive`].
+    pub fn attach_serial_input(&self, input: Box<dyn std::io::Read + Send>) -> Result<(), VmError> {
+        devices::serial::spawn_input(self.devices.clone(), input).map_err(VmError::Thread)
+    }
+
     /// Flushes device output (the serial port).
     pub fn flush_devices(&self) {
         if let Ok(mut d) = self.devices.lock() {

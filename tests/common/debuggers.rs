@@ -29,6 +29,17 @@ impl Kvmgdb {
         out
     }
 
+    /// [`Kvmgdb::gdb`] with `pre` commands (such as `set architecture i386:x86-64`) run
+    /// before gdb connects.
+    pub fn gdb_pre(&self, dir: &TestDir, pre: &[&str], script_name: &str, elf: &Path) -> String {
+        let mut cmd = gdb_command(None, &[], pre, &[elf]);
+        cmd.arg("-ex").arg(format!("target remote {}", self.target));
+        cmd.arg("-x").arg(script(script_name));
+        let out = Debugger::spawn(dir, script_name, cmd).finish(DEBUGGER_TIMEOUT, self);
+        assert_script_ran(&out, script_name, self);
+        out
+    }
+
     /// Runs the command files `scripts` from gdb-scripts/, in order, in one gdb against this
     /// kvmgdb and returns gdb's output. Fails only on a timeout: for scripts that end on an
     /// error by design, and for tests that judge gdb's output by themselves.

@@ -13,11 +13,14 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+mod debian;
 mod debuggers;
 mod parse;
 mod process;
 
 // The tests see one flat harness (`use common::*`); not every binary uses every part.
+#[allow(unused_imports)]
+pub use debian::*;
 #[allow(unused_imports)]
 pub use debuggers::*;
 pub use parse::*;

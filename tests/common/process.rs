@@ -69,16 +69,37 @@ impl Kvmgdb {
             Listen::Tcp => "127.0.0.1:0".to_string(),
             Listen::Unix => format!("unix:{}", dir.join("gdb.sock").display()),
         };
-        let mut cmd = Command::new(kvmgdb_bin());
-        cmd.arg("--gdb").arg(&gdb_arg).arg("--serial").arg(&serial);
+        let mut args: Vec<String> = vec!["--gdb".into(), gdb_arg, "--serial".into()];
+        args.push(serial.display().to_string());
         if boot.no_wait {
-            cmd.arg("--no-wait");
+            args.push("--no-wait".into());
         }
-        cmd.args(boot.extra);
+        args.extend(boot.extra.iter().map(|a| a.to_string()));
         if let Some(k) = &boot.kernel {
-            cmd.arg(k);
+            args.push(k.display().to_string());
         }
-        let mut child = cmd
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let this = Kvmgdb::start_args(dir, &args, serial);
+        let expected_word = if boot.no_wait {
+            "running; attach gdb on "
+        } else {
+            "waiting at the entry point for gdb on "
+        };
+        assert!(
+            this.first_line
+                .starts_with(&format!("kvmgdb: {expected_word}")),
+            "unexpected first line: {:?}",
+            this.first_line
+        );
+        this
+    }
+
+    /// Starts kvmgdb with exactly `args` (either command-line form), its COM1 going to
+    /// `serial` (which `args` must say), and waits for the line that says where the stub
+    /// listens; the lines before it (notes) stay in [`Kvmgdb::stderr`].
+    pub fn start_args(dir: &TestDir, args: &[&str], serial: PathBuf) -> Kvmgdb {
+        let mut child = Command::new(kvmgdb_bin())
+            .args(args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -86,7 +107,7 @@ impl Kvmgdb {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", kvmgdb_bin().display()));
 
-        // A thread collects stderr for the whole run and hands over the first line.
+        // A thread collects stderr for the whole run and hands over the stub's line.
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
         let pipe = child.stderr.take().expect("stderr is piped");
@@ -96,7 +117,8 @@ impl Kvmgdb {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
                 collected.lock().unwrap().push_str(&format!("{line}\n"));
-                if let Some(tx) = first.take() {
+                let is_stub_line = line.contains(" gdb on ") && line.contains("; connect with: ");
+                if is_stub_line && let Some(tx) = first.take() {
                     let _ = tx.send(line);
                 }
             }
@@ -117,17 +139,21 @@ impl Kvmgdb {
             Err(_) => {
                 let status = this.child.try_wait().ok().flatten();
                 panic!(
-                    "kvmgdb printed no line within {KVMGDB_TIMEOUT:?} (exit status: {status:?}); stderr:\n{}",
+                    "kvmgdb {args:?} printed no stub line within {KVMGDB_TIMEOUT:?} (exit status: {status:?}); stderr:\n{}",
                     this.stderr()
                 );
             }
         };
-        // "kvmgdb: waiting at the entry point for gdb on ADDR; connect with: gdb ELF -ex 'target remote TARGET'"
+        // "kvmgdb: waiting at the entry point for gdb on ADDR; connect with: gdb ELF
+        // [-ex 'set architecture ARCH'] -ex 'target remote TARGET'"
         let parsed = (|| {
             let listen_addr = first_line.split(" on ").nth(1)?.split(';').next()?;
             let rest = first_line.split("; connect with: gdb ").nth(1)?;
-            let (elf, rest) = rest.split_once(" -ex '")?;
-            let target = rest.strip_prefix("target remote ")?.strip_suffix('\'')?;
+            let (elf, _) = rest.split_once(" -ex '")?;
+            let target = rest
+                .rsplit_once("-ex 'target remote ")?
+                .1
+                .strip_suffix('\'')?;
             Some((
                 listen_addr.to_string(),
                 PathBuf::from(elf),
@@ -135,17 +161,8 @@ impl Kvmgdb {
             ))
         })();
         let Some((listen_addr, symbol_file, target)) = parsed else {
-            panic!("cannot parse kvmgdb's first stderr line: {first_line:?}");
+            panic!("cannot parse kvmgdb's stub line: {first_line:?}");
         };
-        let expected_word = if boot.no_wait {
-            "running; attach gdb on "
-        } else {
-            "waiting at the entry point for gdb on "
-        };
-        assert!(
-            first_line.starts_with(&format!("kvmgdb: {expected_word}")),
-            "unexpected first line: {first_line:?}"
-        );
         this.first_line = first_line;
         this.listen_addr = listen_addr;
         this.symbol_file = symbol_file;
@@ -262,4 +279,21 @@ pub fn run_kvmgdb(args: &[&str], timeout: Duration) -> (i32, String, String) {
         panic!("kvmgdb {args:?} was killed by a signal ({status}); stderr:\n{err}")
     });
     (code, out, err)
+}
+
+/// Runs kvmgdb and checks that it failed with exit status `status` and exactly one
+/// `kvmgdb: error:` line on stderr that contains each of `words`, and nothing on stdout.
+#[track_caller]
+pub fn assert_one_error(args: &[&str], status: u8, words: &[&str]) {
+    let (code, stdout, stderr) = run_kvmgdb(args, KVMGDB_TIMEOUT);
+    let what = format!("kvmgdb {args:?}: status {code}, stdout {stdout:?}, stderr {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{what}");
+    assert_eq!(code, i32::from(status), "{what}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected exactly one stderr line; {what}");
+    assert!(lines[0].starts_with("kvmgdb: error: "), "{what}");
+    for w in words {
+        assert!(lines[0].contains(w), "expected {w:?} in the error; {what}");
+    }
+    assert!(stdout.is_empty(), "{what}");
 }

@@ -118,21 +118,25 @@ pub fn boot_configured(code: &[u8], configure: impl FnOnce(&mut MachineConfig)) 
     let mut machine = MachineConfig::new(MEMORY_SIZE, 1);
     configure(&mut machine);
     let image = elf64(code, LOAD_ADDR);
-    boot_request(&boot::BootRequest::new(&image, MEMORY_SIZE), machine)
+    boot_machine(&boot::BootRequest::new(&image, MEMORY_SIZE), machine)
 }
 
 /// Builds the machine for `image` with `vcpus` vCPUs (the firmware tables list them all).
 fn boot_image(image: &[u8], vcpus: usize) -> Guest {
-    let req = boot::BootRequest {
+    boot_request(&boot::BootRequest {
         vcpus,
         ..boot::BootRequest::new(image, MEMORY_SIZE)
-    };
-    boot_request(&req, MachineConfig::new(MEMORY_SIZE, vcpus))
+    })
 }
 
-/// Boots what `req` asks for (image, command line, modules, RAM) on `machine`: the one
-/// place that builds a [`Vm`], so that a change to `Vm::new` touches only this.
-pub fn boot_request(req: &boot::BootRequest, machine: MachineConfig) -> Guest {
+/// Boots what `req` asks for (image, command line, modules) on a machine of its RAM size
+/// and vCPU count.
+pub fn boot_request(req: &boot::BootRequest) -> Guest {
+    boot_machine(req, MachineConfig::new(req.ram_size, req.vcpus))
+}
+
+/// The one place that builds a [`Vm`], so that a change to `Vm::new` touches only this.
+pub fn boot_machine(req: &boot::BootRequest, machine: MachineConfig) -> Guest {
     let kvm = Kvm::new().unwrap_or_else(|e| panic!("KVM not available: cannot open /dev/kvm: {e}"));
     let serial = Serial::default();
     let plan =

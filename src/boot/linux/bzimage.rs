@@ -99,8 +99,10 @@ pub(in crate::boot) fn plan(req: &BootRequest, ram: &RamMap) -> Result<BootPlan,
                 need: setup_size as u64 + 1,
                 have: image.len() as u64,
             })?;
+    // syssize counts 16-byte paragraphs, rounded up: memtest86+ does not pad its file to
+    // the last paragraph (its x64.bin ends 8 bytes short of syssize * 16).
     let syssize = u64::from(hdr.syssize) * 16;
-    if version >= PROTOCOL_SYSSIZE && syssize > kernel.len() as u64 {
+    if version >= PROTOCOL_SYSSIZE && syssize > (kernel.len() as u64).next_multiple_of(16) {
         return Err(LoadError::BzImageTruncated {
             what: "its protected-mode kernel (syssize)",
             need: (setup_size as u64) + syssize,
@@ -127,6 +129,13 @@ pub(in crate::boot) fn plan(req: &BootRequest, ram: &RamMap) -> Result<BootPlan,
             "its load address (code32_start) lies below 1 MiB",
         ));
     }
+    // code32_start and the zero page's pointers are 32-bit: a kernel loaded above 4 GiB
+    // would need the EFI handover's 64-bit fields, which this loader does not fill.
+    if load >= 1 << 32 {
+        return Err(LoadError::BadBzImage(
+            "its preferred load address (pref_address) lies above 4 GiB",
+        ));
+    }
     // What the kernel occupies once it has decompressed: init_size bytes from where the
     // decompressor puts it.
     let align = u64::from(hdr.kernel_alignment).max(1);
@@ -137,6 +146,7 @@ pub(in crate::boot) fn plan(req: &BootRequest, ram: &RamMap) -> Result<BootPlan,
     } else {
         load
     };
+    // (load is below 4 GiB and the image's length is far from u64::MAX: no overflow.)
     let kernel_end = (load + kernel.len() as u64).max(runs_at.saturating_add(init_size));
     ram.check_range(load, kernel_end)?;
 
@@ -147,6 +157,9 @@ pub(in crate::boot) fn plan(req: &BootRequest, ram: &RamMap) -> Result<BootPlan,
     };
     let args = kernel_args(req, ram, cmdline_max, initrd_addr_max.into(), kernel_end)?;
     hdr.code32_start = load as u32;
+    // A setup_data list is the loader's to build (boot.rst: "write (special)"); we give none,
+    // whatever the image's header held.
+    hdr.setup_data = 0;
     let memory_map = ram.memory_map();
     let kernel64 = version >= PROTOCOL_XLOADFLAGS && hdr.xloadflags & XLF_KERNEL_64 != 0;
     let mode = if kernel64 {
@@ -358,6 +371,8 @@ mod tests {
         img[0x236..0x238].copy_from_slice(&0x9u16.to_le_bytes());
         img[0x238..0x23c].copy_from_slice(&255u32.to_le_bytes());
         img[0x258..0x260].copy_from_slice(&0x10_0000u64.to_le_bytes());
+        // Its file ends 8 bytes short of syssize's last paragraph (memtest86+ 6.10 x64.bin).
+        img.truncate(img.len() - 8);
         let plan = plan_for(&img, "console=ttyS0,115200", 64 << 20).unwrap();
         assert_eq!(plan.info.format, BootFormat::BzImage64);
         assert_eq!(plan.bsp().regs.rip, 0x10_0200);
@@ -409,6 +424,26 @@ mod tests {
         low[0x234] = 0;
         low[0x214..0x218].copy_from_slice(&0x9_0000u32.to_le_bytes());
         assert!(msg(&low).contains("below 1 MiB"), "{}", msg(&low));
+    }
+
+    /// Hostile header values: every byte of the setup header set to 0, 0x80 and 0xff in
+    /// turn gives a plan or an error, never a panic (and never a kernel below 1 MiB or a
+    /// zero page pointing outside it).
+    #[test]
+    fn every_header_byte_mutated_plans_or_refuses() {
+        let good = bzimage(0x3000);
+        for off in 0x1f1..0x270 {
+            for v in [0u8, 0x80, 0xff] {
+                let mut img = good.clone();
+                img[off] = v;
+                if let Ok(plan) = plan_for(&img, "", 64 << 20) {
+                    let hdr = zero_page(&plan).hdr;
+                    assert!(hdr.code32_start >= 0x10_0000, "byte {off:#x} = {v:#x}");
+                    assert_eq!(hdr.cmd_line_ptr as u64, CMDLINE);
+                    assert_eq!({ hdr.setup_data }, 0);
+                }
+            }
+        }
     }
 
     #[test]

@@ -121,6 +121,22 @@ pub(super) fn kernel_args(
     Ok(KernelArgs { writes, initrd })
 }
 
+/// [`kernel_args`] for an ELF kernel, which has no setup header to state its limits: the
+/// command line may fill its page, the initrd end at [`DEFAULT_INITRD_ADDR_MAX`].
+pub(super) fn elf_kernel_args(
+    req: &BootRequest,
+    ram: &RamMap,
+    kernel_end: u64,
+) -> Result<KernelArgs, LoadError> {
+    kernel_args(
+        req,
+        ram,
+        CMDLINE_SLOT - 1,
+        DEFAULT_INITRD_ADDR_MAX,
+        kernel_end,
+    )
+}
+
 /// The highest page-aligned address for `size` bytes of initrd that ends within RAM below
 /// the 4 GiB hole, has its last byte at or below `addr_max`, and starts at or above `floor`.
 fn place_initrd(size: u64, floor: u64, addr_max: u64, ram: &RamMap) -> Result<u64, LoadError> {
@@ -188,13 +204,7 @@ pub(super) fn elf64_boot_params(
     ram: &RamMap,
     kernel_end: u64,
 ) -> Result<Vec<MemWrite>, LoadError> {
-    let args = kernel_args(
-        req,
-        ram,
-        CMDLINE_SLOT - 1,
-        DEFAULT_INITRD_ADDR_MAX,
-        kernel_end,
-    )?;
+    let args = elf_kernel_args(req, ram, kernel_end)?;
     let hdr = setup_header {
         boot_flag: BOOT_FLAG,
         header: HDRS_MAGIC,

@@ -7,7 +7,7 @@
 
 use super::super::entry::{self, CpuMode};
 use super::super::{BootFormat, BootInfo, BootPlan, BootRequest, LoadError, MemWrite, RamMap};
-use super::{CMDLINE, CMDLINE_SLOT, DEFAULT_INITRD_ADDR_MAX, kernel_args};
+use super::{CMDLINE, elf_kernel_args};
 use crate::boot::layout::{self, MemoryRange};
 use crate::platform;
 use linux_loader::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
@@ -30,23 +30,18 @@ const _: () = assert!(
         && size_of::<hvm_modlist_entry>() as u64 <= MEMMAP - MODLIST
 );
 
-/// The plan for an ELF whose segments `writes` already loads (as `plan_elf64` lays them
-/// out, ending at `kernel_end`), entered at its PVH note's `entry`.
+/// The plan for an ELF whose segments `writes` already loads (ending at `kernel_end`),
+/// entered at its PVH note's `entry`; `image_is_32bit` for an ELF32.
 pub(in crate::boot) fn plan(
     req: &BootRequest,
     ram: &RamMap,
     mut writes: Vec<MemWrite>,
     entry: u64,
     kernel_end: u64,
+    image_is_32bit: bool,
 ) -> Result<BootPlan, LoadError> {
     let memory_map = ram.memory_map();
-    let args = kernel_args(
-        req,
-        ram,
-        CMDLINE_SLOT - 1,
-        DEFAULT_INITRD_ADDR_MAX,
-        kernel_end,
-    )?;
+    let args = elf_kernel_args(req, ram, kernel_end)?;
     writes.push(entry::gdt(CpuMode::Protected));
     writes.push(start_info(args.initrd, &memory_map));
     writes.extend(args.writes);
@@ -62,9 +57,9 @@ pub(in crate::boot) fn plan(
         info: BootInfo {
             format: BootFormat::Pvh,
             entry,
-            // The image is ELF64 (linux-loader reads no other), so gdb keeps the x86-64
-            // registers even while the kernel runs its 32-bit entry, as on QEMU.
-            image_is_32bit: false,
+            // An ELF64 keeps gdb on the x86-64 registers even while the kernel runs its
+            // 32-bit entry, as on QEMU; an ELF32 kernel is i386 throughout.
+            image_is_32bit,
             kernel_end,
         },
     })
@@ -150,13 +145,7 @@ mod tests {
     use super::super::tests::{INITRD, blob, modules};
     use super::*;
     use crate::boot::elf::{EM_X86_64, PT_LOAD};
-
-    fn u32_at(b: &[u8], off: u64) -> u32 {
-        u32::from_le_bytes(b[off as usize..off as usize + 4].try_into().unwrap())
-    }
-    fn u64_at(b: &[u8], off: u64) -> u64 {
-        u64::from_le_bytes(b[off as usize..off as usize + 8].try_into().unwrap())
-    }
+    use crate::boot::tests::{u32_at, u64_at};
 
     /// An ELF64 vmlinux in miniature: one PT_LOAD of 0x100 bytes at 16 MiB (virtual
     /// 0xffffffff81000000, e_entry its physical start) and a PT_NOTE holding a GNU note
@@ -240,7 +229,7 @@ mod tests {
         );
 
         let page = blob(&plan, START_INFO);
-        let at = |a: u64| a - START_INFO;
+        let at = |a: u64| (a - START_INFO) as usize;
         assert_eq!(u32_at(page, 0), 0x336e_c578, "magic");
         assert_eq!(u32_at(page, 4), 1, "version");
         assert_eq!(u32_at(page, 12), 1, "nr_modules");
@@ -257,7 +246,7 @@ mod tests {
         assert_eq!(u64_at(page, at(MODLIST) + 8), 16);
         assert_eq!(blob(&plan, initrd), INITRD);
         for (i, r) in map.iter().enumerate() {
-            let e = at(MEMMAP) + 24 * i as u64;
+            let e = at(MEMMAP) + 24 * i;
             assert_eq!(u64_at(page, e), r.addr);
             assert_eq!(u64_at(page, e + 8), r.size);
             assert_eq!(u32_at(page, e + 16), r.kind as u32);
@@ -272,6 +261,60 @@ mod tests {
         let page = blob(&plan, START_INFO);
         assert_eq!((u32_at(page, 12), u64_at(page, 16)), (0, 0));
         assert_eq!(blob(&plan, CMDLINE), b"\0");
+    }
+
+    /// An ELF32 in the same shape as [`vmlinux`]: one PT_LOAD of 0x100 bytes at 16 MiB and
+    /// a PT_NOTE of `notes`.
+    fn elf32(notes: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 0x300];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4..7].copy_from_slice(&[1, 1, 1]);
+        f[16] = 2;
+        f[18] = 3; // EM_386
+        let put32 =
+            |f: &mut Vec<u8>, at: usize, v: u32| f[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        put32(&mut f, 24, 0x100_0000); // e_entry
+        put32(&mut f, 28, 52); // e_phoff
+        f[42..44].copy_from_slice(&32u16.to_le_bytes());
+        f[44..46].copy_from_slice(&2u16.to_le_bytes());
+        // PT_LOAD: offset, vaddr, paddr, filesz, memsz.
+        put32(&mut f, 52, PT_LOAD);
+        for (k, v) in [0x200, 0x100_0000, 0x100_0000, 0x100, 0x1000]
+            .iter()
+            .enumerate()
+        {
+            put32(&mut f, 56 + 4 * k, *v);
+        }
+        put32(&mut f, 84, 4); // PT_NOTE
+        put32(&mut f, 88, 0x180);
+        put32(&mut f, 100, notes.len() as u32);
+        f[0x180..0x180 + notes.len()].copy_from_slice(notes);
+        f
+    }
+
+    #[test]
+    fn elf32_pvh_note_is_read_here() {
+        let mut note = Vec::new();
+        for v in [4u32, 4, 18] {
+            note.extend_from_slice(&v.to_le_bytes());
+        }
+        note.extend_from_slice(b"Xen\0");
+        note.extend_from_slice(&0x100_0010u32.to_le_bytes());
+        let plan = crate::boot::plan(&BootRequest::new(&elf32(&note), 64 << 20)).unwrap();
+        assert_eq!(plan.info.format, BootFormat::Pvh);
+        assert!(plan.info.image_is_32bit);
+        assert_eq!(plan.bsp().regs.rip, 0x100_0010);
+        assert_eq!(plan.bsp().regs.rbx, START_INFO);
+        // A note whose descriptor runs past its segment is a corrupt ELF.
+        let cut = crate::boot::plan(&BootRequest::new(&elf32(&note[..18]), 64 << 20));
+        assert!(matches!(cut, Err(LoadError::BadElf(_))), "{cut:?}");
+        // Another vendor's note of type 18 is not the PVH entry.
+        note[12..16].copy_from_slice(b"GNU\0");
+        let other = crate::boot::plan(&BootRequest::new(&elf32(&note), 64 << 20));
+        assert!(
+            matches!(other, Err(LoadError::Elf32WithoutMultiboot)),
+            "{other:?}"
+        );
     }
 
     #[test]

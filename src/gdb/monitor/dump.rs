@@ -28,7 +28,9 @@ impl<A: Layout> KvmTarget<'_, A> {
         let regs = self.vm.paging_regs(self.selection.vcpu())?;
         let mem = self.vm.memory();
         let ram = mappings::ram_regions(mem);
-        let class = if self.vm.boot_info().image_is_32bit {
+        // The core's class follows the layout gdb is served, so the gdb that wrote it
+        // (same architecture) opens it.
+        let class = if A::WORD == 4 {
             CoreClass::Elf32
         } else {
             CoreClass::Elf64

@@ -14,6 +14,7 @@ mod paging;
 mod reset;
 mod settings;
 mod tables;
+mod version;
 
 use crate::gdb::regs::layout::Layout;
 use crate::gdb::target::KvmTarget;
@@ -43,6 +44,8 @@ kvmgdb monitor commands (numbers: hex with 0x, or decimal):
   msr N                read MSR N: a number or a name (EFER, LSTAR, ...)
   msr N VALUE          write VALUE to MSR N
   info kvm             the host KVM's capabilities and the debug settings
+  info version         kvmgdb's version (QEMU's command; Linux's gdb
+                       scripts probe for a QEMU-like stub with it)
   sstep irq [on|off]   on (default): interrupts stay masked during single
                        steps, like QEMU's qqemu.sstep=0x7; off: like 0x5
   phys [on|off]        on: gdb's addresses are guest-physical; off: virtual
@@ -145,6 +148,7 @@ impl<A: Layout> KvmTarget<'_, A> {
             ["info", "gdt"] => self.info_gdt(c)?,
             ["info", "idt"] => self.info_idt(c)?,
             ["info", "kvm"] => self.info_kvm(c)?,
+            ["info", "version"] => self.info_version(c)?,
             ["translate", addr] => self.translate(c, addr)?,
             ["translate", ..] => return Err(MonitorError::Usage("translate ADDR")),
             ["msr", index] => self.msr(c, index, None)?,

@@ -40,6 +40,21 @@ impl<A: Layout> KvmTarget<'_, A> {
                 "off: addresses are virtual"
             }
         ));
+        // Instructions this KVM could not run and kvmgdb completed (never on hardware KVM).
+        let done: Vec<String> = crate::vmm::complete::TABLE
+            .iter()
+            .filter(|e| e.count() > 0)
+            .map(|e| format!("{} {}", e.name, e.count()))
+            .collect();
+        c.line(format!(
+            "{:<18} {}",
+            "completed",
+            if done.is_empty() {
+                "none (every instruction ran in KVM)".to_string()
+            } else {
+                done.join(", ")
+            }
+        ));
         Ok(())
     }
 

@@ -79,27 +79,27 @@ pub enum CannotComplete {
     Kvm(&'static str, #[source] kvm_ioctls::Error),
 }
 
-/// One instruction family kvmgdb completes.
+/// One instruction kvmgdb completes.
 pub struct Completion {
-    /// The name in log lines and counts.
+    /// Its name in log lines, counts and `monitor info kvm`.
     pub name: &'static str,
-    /// The mnemonics iced-x86 decodes it to.
-    pub mnemonics: &'static [Mnemonic],
-    /// Does the instruction on `cpu`.
-    run: fn(&mut Cpu<'_>, &Instruction) -> Result<Option<Exception>, CannotComplete>,
+    /// The mnemonic iced-x86 decodes it to.
+    pub mnemonic: Mnemonic,
+    /// Does the instruction on `cpu`; one function serves an instruction family.
+    run: Run,
     /// How many times it was completed in this process.
     count: AtomicU64,
 }
 
+/// What a completion function does: an exception instead of the instruction, or None
+/// once it is done on `cpu`.
+type Run = fn(&mut Cpu<'_>, &Instruction) -> Result<Option<Exception>, CannotComplete>;
+
 impl Completion {
-    const fn new(
-        name: &'static str,
-        mnemonics: &'static [Mnemonic],
-        run: fn(&mut Cpu<'_>, &Instruction) -> Result<Option<Exception>, CannotComplete>,
-    ) -> Completion {
+    const fn new(name: &'static str, mnemonic: Mnemonic, run: Run) -> Completion {
         Completion {
             name,
-            mnemonics,
+            mnemonic,
             run,
             count: AtomicU64::new(0),
         }
@@ -112,30 +112,32 @@ impl Completion {
 }
 
 /// Every instruction kvmgdb completes, found on PVM while booting Linux
-/// (/work/shared/KVM-FACTS.md and docs/kvm-quirks.md, "Completions").
-pub static TABLE: [Completion; 9] = [
-    Completion::new("fwait", &[Mnemonic::Wait], fpu::fwait),
-    Completion::new("fninit", &[Mnemonic::Fninit], fpu::fninit),
-    Completion::new("ldmxcsr", &[Mnemonic::Ldmxcsr], fpu::ldmxcsr),
-    Completion::new("stmxcsr", &[Mnemonic::Stmxcsr], fpu::stmxcsr),
-    Completion::new("popcnt", &[Mnemonic::Popcnt], bits::popcnt),
-    Completion::new(
-        "clac/stac",
-        &[Mnemonic::Clac, Mnemonic::Stac],
-        flags::clac_stac,
-    ),
-    Completion::new("SSE move", sse::MNEMONICS, sse::mov),
-    Completion::new(
-        "xrstor",
-        &[Mnemonic::Xrstor, Mnemonic::Xrstor64],
-        xsave::xrstor,
-    ),
-    Completion::new("rdssp", &[Mnemonic::Rdsspd, Mnemonic::Rdsspq], cet::rdssp),
+/// (docs/kvm-quirks.md, "Completions"), with the function of its family.
+pub static TABLE: [Completion; 19] = [
+    Completion::new("fwait", Mnemonic::Wait, fpu::fwait),
+    Completion::new("fninit", Mnemonic::Fninit, fpu::fninit),
+    Completion::new("ldmxcsr", Mnemonic::Ldmxcsr, fpu::ldmxcsr),
+    Completion::new("stmxcsr", Mnemonic::Stmxcsr, fpu::stmxcsr),
+    Completion::new("popcnt", Mnemonic::Popcnt, bits::popcnt),
+    Completion::new("clac", Mnemonic::Clac, flags::clac_stac),
+    Completion::new("stac", Mnemonic::Stac, flags::clac_stac),
+    Completion::new("movd", Mnemonic::Movd, sse::mov),
+    Completion::new("movq", Mnemonic::Movq, sse::mov),
+    Completion::new("movdqa", Mnemonic::Movdqa, sse::mov),
+    Completion::new("movdqu", Mnemonic::Movdqu, sse::mov),
+    Completion::new("movaps", Mnemonic::Movaps, sse::mov),
+    Completion::new("movups", Mnemonic::Movups, sse::mov),
+    Completion::new("movapd", Mnemonic::Movapd, sse::mov),
+    Completion::new("movupd", Mnemonic::Movupd, sse::mov),
+    Completion::new("xrstor", Mnemonic::Xrstor, xsave::xrstor),
+    Completion::new("xrstor64", Mnemonic::Xrstor64, xsave::xrstor),
+    Completion::new("rdsspd", Mnemonic::Rdsspd, cet::rdssp),
+    Completion::new("rdsspq", Mnemonic::Rdsspq, cet::rdssp),
 ];
 
 /// The table entry for `mnemonic`, if kvmgdb completes it.
 pub fn lookup(mnemonic: Mnemonic) -> Option<&'static Completion> {
-    TABLE.iter().find(|c| c.mnemonics.contains(&mnemonic))
+    TABLE.iter().find(|c| c.mnemonic == mnemonic)
 }
 
 /// The decoder's bitness for the vCPU's current mode: 64 in 64-bit mode (EFER.LMA and
@@ -190,6 +192,11 @@ pub fn complete(
 ) -> Result<Done, CannotComplete> {
     let entry = lookup(insn.mnemonic())
         .ok_or_else(|| CannotComplete::NotInTable(format!("{:?}", insn.mnemonic())))?;
+    if insn.has_lock_prefix() {
+        // LOCK is valid only on read-modify-write memory instructions, none of these
+        // (SDM Vol. 2A, LOCK).
+        return Ok(Done::Raised(Exception::UD));
+    }
     let mut cpu = Cpu::new(vcpu, mem, *state);
     if let Some(exception) = (entry.run)(&mut cpu, insn)? {
         return Ok(Done::Raised(exception));
@@ -253,12 +260,12 @@ mod tests {
 
     #[test]
     fn every_mnemonic_has_one_completion() {
-        let mut seen = Vec::new();
-        for c in &TABLE {
-            for m in c.mnemonics {
-                assert!(!seen.contains(m), "{m:?} is in the table twice");
-                seen.push(*m);
-            }
+        for (i, c) in TABLE.iter().enumerate() {
+            assert!(
+                TABLE[i + 1..].iter().all(|d| d.mnemonic != c.mnemonic),
+                "{:?} is in the table twice",
+                c.mnemonic
+            );
         }
     }
 
@@ -273,12 +280,12 @@ mod tests {
             (&[0x0f, 0xae, 0x54, 0x24, 0x04], "ldmxcsr"),    // ldmxcsr 0x4(%rsp)
             (&[0x0f, 0xae, 0x1f], "stmxcsr"),                // stmxcsr (%rdi)
             (&[0xf3, 0x48, 0x0f, 0xb8, 0xc7], "popcnt"),     // popcnt %rdi, %rax
-            (&[0x0f, 0x01, 0xca], "clac/stac"),
-            (&[0x0f, 0x01, 0xcb], "clac/stac"),
-            (&[0x66, 0x44, 0x0f, 0x6e, 0xf9], "SSE move"),   // movd %ecx, %xmm15
-            (&[0xf3, 0x0f, 0x6f, 0x07], "SSE move"),         // movdqu (%rdi), %xmm0
-            (&[0x48, 0x0f, 0xae, 0x2f], "xrstor"),           // xrstor64 (%rdi)
-            (&[0xf3, 0x48, 0x0f, 0x1e, 0xc8], "rdssp"),      // rdsspq %rax
+            (&[0x0f, 0x01, 0xca], "clac"),
+            (&[0x0f, 0x01, 0xcb], "stac"),
+            (&[0x66, 0x44, 0x0f, 0x6e, 0xf9], "movd"),       // movd %ecx, %xmm15
+            (&[0xf3, 0x0f, 0x6f, 0x07], "movdqu"),           // movdqu (%rdi), %xmm0
+            (&[0x48, 0x0f, 0xae, 0x2f], "xrstor64"),         // xrstor64 (%rdi)
+            (&[0xf3, 0x48, 0x0f, 0x1e, 0xc8], "rdsspq"),     // rdsspq %rax
         ];
         for (bytes, name) in cases {
             let insn = decode64(bytes);

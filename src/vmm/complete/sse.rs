@@ -9,18 +9,6 @@ use super::cpu::{Cpu, Exception};
 use crate::x86::xsave::{BV_SSE, XMM0, XsaveBytes};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
-/// The moves completed here.
-pub const MNEMONICS: &[Mnemonic] = &[
-    Mnemonic::Movd,
-    Mnemonic::Movq,
-    Mnemonic::Movdqa,
-    Mnemonic::Movdqu,
-    Mnemonic::Movaps,
-    Mnemonic::Movups,
-    Mnemonic::Movapd,
-    Mnemonic::Movupd,
-];
-
 /// The 16-byte alignment the aligned forms demand of a memory operand (#GP(0) otherwise:
 /// SDM Vol. 2B, MOVDQA, MOVAPS, MOVAPD).
 const ALIGN: u64 = 16;

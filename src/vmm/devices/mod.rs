@@ -86,6 +86,19 @@ impl Devices {
         self.power = Power::default();
     }
 
+    /// Puts `bytes` into COM1's receive FIFO (raising its receive interrupt); returns how
+    /// many it took: 0 while the FIFO is full.
+    pub fn enqueue_serial_input(&mut self, bytes: &[u8]) -> usize {
+        match self.serial.enqueue_raw_bytes(bytes) {
+            Ok(n) => n,
+            Err(vm_superio::serial::Error::FullFifo) => 0,
+            Err(e) => {
+                log::warn!("serial input: {e}");
+                bytes.len()
+            }
+        }
+    }
+
     /// Handles an `in` from `port`, filling `data`.
     pub fn io_in(&mut self, port: u16, data: &mut [u8]) {
         if (COM1_BASE..COM1_BASE + COM1_LEN).contains(&port) && data.len() == 1 {
