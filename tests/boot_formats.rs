@@ -1,8 +1,10 @@
 //! Boot formats and the firmware data on real KVM, with guests of our own (`guests/`):
 //! the Multiboot2 guest walks its boot information and the Multiboot v1 guest its modules,
 //! both check the BIOS Data Area and the ACPI tables, and print what they found on COM1;
-//! these tests compare that with what the boot request asked for. A gdb session checks the
-//! Multiboot2 entry state, and `iasl` disassembles the ACPI tables.
+//! these tests compare that with what the boot request (in-process, or the QEMU command
+//! line's `-append` and `-initrd`) asked for. A gdb session checks the Multiboot2 entry
+//! state, the ioapic_route guest where the PIT's interrupts arrive, and `iasl` disassembles
+//! the ACPI tables.
 
 mod common;
 mod vmm_support;
@@ -151,6 +153,60 @@ fn multiboot_guest_sees_its_modules() {
         assert_contains(&out, &line);
     }
     assert_firmware_lines(&out, 1);
+}
+
+/// The QEMU command line hands the modules over as QEMU does: `-initrd "mod args,mod2"`,
+/// each module's string its path and arguments, the command line the kernel's path and
+/// `-append`; both Multiboot versions, COM1 on stdout (`-nographic`).
+#[test]
+fn qemu_command_line_modules() {
+    require_kvm();
+    let dir = TestDir::new("boot-formats-initrd");
+    let modules = modules();
+    let paths: Vec<String> = ["a.bin", "b.bin"]
+        .iter()
+        .zip(&modules)
+        .map(|(name, m)| {
+            let path = dir.join(name);
+            std::fs::write(&path, &m.data).unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    let initrd = format!("{} arg1 arg2=x,{}", paths[0], paths[1]);
+    let strings = [format!("{} arg1 arg2=x", paths[0]), paths[1].clone()];
+    // The guests' line for module i with `string`: multiboot_mods prints its index and
+    // size, multiboot2 its address range (checked in-process above).
+    let line = |guest_name: &str, i: usize, string: &str, m: &Module| match guest_name {
+        "multiboot_mods.elf" => format!(
+            "module {i}: {string} size={} bytes: {}\n",
+            m.data.len(),
+            peek(&m.data)
+        ),
+        _ => format!(" {string} bytes: {}\n", peek(&m.data)),
+    };
+    for guest_name in ["multiboot_mods.elf", "multiboot2.elf"] {
+        let kernel = guest(guest_name).display().to_string();
+        let args = [
+            "-kernel",
+            &kernel,
+            "-append",
+            "console=com1",
+            "-initrd",
+            &initrd,
+            "-nographic",
+        ];
+        let (status, stdout, stderr) = run_kvmgdb(&args, KVMGDB_TIMEOUT);
+        assert_eq!(
+            status as u32,
+            exit_status(GUEST_OK),
+            "stderr: {stderr}\n{stdout}"
+        );
+        assert_contains(&stdout, &format!("cmdline: {kernel} console=com1\n"));
+        for (i, (string, m)) in strings.iter().zip(&modules).enumerate() {
+            assert_contains(&stdout, &line(guest_name, i, string, m));
+        }
+        assert_contains(&stdout, "failures: 0\n");
+    }
 }
 
 /// A loader that took the ELF entry point instead of the entry address tag's would run
