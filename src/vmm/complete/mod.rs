@@ -1,7 +1,8 @@
 //! Instructions this KVM cannot run, completed by the VMM.
 //!
 //! PVM emulates all CPL0 guest code, and its emulator gives up on some instructions a
-//! kernel uses every boot: `fwait`, `ldmxcsr`, `popcnt`, `clac`, SSE moves, `xrstor`… Each
+//! kernel uses every boot: `fwait`, `ldmxcsr`, `popcnt`, `clac`, SSE moves, `xrstor`,
+//! `xsave`, `xgetbv`… Each
 //! ends the run in KVM_EXIT_INTERNAL_ERROR (suberror 1, emulation failure) with RIP at the
 //! instruction and the vCPU intact (docs/kvm-quirks.md, "Completions"). Hardware KVM runs
 //! them all natively, so there this layer never runs.
@@ -113,7 +114,7 @@ impl Completion {
 
 /// Every instruction kvmgdb completes, found on PVM while booting Linux
 /// (docs/kvm-quirks.md, "Completions"), with the function of its family.
-pub static TABLE: [Completion; 19] = [
+pub static TABLE: [Completion; 24] = [
     Completion::new("fwait", Mnemonic::Wait, fpu::fwait),
     Completion::new("fninit", Mnemonic::Fninit, fpu::fninit),
     Completion::new("ldmxcsr", Mnemonic::Ldmxcsr, fpu::ldmxcsr),
@@ -131,6 +132,11 @@ pub static TABLE: [Completion; 19] = [
     Completion::new("movupd", Mnemonic::Movupd, sse::mov),
     Completion::new("xrstor", Mnemonic::Xrstor, xsave::xrstor),
     Completion::new("xrstor64", Mnemonic::Xrstor64, xsave::xrstor),
+    Completion::new("xsave", Mnemonic::Xsave, xsave::xsave),
+    Completion::new("xsave64", Mnemonic::Xsave64, xsave::xsave),
+    Completion::new("xsaveopt", Mnemonic::Xsaveopt, xsave::xsave),
+    Completion::new("xsaveopt64", Mnemonic::Xsaveopt64, xsave::xsave),
+    Completion::new("xgetbv", Mnemonic::Xgetbv, xsave::xgetbv),
     Completion::new("rdsspd", Mnemonic::Rdsspd, cet::rdssp),
     Completion::new("rdsspq", Mnemonic::Rdsspq, cet::rdssp),
 ];
@@ -180,8 +186,8 @@ pub fn decode(mem: &GuestMem, state: &CpuSnapshot) -> Result<Instruction, Cannot
 
 /// Completes `insn`, the instruction at the vCPU's RIP (from [`decode`]), on `vcpu`.
 ///
-/// On [`Done::Executed`] the FPU state is already written and the returned registers
-/// must be loaded before the vCPU runs; on [`Done::Raised`] nothing was written. A
+/// On [`Done::Executed`] the XSAVE state and memory are already written and the returned
+/// registers must be loaded before the vCPU runs; on [`Done::Raised`] nothing was written. A
 /// completion that fails with an error has written nothing either, so the stop it
 /// becomes shows the state the instruction found.
 pub fn complete(
@@ -202,10 +208,13 @@ pub fn complete(
         return Ok(Done::Raised(exception));
     }
     cpu.commit()?;
-    cpu.regs.rip = cpu.regs.rip.wrapping_add(insn.len() as u64);
-    if bitness(&state.sregs) != 64 {
-        cpu.regs.rip &= 0xffff_ffff;
-    }
+    // The instruction pointer wraps at the code segment's size (SDM Vol. 1, 3.6).
+    let ip_mask = match bitness(&state.sregs) {
+        64 => u64::MAX,
+        32 => 0xffff_ffff,
+        _ => 0xffff,
+    };
+    cpu.regs.rip = cpu.regs.rip.wrapping_add(insn.len() as u64) & ip_mask;
     let n = entry.count.fetch_add(1, Ordering::Relaxed);
     if n == 0 {
         log::info!(
@@ -223,7 +232,8 @@ pub fn complete(
 
 /// Delivers `exception` to the guest at its current RIP: CR2 first for a #PF
 /// (KVM_SET_SREGS), then the exception through KVM_SET_VCPU_EVENTS, which KVM delivers
-/// at the next KVM_RUN (KVM API 4.31). `sregs` are the vCPU's current system registers.
+/// at the next KVM_RUN (KVM API, KVM_SET_VCPU_EVENTS; without KVM_CAP_EXCEPTION_PAYLOAD,
+/// which kvmgdb does not enable, a #PF takes CR2 as it is). `sregs` are the vCPU's current system registers.
 /// Returns the system registers now in the vCPU.
 pub fn inject(
     vcpu: &VcpuFd,
