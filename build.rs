@@ -133,6 +133,15 @@ const GUESTS: &[Guest] = &[
         elf_entry: None,
     },
     Guest {
+        name: "ioapic_route",
+        arch: Arch::X86_64 {
+            code_model: "small",
+        },
+        sources: &["start64.S", "ioapic_route.S", "ioapic_route.c", "serial.c"],
+        linker_script: "flat64.ld",
+        elf_entry: None,
+    },
+    Guest {
         name: "multiboot2",
         arch: Arch::I386,
         sources: &[

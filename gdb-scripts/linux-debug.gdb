@@ -72,4 +72,5 @@ print $lx_current().comm
 echo ==lx-symbols==\n
 lx-symbols
 echo ==end==\n
-kill
+# The kernel boots on without gdb.
+detach

@@ -1,15 +1,17 @@
 //! Boot formats and the firmware data on real KVM, with guests of our own (`guests/`):
 //! the Multiboot2 guest walks its boot information and the Multiboot v1 guest its modules,
 //! both check the BIOS Data Area and the ACPI tables, and print what they found on COM1;
-//! these tests compare that with what the boot request asked for. A gdb session checks the
-//! Multiboot2 entry state, and `iasl` disassembles the ACPI tables.
+//! these tests compare that with what the boot request (in-process, or the QEMU command
+//! line's `-append` and `-initrd`) asked for. A gdb session checks the Multiboot2 entry
+//! state, the ioapic_route guest where the PIT's interrupts arrive, and `iasl` disassembles
+//! the ACPI tables.
 
 mod common;
 mod vmm_support;
 
 use common::*;
 use kvmgdb::boot::{self, BootRequest, MemWrite, Module};
-use kvmgdb::platform::{ACPI_AREA_END, ACPI_RSDP};
+use kvmgdb::platform::{ACPI_AREA_END, ACPI_RSDP, PIT_GSI};
 use kvmgdb::vmm::MachineConfig;
 use kvmgdb::vmm::stop::VcpuStop;
 use std::process::Command;
@@ -53,7 +55,6 @@ fn run(req: &BootRequest) -> (boot::BootPlan, String) {
         VcpuStop::Exit(exit_status(GUEST_OK)),
         "guest output:\n{out}"
     );
-    assert_contains(&out, "failures: 0");
     (plan, out)
 }
 
@@ -78,6 +79,7 @@ fn peek(data: &[u8]) -> String {
 
 /// What both guests print of the firmware data, for a machine of `cpus` CPUs.
 fn assert_firmware_lines(out: &str, cpus: usize) {
+    assert_contains(out, "failures: 0\n");
     assert_contains(out, "bda: com1=0x3f8 ebda=0x9fc0 base_kib=639\n");
     assert_contains(out, "rsdp: at 0xe0000 revision 2 checksums ok");
     assert_contains(out, "acpi: FACP len=276 checksum ok\n");
@@ -153,6 +155,60 @@ fn multiboot_guest_sees_its_modules() {
     assert_firmware_lines(&out, 1);
 }
 
+/// The QEMU command line hands the modules over as QEMU does: `-initrd "mod args,mod2"`,
+/// each module's string its path and arguments, the command line the kernel's path and
+/// `-append`; both Multiboot versions, COM1 on stdout (`-nographic`).
+#[test]
+fn qemu_command_line_modules() {
+    require_kvm();
+    let dir = TestDir::new("boot-formats-initrd");
+    let modules = modules();
+    let paths: Vec<String> = ["a.bin", "b.bin"]
+        .iter()
+        .zip(&modules)
+        .map(|(name, m)| {
+            let path = dir.join(name);
+            std::fs::write(&path, &m.data).unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    let initrd = format!("{} arg1 arg2=x,{}", paths[0], paths[1]);
+    let strings = [format!("{} arg1 arg2=x", paths[0]), paths[1].clone()];
+    // The guests' line for module i with `string`: multiboot_mods prints its index and
+    // size, multiboot2 its address range (checked in-process above).
+    let line = |guest_name: &str, i: usize, string: &str, m: &Module| match guest_name {
+        "multiboot_mods.elf" => format!(
+            "module {i}: {string} size={} bytes: {}\n",
+            m.data.len(),
+            peek(&m.data)
+        ),
+        _ => format!(" {string} bytes: {}\n", peek(&m.data)),
+    };
+    for guest_name in ["multiboot_mods.elf", "multiboot2.elf"] {
+        let kernel = guest(guest_name).display().to_string();
+        let args = [
+            "-kernel",
+            &kernel,
+            "-append",
+            "console=com1",
+            "-initrd",
+            &initrd,
+            "-nographic",
+        ];
+        let (status, stdout, stderr) = run_kvmgdb(&args, KVMGDB_TIMEOUT);
+        assert_eq!(
+            status as u32,
+            exit_status(GUEST_OK),
+            "stderr: {stderr}\n{stdout}"
+        );
+        assert_contains(&stdout, &format!("cmdline: {kernel} console=com1\n"));
+        for (i, (string, m)) in strings.iter().zip(&modules).enumerate() {
+            assert_contains(&stdout, &line(guest_name, i, string, m));
+        }
+        assert_contains(&stdout, "failures: 0\n");
+    }
+}
+
 /// A loader that took the ELF entry point instead of the entry address tag's would run
 /// `mb2_elf_entry`, which exits with another status: the plan enters at `_start`.
 #[test]
@@ -181,8 +237,22 @@ fn gdb_multiboot2_entry_state() {
     assert_contains(at_main, "_start ()");
 }
 
+/// The MADT names the I/O APIC pin of the PIT's IRQ 0 from `platform::PIT_GSI` (an
+/// override only when it is not 0): the guest routes pins 0 and 2 to two vectors, masks the
+/// PICs, runs the PIT at 1 kHz and counts where its interrupts arrive.
+#[test]
+fn pit_irq0_arrives_on_the_gsi_the_madt_names() {
+    let (_, image) = guest_image("ioapic_route.elf");
+    let (_, out) = run(&BootRequest::new(&image, RAM));
+    let want = match PIT_GSI {
+        0 => "pit irq 0: ioapic pin 0 20, pin 2 0\n",
+        _ => "pit irq 0: ioapic pin 0 0, pin 2 20\n",
+    };
+    assert_contains(&out, want);
+}
+
 /// The ACPI tables as a plan writes them, each table by its signature, found by following
-/// the RSDP's XSDT and RSDT and the FADT's DSDT and FACS pointers (the RSDP itself is not a
+/// the RSDP's XSDT and RSDT and the FADT's DSDT and FACS (FIRMWARE_CTRL) pointers (the RSDP itself is not a
 /// table `iasl` reads from a file; the unit tests and the guests check it).
 fn acpi_tables(cpus: usize) -> Vec<(String, Vec<u8>)> {
     let plan = boot::plan(&BootRequest {
@@ -219,7 +289,7 @@ fn acpi_tables(cpus: usize) -> Vec<(String, Vec<u8>)> {
     }
     let fadt = u64_at(xsdt, 36);
     tables.push(table(u64_at(fadt, 140)));
-    tables.push(table(u64_at(fadt, 132)));
+    tables.push(table(u32_at(fadt, 36).into()));
     tables
 }
 
@@ -281,10 +351,14 @@ fn iasl_disassembles_the_acpi_tables() {
     ] {
         assert!(fields.contains(field), "iasl shows no {field:?}:\n{dsl}");
     }
-    // One override, the SCI's: the PIT's IRQ 0 is on GSI 0 (platform::PIT_GSI).
+    // The SCI's override, and the PIT's when its IRQ 0 is not on GSI 0 (platform::PIT_GSI).
+    let pit = format!(
+        "Source : 00 Interrupt : {PIT_GSI:08X} Flags (decoded below) : 0005 Polarity : 1 Trigger Mode : 1"
+    );
+    assert_eq!(fields.contains(&pit), PIT_GSI != 0, "{pit:?} in:\n{dsl}");
     assert_eq!(
         fields.matches("[Interrupt Source Override]").count(),
-        1,
+        1 + usize::from(PIT_GSI != 0),
         "{dsl}"
     );
     assert_eq!(

@@ -231,6 +231,10 @@ impl LinuxBench {
 
     /// Launch → gdb reports the stop at `start_kernel` (an `hbreak` set while the guest
     /// waits at its first instruction). Checks that the stop is at `start_kernel`.
+    ///
+    /// gdb starts first and has read the 587 MB symbol file before the stub is launched
+    /// (it waits for a go file, then connects, retrying until the stub listens): reading
+    /// symbols is gdb's cost, the same for both stubs, not the VMM's.
     fn start_kernel(
         &self,
         spec: &StubSpec,
@@ -240,21 +244,29 @@ impl LinuxBench {
         let port = stub::free_port()?;
         let serial = scratch(spec.kind, "gdb-serial.txt");
         let out_path = scratch(spec.kind, "gdb.out");
-        let stub = Stub::launch(
-            spec.kind,
-            self.command(spec, image, &serial, Some(port)),
-            port,
-        )?;
+        let go = scratch(spec.kind, "gdb.go");
+        let _ = std::fs::remove_file(&go);
         let out =
             std::fs::File::create(&out_path).map_err(|e| BenchError::Write(out_path.clone(), e))?;
         let err = out
             .try_clone()
             .map_err(|e| BenchError::Write(out_path.clone(), e))?;
+        // Waits for the go file (1 ms polls), then connects, retrying for 30 s.
+        let connect = format!(
+            "python\nimport os, time\nprint('{MARK} READY', flush=True)\n\
+             while not os.path.exists('{go}'): time.sleep(0.001)\n\
+             for _ in range(30000):\n    \
+             try:\n        gdb.execute('target remote 127.0.0.1:{port}'); break\n    \
+             except gdb.error: time.sleep(0.001)\nend\n",
+            go = go.display()
+        );
+        let script = scratch(spec.kind, "connect.gdb");
+        std::fs::write(&script, connect).map_err(|e| BenchError::Write(script.clone(), e))?;
         let mut child = Command::new(gdb)
             .args(["-nx", "-batch"])
             .args(["-ex", "set pagination off", "-ex", "set confirm off"])
-            .arg("-ex")
-            .arg(format!("target remote 127.0.0.1:{port}"))
+            .arg("-x")
+            .arg(&script)
             .args(["-ex", "hbreak start_kernel", "-ex", "continue"])
             .arg("-ex")
             .arg(format!(
@@ -267,9 +279,34 @@ impl LinuxBench {
             .stderr(err)
             .spawn()
             .map_err(|e| BenchError::Gdb(format!("cannot run {}: {e}", gdb.display())))?;
+        let ready_by = Instant::now() + START_KERNEL_TIMEOUT;
+        while !std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .contains(&format!("{MARK} READY"))
+        {
+            if Instant::now() > ready_by || matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(BenchError::Gdb(format!(
+                    "gdb did not get ready: {}",
+                    std::fs::read_to_string(&out_path).unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(POLL);
+        }
+        let stub = Stub::launch(
+            spec.kind,
+            self.command(spec, image, &serial, Some(port)),
+            port,
+        )?;
+        std::fs::write(&go, b"").map_err(|e| BenchError::Write(go.clone(), e))?;
         let result = loop {
             let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-            if let Some(line) = text.lines().find_map(|l| l.strip_prefix(MARK)) {
+            let stop = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(MARK))
+                .find(|l| !l.contains("READY"));
+            if let Some(line) = stop {
                 let at = stub.spawned_at.elapsed();
                 let v: Vec<&str> = line.split_whitespace().collect();
                 break match v.as_slice() {
@@ -299,7 +336,7 @@ impl LinuxBench {
         let _ = child.kill();
         let _ = child.wait();
         stub.finish(Duration::from_secs(2));
-        for p in [&serial, &out_path] {
+        for p in [&serial, &out_path, &go, &script] {
             let _ = std::fs::remove_file(p);
         }
         Ok(result)

@@ -219,8 +219,9 @@ fn madt_body(cpus: usize) -> Vec<u8> {
 }
 
 /// The FADT (ACPI 6.5, 5.2.9, revision 6.5): the PM1a blocks and PM timer at the platform's
-/// ports, the SCI, the reset register, the DSDT and FACS in both their 32- and 64-bit
-/// fields, and not hardware-reduced. No SMI command port: the machine is always in ACPI
+/// ports, the SCI, the reset register, the DSDT in both its 32- and 64-bit fields, the FACS
+/// in the 32-bit one only (ACPICA installs the FACS once per field it finds: Linux listed
+/// it twice), and not hardware-reduced. No SMI command port: the machine is always in ACPI
 /// mode. No GPE block, no century register, no C2/C3.
 fn fadt(facs: u64, dsdt: u64) -> Vec<u8> {
     let mut f = vec![0u8; FADT_LEN];
@@ -249,7 +250,6 @@ fn fadt(facs: u64, dsdt: u64) -> Vec<u8> {
     put(116, &gas_io(RESET_PORT, 8)); // RESET_REG
     put(128, &[RESET_VALUE]);
     put(131, &[5]); // FADT minor version
-    put(132, &facs.to_le_bytes()); // X_FIRMWARE_CTRL
     put(140, &dsdt.to_le_bytes()); // X_DSDT
     put(148, &gas_io(PM1A_EVT_PORT, 8 * PM1_EVT_LEN)); // X_PM1a_EVT_BLK
     put(172, &gas_io(PM1A_CNT_PORT, 8 * PM1_CNT_LEN)); // X_PM1a_CNT_BLK
@@ -365,12 +365,9 @@ mod tests {
             "X_DSDT = DSDT"
         );
         assert_eq!(&dsdt[..4], b"DSDT");
-        let facs_at = u64_at(fadt, 132);
-        assert_eq!(
-            facs_at,
-            u64::from(u32_at(fadt, 36)),
-            "X_FIRMWARE_CTRL = FIRMWARE_CTRL"
-        );
+        // The FACS in FIRMWARE_CTRL alone: an OS installs each of the two fields it finds.
+        let facs_at = u64::from(u32_at(fadt, 36));
+        assert_eq!(u64_at(fadt, 132), 0, "no X_FIRMWARE_CTRL");
         assert_eq!(facs_at % 64, 0, "FACS alignment");
         let facs = &t.bytes[(facs_at - ACPI_RSDP) as usize..][..64];
         assert_eq!((&facs[..4], u32_at(facs, 4)), (&b"FACS"[..], 64));

@@ -94,6 +94,22 @@ mod tests {
         assert_eq!(extended_bios_data_area()[0], 1, "EBDA size KiB");
     }
 
+    /// Every format's plan starts with the firmware writes, for the request's CPUs.
+    #[test]
+    fn every_plan_writes_the_firmware() {
+        use super::super::tests::{aout_kludge, elf64};
+        use super::super::{BootRequest, plan};
+        let (want, _) = writes(3).unwrap();
+        for image in [aout_kludge(), elf64(0x10_0000, 0x10_0000, 0x40, 0x1000)] {
+            let req = BootRequest {
+                vcpus: 3,
+                ..BootRequest::new(&image, 16 << 20)
+            };
+            let p = plan(&req).unwrap();
+            assert_eq!(p.writes[..want.len()], want[..], "{:?}", p.info.format);
+        }
+    }
+
     /// The writes cover the BDA, the EBDA and the whole ACPI area, nothing else.
     #[test]
     fn writes_cover_the_firmware_areas() {

@@ -605,7 +605,7 @@ mod tests {
         })
     }
 
-    fn elf64(entry: u64, paddr: u64, filesz: u64, memsz: u64) -> Vec<u8> {
+    pub(super) fn elf64(entry: u64, paddr: u64, filesz: u64, memsz: u64) -> Vec<u8> {
         let mut f = vec![0u8; 0x200];
         f[..4].copy_from_slice(b"\x7fELF");
         f[4] = 2;
@@ -911,6 +911,10 @@ mod tests {
             0x10_0004,
             layout::GDT,
             layout::BOOT_PARAMS + 8,
+            layout::BDA + 0x0e,
+            layout::EBDA_START,
+            crate::platform::ACPI_RSDP,
+            crate::platform::ACPI_RSDP + 0x1000,
         ] {
             mem.write_obj(0xdead_beef_u32, GuestAddress(at)).unwrap();
         }

@@ -343,9 +343,6 @@ pub fn run(invocation: Invocation) -> Result<u8, CliError> {
 
 /// Boots the kernel `o` names and serves gdb (or runs it unattended) until it ends.
 fn run_kernel(o: &RunOptions) -> Result<u8, CliError> {
-    for note in &o.notes {
-        eprintln!("kvmgdb: note: {note}");
-    }
     let (image, symbols) = match &o.kernel {
         Some(path) => (read_kernel(path, o.memory)?, path.clone()),
         None => (
@@ -354,7 +351,7 @@ fn run_kernel(o: &RunOptions) -> Result<u8, CliError> {
         ),
     };
     let modules = files::read_modules(&o.initrd, o.memory)?;
-    let cmdline = kernel_cmdline(o, &image, &symbols);
+    let (cmdline, cmdline_note) = kernel_cmdline(o, &image, &symbols);
     let serial: Box<dyn Write + Send> = match &o.serial {
         SerialSink::Stdio => Box::new(std::io::stdout()),
         SerialSink::None => Box::new(std::io::sink()),
@@ -377,6 +374,13 @@ fn run_kernel(o: &RunOptions) -> Result<u8, CliError> {
         vcpus: 1,
     })
     .map_err(|e| CliError::Boot(symbols.clone(), e))?;
+    // Notes only once the boot is planned: a refused image gets its one error line alone.
+    for note in &o.notes {
+        eprintln!("kvmgdb: note: {note}");
+    }
+    if let Some(note) = cmdline_note {
+        eprintln!("{note}");
+    }
     let image_is_32bit = plan.info.image_is_32bit;
     let arch = o
         .gdb_arch
@@ -425,23 +429,28 @@ fn run_kernel(o: &RunOptions) -> Result<u8, CliError> {
 }
 
 /// The kernel command line: `-append`'s, plus the `--pvm-linux` parameters where they
-/// apply (a note on stderr says so when they were added without being asked for).
-fn kernel_cmdline(o: &RunOptions, image: &[u8], path: &std::path::Path) -> String {
+/// apply; and the line for stderr that says so when they were added without being asked
+/// for (or that `--pvm-linux` found no Linux kernel).
+fn kernel_cmdline(
+    o: &RunOptions,
+    image: &[u8],
+    path: &std::path::Path,
+) -> (String, Option<String>) {
     let linux = pvm::linux_kind(image);
     let pvm_host = o.pvm_linux == PvmLinux::Auto && linux.is_some() && pvm::host_kvm_is_pvm();
     let apply = pvm::applies(o.pvm_linux, linux.is_some(), pvm_host);
-    match (o.pvm_linux, linux) {
-        (PvmLinux::Auto, Some(kind)) if apply => eprintln!(
+    let note = match (o.pvm_linux, linux) {
+        (PvmLinux::Auto, Some(kind)) if apply => Some(format!(
             "kvmgdb: the host KVM is PVM: appending \"{}\" to the {kind}'s command line (--no-pvm-linux: leave it as given)",
             pvm::PVM_LINUX_PARAMS
-        ),
-        (PvmLinux::On, None) => eprintln!(
+        )),
+        (PvmLinux::On, None) => Some(format!(
             "kvmgdb: note: --pvm-linux: {} is not a Linux kernel; its command line is left as given",
             path.display()
-        ),
-        _ => {}
-    }
-    pvm::with_preset(&o.append, apply)
+        )),
+        _ => None,
+    };
+    (pvm::with_preset(&o.append, apply), note)
 }
 
 /// The process exit status for how the machine ended (README: "Exit status").

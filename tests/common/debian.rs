@@ -318,3 +318,49 @@ pub fn autoconf_h(config: &str) -> String {
         })
         .collect()
 }
+
+/// How long a Linux boot may take to get as far as it can after the test's last check:
+/// on PVM to `devtmpfs: initialized` (about 60 s of guest time, which runs at wall time;
+/// 207 s measured with the machine's load average at 9), on hardware KVM to /init's
+/// poweroff (seconds).
+pub const LINUX_BOOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Lets a Linux boot go as far as it can on this KVM and checks it: on PVM to
+/// `devtmpfs: initialized` (then the test ends the machine), on hardware KVM to the
+/// initramfs' `/init`, which prints its line and powers off, so kvmgdb exits with status 0.
+/// Also checks what the boot handed the kernel (command line, initrd) and the machine it
+/// found (the MADT's IOAPIC, one CPU). Returns launch → the last mark.
+pub fn expect_linux_boot(
+    k: &mut super::Kvmgdb,
+    started: std::time::Instant,
+    abi: &str,
+) -> std::time::Duration {
+    let last = if kvm_is_pvm() {
+        "devtmpfs: initialized"
+    } else {
+        INIT_LINE
+    };
+    let t = wait_for_serial(k, last, started, LINUX_BOOT_TIMEOUT);
+    eprintln!("launch → {last:?}: {t:.1?}");
+    let serial = k.serial_output();
+    for line in [
+        &format!("Linux version {abi}"),
+        &format!("Command line: {LINUX_CMDLINE}"),
+        "RAMDISK: [mem ",
+        "IOAPIC[0]: apic_id 0",
+        "smpboot: Total of 1 processors",
+    ] {
+        super::assert_contains(&serial, line);
+    }
+    super::assert_not_contains(&serial, "Kernel panic");
+    if !kvm_is_pvm() {
+        let status = k.wait_exit(std::time::Duration::from_secs(30));
+        assert_eq!(
+            status,
+            0,
+            "a guest poweroff ends kvmgdb with status 0; stderr:\n{}",
+            k.stderr()
+        );
+    }
+    t
+}

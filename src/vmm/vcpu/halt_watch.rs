@@ -1,6 +1,7 @@
 //! Noticing a vCPU halted for good under an in-kernel irqchip. With KVM's local APIC, `hlt`
-//! does not exit to the VMM (KVM API 5. KVM_EXIT_HLT is for "userspace" APICs only; measured
-//! on PVM: docs/kvm-quirks.md, "hlt"): the vCPU blocks inside KVM_RUN until an interrupt.
+//! does not exit to the VMM (KVM gives KVM_EXIT_HLT only when the local APIC is in user
+//! space; measured on PVM: docs/kvm-quirks.md, "hlt"): the vCPU blocks inside KVM_RUN until
+//! an interrupt.
 //! A `cli; hlt` then never wakes, and kvmgdb would neither end nor tell the debugger.
 //!
 //! So a watcher thread samples each running vCPU thread's CPU time (its thread CPU clock,
