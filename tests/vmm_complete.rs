@@ -485,6 +485,57 @@ fn xrstor_of_a_compacted_area_finds_each_component_packed() {
     }
 }
 
+/// `xsavec` writes what `xrstor` of the compacted form reads: components in use packed in
+/// XCOMP_BV order, XSTATE_BV = RFBM & in use, XCOMP_BV = bit 63 | RFBM.
+#[test]
+fn xsavec_writes_a_compacted_area() {
+    const XMM3: u128 = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
+    const YMM3_HI: u128 = 0xfedc_ba98_7654_3210_8899_aabb_ccdd_eeff;
+    const K1: u64 = 0x1111_2222_3333_4444;
+    let avx512 = std::arch::x86_64::__cpuid_count(0xd, 0).eax & 0xe0 == 0xe0;
+    let xcr0: u32 = if avx512 { 0xe7 } else { 0x07 };
+    let mut g = xsave_guest([0x48, 0x0f, 0xc7, 0x27], &[], u64::MAX, xcr0); // xsavec64 (%rdi)
+    let opmask = std::arch::x86_64::__cpuid_count(0xd, 5).ebx as usize;
+    g.edit_xsave(|x| {
+        x.put(xsave::FCW, 2, 0x027f);
+        x.put(xsave::XMM0 + 16 * 3, 16, XMM3);
+        x.put(xsave::YMM_HI + 16 * 3, 16, YMM3_HI);
+        let mut bv = xsave::xstate_bv(x) | xsave::BV_AVX;
+        if avx512 {
+            x.put(opmask + 8, 8, K1.into());
+            bv |= 1 << 5;
+        }
+        x.put(xsave::XSTATE_BV, 8, bv.into());
+    });
+    g.run_to_hlt(39);
+    let at = |off: usize, len: usize| {
+        let mut b = [0u8; 16];
+        b[..len].copy_from_slice(&g.read(DATA2 + off as u64, len));
+        u128::from_le_bytes(b)
+    };
+    let in_use: u128 = if avx512 { 0b10_0111 } else { 0b111 };
+    assert_eq!(
+        at(xsave::XSTATE_BV, 8),
+        in_use,
+        "XSTATE_BV: the components in use"
+    );
+    assert_eq!(
+        at(xsave::XSTATE_BV + 8, 8),
+        1 << 63 | u128::from(xcr0),
+        "XCOMP_BV"
+    );
+    assert_eq!(at(xsave::FCW, 2), 0x027f, "x87");
+    assert_eq!(at(xsave::XMM0 + 16 * 3, 16), XMM3, "XMM3");
+    assert_eq!(
+        at(576 + 16 * 3, 16),
+        YMM3_HI,
+        "AVX first in the extended region"
+    );
+    if avx512 {
+        assert_eq!(at(832 + 8, 8), u128::from(K1), "k1 packed after AVX");
+    }
+}
+
 #[test]
 fn xrstor_of_a_component_outside_xcr0_raises_gp() {
     // XSTATE_BV bit 9 (PKRU) while XCR0 is x87 | SSE | AVX: #GP(0), nothing loaded.

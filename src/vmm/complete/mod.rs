@@ -114,7 +114,7 @@ impl Completion {
 
 /// Every instruction kvmgdb completes, found on PVM while booting Linux
 /// (docs/kvm-quirks.md, "Completions"), with the function of its family.
-pub static TABLE: [Completion; 24] = [
+pub static TABLE: [Completion; 26] = [
     Completion::new("fwait", Mnemonic::Wait, fpu::fwait),
     Completion::new("fninit", Mnemonic::Fninit, fpu::fninit),
     Completion::new("ldmxcsr", Mnemonic::Ldmxcsr, fpu::ldmxcsr),
@@ -136,6 +136,8 @@ pub static TABLE: [Completion; 24] = [
     Completion::new("xsave64", Mnemonic::Xsave64, xsave::xsave),
     Completion::new("xsaveopt", Mnemonic::Xsaveopt, xsave::xsave),
     Completion::new("xsaveopt64", Mnemonic::Xsaveopt64, xsave::xsave),
+    Completion::new("xsavec", Mnemonic::Xsavec, xsave::xsavec),
+    Completion::new("xsavec64", Mnemonic::Xsavec64, xsave::xsavec),
     Completion::new("xgetbv", Mnemonic::Xgetbv, xsave::xgetbv),
     Completion::new("rdsspd", Mnemonic::Rdsspd, cet::rdssp),
     Completion::new("rdsspq", Mnemonic::Rdsspq, cet::rdssp),

@@ -245,31 +245,99 @@ pub fn xsave(cpu: &mut Cpu<'_>, insn: &Instruction) -> Result<Option<Exception>,
     if let Some(e) = cpu.read(at.offset(XSTATE_BV as u64), &mut header)? {
         return Ok(Some(e));
     }
-    let extended = extended_components(rfbm)?;
-    let x = cpu.xsave()?;
-    let in_use = crate::x86::xsave::xstate_bv(x);
-    let mut pieces: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut pieces: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
     if rfbm & BV_X87 != 0 {
-        pieces.extend([X87_CONTROL, X87_REGS]);
+        pieces.extend([X87_CONTROL, X87_REGS].map(|r| (r.start, r)));
     }
     if rfbm & (BV_SSE | BV_AVX) != 0 {
-        pieces.push(MXCSR_PAIR);
+        pieces.push((MXCSR_PAIR.start, MXCSR_PAIR));
     }
     if rfbm & BV_SSE != 0 {
-        pieces.push(XMMS);
+        pieces.push((XMMS.start, XMMS));
     }
-    pieces.extend(extended.iter().map(|&(_, off, size)| off..off + size));
+    for (_, off, size) in extended_components(rfbm)? {
+        pieces.push((off, off..off + size));
+    }
+    let in_use = xinuse(cpu)?;
+    let bv = (u64::from_le_bytes(header) & !rfbm) | (in_use & rfbm);
+    write_pieces(cpu, at, pieces)?.map_or_else(
+        || cpu.write(at.offset(XSTATE_BV as u64), &bv.to_le_bytes()),
+        |e| Ok(Some(e)),
+    )
+}
+
+/// `xsavec` (with or without REX.W): #UD where the CPU has no XSAVEC, then the checks of
+/// [`xsave_area`]; each component in RFBM that holds state (XINUSE, as for `xsave`) is
+/// written in the compacted format (packed in component order, the layout XCOMP_BV =
+/// RFBM gives, as `xrstor` reads it); MXCSR and MXCSR_MASK with SSE; XSTATE_BV = RFBM &
+/// XINUSE and XCOMP_BV = bit 63 | RFBM, and no other part of the header (SDM Vol. 1,
+/// 13.10). Linux saves task state with it on a CPU that has XSAVEC but not XSAVES.
+pub fn xsavec(cpu: &mut Cpu<'_>, insn: &Instruction) -> Result<Option<Exception>, CannotComplete> {
+    if cpuid_0d_1() & CPUID_XSAVEC == 0 {
+        return Ok(Some(Exception::UD));
+    }
+    let (at, _, rfbm) = match xsave_area(cpu, insn)? {
+        Ok(area) => area,
+        Err(e) => return Ok(Some(e)),
+    };
+    let saved = rfbm & xinuse(cpu)?;
+    let mut pieces: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+    if saved & BV_X87 != 0 {
+        pieces.extend([X87_CONTROL, X87_REGS].map(|r| (r.start, r)));
+    }
+    if saved & BV_SSE != 0 {
+        pieces.extend([MXCSR_PAIR, XMMS].map(|r| (r.start, r)));
+    }
+    let packed = compacted_offsets(rfbm);
+    for (bit, off, size) in extended_components(rfbm)? {
+        if saved & bit == 0 {
+            continue;
+        }
+        let to = packed
+            .iter()
+            .find(|(b, _)| *b == bit)
+            .map_or(off, |&(_, o)| o);
+        pieces.push((to, off..off + size));
+    }
+    let mut header = [0u8; 16];
+    header[..8].copy_from_slice(&saved.to_le_bytes());
+    header[8..].copy_from_slice(&(COMPACTED | rfbm).to_le_bytes());
+    write_pieces(cpu, at, pieces)?.map_or_else(
+        || cpu.write(at.offset(XSTATE_BV as u64), &header),
+        |e| Ok(Some(e)),
+    )
+}
+
+/// XINUSE as a VMM can see it: the XSTATE_BV of KVM's area, with SSE counted in use when
+/// MXCSR is not its initial value (SDM Vol. 1, 13.6).
+fn xinuse(cpu: &mut Cpu<'_>) -> Result<u64, CannotComplete> {
+    let x = cpu.xsave()?;
+    let mut in_use = crate::x86::xsave::xstate_bv(x);
+    if x.get(MXCSR, 4) as u32 != MXCSR_INIT {
+        in_use |= BV_SSE;
+    }
+    Ok(in_use)
+}
+
+/// Writes each `(area offset, range of KVM's area)` piece to the guest's area at `at`, or
+/// the exception the first write raises (the writes are held until the instruction
+/// completes, so a fault writes nothing).
+fn write_pieces(
+    cpu: &mut Cpu<'_>,
+    at: Operand,
+    pieces: Vec<(usize, std::ops::Range<usize>)>,
+) -> Result<Option<Exception>, CannotComplete> {
+    let x = cpu.xsave()?;
     let writes: Vec<(usize, Vec<u8>)> = pieces
         .into_iter()
-        .map(|r| (r.start, r.map(|o| x.byte(o)).collect()))
+        .map(|(to, r)| (to, r.map(|o| x.byte(o)).collect()))
         .collect();
-    let bv = (u64::from_le_bytes(header) & !rfbm) | (in_use & rfbm);
-    for (off, data) in writes {
-        if let Some(e) = cpu.write(at.offset(off as u64), &data)? {
+    for (to, data) in writes {
+        if let Some(e) = cpu.write(at.offset(to as u64), &data)? {
             return Ok(Some(e));
         }
     }
-    cpu.write(at.offset(XSTATE_BV as u64), &bv.to_le_bytes())
+    Ok(None)
 }
 
 /// XCR1 (ECX = 1 of `xgetbv`): XINUSE, when CPUID.(EAX=0DH, ECX=1):EAX bit 2 says the CPU
