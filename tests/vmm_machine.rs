@@ -149,7 +149,9 @@ fn the_pit_interrupts_through_the_pic_at_its_programmed_rate() {
 
 #[test]
 fn com1_raises_irq_4_when_its_transmitter_interrupt_is_enabled() {
-    let mut g = irq_guest(MASK_TIMER_COM1, DIV_1KHZ, IER_THRE, 5);
+    // KVM delivers an irqfd's edge from a workqueue, so it lands some time after the
+    // eventfd write: the guest runs 500 ms (500 ticks) to leave it room on a loaded host.
+    let mut g = irq_guest(MASK_TIMER_COM1, DIV_1KHZ, IER_THRE, 500);
     assert_eq!(g.cont().stop, VcpuStop::Exit(exit_status(0)));
     assert!(g.read_u32(COM1_IRQS) >= 1, "no IRQ 4");
     // IIR as the handler read it: THR empty (0x2), FIFOs (0xc0); reading it acknowledged
@@ -445,7 +447,7 @@ fn serial_input_raises_the_receive_interrupt() {
     use std::io::Write;
     /// COM1 IER: received-data interrupt.
     const IER_RDA: u64 = 0x01;
-    let mut g = irq_guest(MASK_TIMER_COM1, DIV_1KHZ, IER_RDA, 200);
+    let mut g = irq_guest(MASK_TIMER_COM1, DIV_1KHZ, IER_RDA, 500);
     let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
     g.vm.attach_serial_input(Box::new(theirs))
         .expect("serial input");

@@ -390,6 +390,11 @@ fn run_kernel(o: &RunOptions) -> Result<u8, CliError> {
         ..MachineConfig::new(o.memory, 1)
     };
     let mut vm = Vm::new(kvm, machine, plan, serial)?;
+    // A console on COM1 takes input too: what is typed (or piped) into kvmgdb, when the
+    // serial port is on standard output.
+    if o.serial == SerialSink::Stdio && crate::vmm::devices::serial::stdin_is_interactive() {
+        vm.attach_serial_input(Box::new(std::io::stdin()))?;
+    }
 
     let outcome = if o.gdb == GdbAddr::None {
         eprintln!("kvmgdb: running {} with no gdb stub", symbols.display());
