@@ -55,6 +55,13 @@ impl Guest {
         );
     }
 
+    /// Reads `len` (at most 16) little-endian bytes at `addr`.
+    fn read_le(&self, addr: u64, len: usize) -> u128 {
+        let mut b = [0u8; 16];
+        b[..len].copy_from_slice(&self.read(addr, len));
+        u128::from_le_bytes(b)
+    }
+
     fn read_u64(&self, addr: u64) -> u64 {
         u64::from_le_bytes(self.read(addr, 8).try_into().unwrap())
     }
@@ -508,11 +515,7 @@ fn xsavec_writes_a_compacted_area() {
         x.put(xsave::XSTATE_BV, 8, bv.into());
     });
     g.run_to_hlt(39);
-    let at = |off: usize, len: usize| {
-        let mut b = [0u8; 16];
-        b[..len].copy_from_slice(&g.read(DATA2 + off as u64, len));
-        u128::from_le_bytes(b)
-    };
+    let at = |off: usize, len: usize| g.read_le(DATA2 + off as u64, len);
     let in_use: u128 = if avx512 { 0b10_0111 } else { 0b111 };
     assert_eq!(
         at(xsave::XSTATE_BV, 8),
@@ -568,11 +571,7 @@ fn xsave_writes_the_requested_components_and_their_xstate_bv_bits() {
         x.put(xsave::YMM_HI + 16 * 3, 16, 0x77);
     });
     g.run_to_hlt(39);
-    let at = |off: usize, len: usize| {
-        let mut b = [0u8; 16];
-        b[..len].copy_from_slice(&g.read(DATA2 + off as u64, len));
-        u128::from_le_bytes(b)
-    };
+    let at = |off: usize, len: usize| g.read_le(DATA2 + off as u64, len);
     assert_eq!(at(xsave::FCW, 2), 0x027f, "x87 saved");
     assert_eq!(at(xsave::MXCSR, 4), 0x7f80, "MXCSR saved");
     assert_eq!(at(xsave::XMM0 + 16 * 3, 16), XMM3, "XMM3 saved");
