@@ -361,6 +361,17 @@ fn a_misaligned_movdqa_raises_gp_and_loads_nothing() {
     assert_eq!(g.xmm(0), 0x55, "xmm0 unchanged");
 }
 
+/// Register patterns the XSAVE tests move around.
+const XMM3: u128 = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
+const YMM3_HI: u128 = 0xfedc_ba98_7654_3210_8899_aabb_ccdd_eeff;
+
+/// Whether the CPU has AVX-512 (CPUID leaf 0DH EAX bits 7:5, which XCR0 takes together),
+/// and the XCR0 the compacted-format tests use: x87 | SSE | AVX, and AVX-512 if it has it.
+fn avx512_xcr0() -> (bool, u32) {
+    let avx512 = std::arch::x86_64::__cpuid_count(0xd, 0).eax & 0xe0 == 0xe0;
+    (avx512, if avx512 { 0xe7 } else { 0x07 })
+}
+
 /// A guest that runs `xrstor64 (%rdi)` from an XSAVE area at DATA2 holding `area`, with
 /// EDX:EAX = `rfbm` ([`xsave_guest`]).
 fn xrstor(area: &[(usize, usize, u128)], rfbm: u64) -> Guest {
@@ -404,8 +415,6 @@ fn xsave_guest(insn: [u8; 4], area: &[(usize, usize, u128)], rfbm: u64, xcr0: u3
 
 #[test]
 fn xrstor_loads_the_requested_components_and_initializes_the_absent_ones() {
-    const XMM3: u128 = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
-    const YMM3_HI: u128 = 0xfedc_ba98_7654_3210_8899_aabb_ccdd_eeff;
     let full = [
         (xsave::FCW, 2, 0x027f),
         (xsave::FSW, 2, 0x3800),
@@ -454,12 +463,8 @@ fn xrstor_loads_the_requested_components_and_initializes_the_absent_ones() {
 /// compacted, 1088 in the standard format, so a wrong offset shows.
 #[test]
 fn xrstor_of_a_compacted_area_finds_each_component_packed() {
-    const XMM3: u128 = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
-    const YMM3_HI: u128 = 0xfedc_ba98_7654_3210_8899_aabb_ccdd_eeff;
     const K1: u128 = 0x1111_2222_3333_4444;
-    // CPUID leaf 0DH EAX: the XCR0 bits the CPU supports.
-    let avx512 = std::arch::x86_64::__cpuid_count(0xd, 0).eax & 0xe0 == 0xe0;
-    let xcr0: u32 = if avx512 { 0xe7 } else { 0x07 };
+    let (avx512, xcr0) = avx512_xcr0();
     let compacted = 1u128 << 63 | u128::from(xcr0);
     let mut area = vec![
         (xsave::FCW, 2, 0x027f),
@@ -496,11 +501,8 @@ fn xrstor_of_a_compacted_area_finds_each_component_packed() {
 /// XCOMP_BV order, XSTATE_BV = RFBM & in use, XCOMP_BV = bit 63 | RFBM.
 #[test]
 fn xsavec_writes_a_compacted_area() {
-    const XMM3: u128 = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
-    const YMM3_HI: u128 = 0xfedc_ba98_7654_3210_8899_aabb_ccdd_eeff;
     const K1: u64 = 0x1111_2222_3333_4444;
-    let avx512 = std::arch::x86_64::__cpuid_count(0xd, 0).eax & 0xe0 == 0xe0;
-    let xcr0: u32 = if avx512 { 0xe7 } else { 0x07 };
+    let (avx512, xcr0) = avx512_xcr0();
     let mut g = xsave_guest([0x48, 0x0f, 0xc7, 0x27], &[], u64::MAX, xcr0); // xsavec64 (%rdi)
     let opmask = std::arch::x86_64::__cpuid_count(0xd, 5).ebx as usize;
     g.edit_xsave(|x| {
@@ -558,7 +560,6 @@ fn xrstor_of_a_component_outside_xcr0_raises_gp() {
 
 #[test]
 fn xsave_writes_the_requested_components_and_their_xstate_bv_bits() {
-    const XMM3: u128 = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
     const FILL: u128 = u128::from_le_bytes([0xaa; 16]);
     // The area is 0xaa everywhere but XSTATE_BV, which has a bit outside RFBM.
     let mut area: Vec<(usize, usize, u128)> = (0..64).map(|i| (16 * i, 16, FILL)).collect();
