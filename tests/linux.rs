@@ -70,7 +70,6 @@ fn bzimage_with_initramfs_boots_to_run_init() {
     }
     let mut marks = Vec::new();
     for line in [
-        "Booting the kernel",
         "Linux version 6.",
         "devtmpfs: initialized",
         "Trying to unpack rootfs image as initramfs",
