@@ -16,8 +16,9 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// On PVM the bzImage decompresses for about 50 s, then reaches `Run /init` about 4 min later.
-const RUN_INIT_TIMEOUT: Duration = Duration::from_secs(600);
+/// On an idle PVM machine the bzImage decompresses for about 50 s, then reaches `Run /init`
+/// about 4 min later; a loaded machine takes several times as long.
+const RUN_INIT_TIMEOUT: Duration = Duration::from_secs(1200);
 
 /// Starts kvmgdb on `image` (running at once, a gdb stub listening but unused).
 fn boot(dir: &TestDir, image: &std::path::Path, initrd: bool) -> (Kvmgdb, Instant) {
@@ -70,7 +71,6 @@ fn bzimage_with_initramfs_boots_to_run_init() {
     }
     let mut marks = Vec::new();
     for line in [
-        "Booting the kernel",
         "Linux version 6.",
         "devtmpfs: initialized",
         "Trying to unpack rootfs image as initramfs",

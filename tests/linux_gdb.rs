@@ -9,8 +9,9 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// The whole session: rest_init comes about 60 s into the boot on PVM.
-const SESSION_TIMEOUT: Duration = Duration::from_secs(400);
+/// Launch → the Ctrl-C phase: about 100 s on an idle PVM machine; 224 s were measured at a
+/// load average of 8, and over 400 s at 9 with a release build beside it.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the kernel runs before the test presses Ctrl-C.
 const RUN_BEFORE_CTRL_C: Duration = Duration::from_secs(3);
 /// Where the kernel's text is mapped without KASLR (`__START_KERNEL_map` + 16 MiB).
@@ -73,7 +74,8 @@ fn gdb_session_on_debian_linux() {
     );
     std::thread::sleep(RUN_BEFORE_CTRL_C);
     gdb.interrupt();
-    let out = gdb.finish(Duration::from_secs(60), &k);
+    // After the Ctrl-C: a few commands, the lx scripts, lx-symbols re-reading the symbol file.
+    let out = gdb.finish(Duration::from_secs(180), &k);
     assert_script_ran(&out, "linux-debug.gdb", &k);
     assert_contains(&out, "[Inferior 1 (process 1) detached]");
     check_session(&out, &kernel.abi);
