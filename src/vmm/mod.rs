@@ -125,6 +125,17 @@ pub enum VmError {
 /// The most vCPUs a machine may have (each local APIC id fits the MADT's and CPUID's byte).
 pub const MAX_VCPUS: usize = 64;
 
+/// Refuses a vCPU count above [`MAX_VCPUS`] or this KVM's KVM_CAP_MAX_VCPUS.
+pub fn check_vcpus(asked: usize, caps: &KvmCaps) -> Result<(), VmError> {
+    if asked > MAX_VCPUS.min(caps.max_vcpus) {
+        return Err(VmError::TooManyVcpus {
+            asked,
+            kvm: caps.max_vcpus,
+        });
+    }
+    Ok(())
+}
+
 /// The shape of the machine to build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MachineConfig {
@@ -191,12 +202,7 @@ impl Vm {
         serial_out: Box<dyn Write + Send>,
     ) -> Result<Vm, VmError> {
         let caps = KvmCaps::query(&kvm);
-        if config.vcpus > MAX_VCPUS.min(caps.max_vcpus) {
-            return Err(VmError::TooManyVcpus {
-                asked: config.vcpus,
-                kvm: caps.max_vcpus,
-            });
-        }
+        check_vcpus(config.vcpus, &caps)?;
         let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
         // The interrupt controllers and PIT a kernel expects, before any vCPU (KVM API
         // 4.24). Without KVM_CAP_IRQCHIP the machine has none: `hlt` then exits to us.
