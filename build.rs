@@ -142,6 +142,15 @@ const GUESTS: &[Guest] = &[
         elf_entry: None,
     },
     Guest {
+        name: "smp",
+        arch: Arch::X86_64 {
+            code_model: "small",
+        },
+        sources: &["start64.S", "smp_trampoline.S", "smp.c", "serial.c"],
+        linker_script: "flat64.ld",
+        elf_entry: None,
+    },
+    Guest {
         name: "multiboot2",
         arch: Arch::I386,
         sources: &[

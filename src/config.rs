@@ -19,9 +19,21 @@ pub enum ConfigError {
     /// The memory size is larger than this VMM supports.
     #[error("memory size {0:?} is too large: at most 64G is supported")]
     SizeTooLarge(String),
+    /// The vCPU count is not a positive number.
+    #[error("invalid vCPU count {0:?}: expected a number from 1")]
+    BadCpus(String),
     /// The gdb address could not be parsed.
     #[error("invalid --gdb address {0:?}: expected HOST:PORT, :PORT, unix:PATH or none")]
     BadGdbAddr(String),
+}
+
+/// Parses a vCPU count: a positive number (the upper limit is the machine's, checked
+/// against KVM when it is built).
+pub fn parse_cpus(text: &str) -> Result<usize, ConfigError> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError::BadCpus(text.to_string())),
+    }
 }
 
 /// Smallest guest RAM we accept: room for the boot structures and a small kernel at 1 MiB.

@@ -193,6 +193,22 @@ fn bad_memory_sizes() {
 }
 
 #[test]
+fn bad_vcpu_counts() {
+    let demo = guest("demo.elf");
+    for n in ["0", "two", "1.5"] {
+        assert_usage_error(
+            &["--gdb", "none", "--cpus", n, path_str(&demo)],
+            &["--cpus", n],
+        );
+    }
+    // Above kvmgdb's 64 (and any KVM's limit is named): refused before the boot.
+    assert_error(
+        &["--gdb", "none", "--cpus", "65", path_str(&demo)],
+        &["65 vCPUs", "at most 64", "KVM_CAP_MAX_VCPUS"],
+    );
+}
+
+#[test]
 fn bad_gdb_address() {
     let demo = guest("demo.elf");
     assert_usage_error(

@@ -10,7 +10,7 @@ use kvmgdb_bench::fuzz::target::Demo;
 use kvmgdb_bench::rsp::{Client, Stop, decode_hex};
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const RSP_TIMEOUT: Duration = Duration::from_secs(10);
 /// SIGTRAP, the signal of a breakpoint or step stop.
@@ -263,4 +263,68 @@ fn steps_detaches_and_reconnects_racing_the_guests_int3_leave_it_alive() {
         }
         breakpoint_at_tick_still_hits(&mut k, &demo, &format!("VM {vm}"));
     }
+}
+
+/// The SMP guest on 4 vCPUs (`--cpus 4`): its boot processor starts the other three with
+/// INIT-SIPI-SIPI, gdb sees 4 threads, every CPU's counter moves while gdb is detached,
+/// and the breakpoint in the function only CPU 2 runs is hit by thread 3.
+#[test]
+fn smp_guest_cpus_are_threads_and_all_count() {
+    require_kvm_and_gdb();
+    let dir = TestDir::new("smp_guest_cpus_are_threads_and_all_count");
+    let mut k = Kvmgdb::start_tcp(
+        &dir,
+        Boot {
+            no_wait: true,
+            extra: &["--cpus", "4"],
+            ..Boot::guest("smp.elf")
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let serial = std::fs::read_to_string(&k.serial).unwrap_or_default();
+        if serial.contains("smp: CPU 3 started") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && !serial.contains("did not start"),
+            "the APs did not all start; serial:\n{serial}\nstderr:\n{}",
+            k.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elf = guest("smp.elf");
+    let out1 = k.gdb(&dir, "smp-attach.gdb", &elf);
+    let threads = section(&out1, "threads");
+    let rows = threads
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .trim_start_matches('*')
+                .trim_start()
+                .starts_with(char::is_numeric)
+        })
+        .count();
+    assert_eq!(rows, 4, "info threads lists 4 threads:\n{out1}");
+    let s1 = tagged_one(&out1, "session1");
+    assert_eq!(s1["cpus"], 4, "{out1}");
+    std::thread::sleep(Duration::from_millis(300));
+    let out2 = k.gdb(&dir, "smp-threads.gdb", &elf);
+    let s2 = tagged_one(&out2, "session2");
+    for c in ["c0", "c1", "c2", "c3"] {
+        assert!(s2[c] > s1[c], "{c} moved while detached: {out1}\n{out2}");
+    }
+    let hit = section(&out2, "continue");
+    assert!(
+        hit.contains("Thread 3 hit Breakpoint 1, cpu2_work ("),
+        "the breakpoint is hit in cpu2_work:\n{out2}"
+    );
+    let h = tagged_one(&out2, "hit");
+    assert_eq!(
+        (h["thread"], h["cpu"]),
+        (3, 2),
+        "thread 3 is CPU 2:\n{out2}"
+    );
+    assert_contains(&out2, "[Inferior 1 (process 1) killed]");
+    assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
 }

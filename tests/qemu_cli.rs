@@ -311,7 +311,16 @@ fn options_kvmgdb_cannot_honour_are_refused_by_name() {
         &["unsupported QEMU option -vga"],
     );
     assert_one_error(&["-kernel", k, "-hda", "disk.img"], usage, &["-hda"]);
-    assert_one_error(&["-kernel", k, "-smp", "2"], usage, &["-smp 2", "one vCPU"]);
+    assert_one_error(
+        &["-kernel", k, "-smp", "2,maxcpus=4"],
+        usage,
+        &["-smp 2,maxcpus=4", "hot-plug"],
+    );
+    assert_one_error(
+        &["-kernel", k, "-smp", "100"],
+        EXIT_ERROR,
+        &["100 vCPUs", "at most 64", "KVM_CAP_MAX_VCPUS"],
+    );
     assert_one_error(
         &["-kernel", k, "-accel", "tcg"],
         usage,

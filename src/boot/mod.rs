@@ -360,8 +360,8 @@ impl EntrySregs {
     }
 }
 
-/// How one vCPU starts. Today every plan starts only the boot vCPU, at an entry point;
-/// application processors that wait for INIT/SIPI will be a second kind of entry.
+/// How a vCPU the boot protocol starts begins: at an entry point. Boot protocols start only
+/// the boot processor; the machine's other vCPUs wait for the guest's INIT-SIPI-SIPI.
 #[derive(Clone, Copy, Debug)]
 pub struct VcpuEntry {
     /// General-purpose registers, RIP and RFLAGS.
@@ -375,7 +375,9 @@ pub struct VcpuEntry {
 pub struct BootPlan {
     /// Writes into guest RAM, applied in order (later ones win where they overlap).
     pub writes: Vec<MemWrite>,
-    /// The entry state of each vCPU; index 0 is the boot processor.
+    /// The entry state of each vCPU the protocol starts; index 0 is the boot processor.
+    /// Every vCPU of the machine beyond these is an application processor that waits for
+    /// the guest's INIT-SIPI-SIPI, as on real hardware.
     pub vcpus: Vec<VcpuEntry>,
     /// The guest-physical memory map the protocol reports (e820 style).
     pub memory_map: Vec<MemoryRange>,

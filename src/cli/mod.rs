@@ -59,6 +59,10 @@ pub struct Args {
     /// Guest RAM, with an optional K, M or G suffix.
     #[arg(short, long, default_value = "128M", value_parser = config::parse_size)]
     pub memory: u64,
+    /// vCPUs (1 to 64, and no more than KVM allows): the boot processor starts at the
+    /// kernel's entry, the others wait for the kernel's INIT-SIPI-SIPI (QEMU's -smp).
+    #[arg(long, default_value = "1", value_parser = config::parse_cpus)]
+    pub cpus: usize,
 
     /// Where the gdb stub listens: HOST:PORT, :PORT (loopback), unix:PATH, or none.
     #[arg(long, default_value = "127.0.0.1:1234")]
@@ -111,6 +115,7 @@ impl Args {
             form: Form::Native,
             kernel: self.kernel,
             memory: self.memory,
+            cpus: self.cpus,
             append: self.append,
             initrd: self.initrd.into_iter().flatten().collect(),
             wait: !self.no_wait && self.gdb != GdbAddr::None,
@@ -153,6 +158,8 @@ pub struct RunOptions {
     pub kernel: Option<PathBuf>,
     /// Bytes of guest RAM.
     pub memory: u64,
+    /// Number of vCPUs.
+    pub cpus: usize,
     /// The kernel command line.
     pub append: String,
     /// The initrd or Multiboot modules, in order.
@@ -364,6 +371,7 @@ fn run_kernel(o: &RunOptions) -> Result<u8, CliError> {
     if !kvm_caps.set_guest_debug {
         return Err(caps::CapsError::NoGuestDebug.into());
     }
+    crate::vmm::check_vcpus(o.cpus, &kvm_caps)?;
     let image_name = symbols.to_string_lossy();
     let plan = boot::plan(&boot::BootRequest {
         image: &image,
@@ -371,7 +379,7 @@ fn run_kernel(o: &RunOptions) -> Result<u8, CliError> {
         cmdline: &cmdline,
         modules: &modules,
         ram_size: o.memory,
-        vcpus: 1,
+        vcpus: o.cpus,
     })
     .map_err(|e| CliError::Boot(symbols.clone(), e))?;
     // Notes only once the boot is planned: a refused image gets its one error line alone.
@@ -387,7 +395,7 @@ fn run_kernel(o: &RunOptions) -> Result<u8, CliError> {
         .unwrap_or_else(|| GdbArch::for_image(image_is_32bit));
     let machine = MachineConfig {
         no_reboot: o.no_reboot,
-        ..MachineConfig::new(o.memory, 1)
+        ..MachineConfig::new(o.memory, o.cpus)
     };
     let mut vm = Vm::new(kvm, machine, plan, serial)?;
     // A console on COM1 takes input too: what is typed (or piped) into kvmgdb, when the

@@ -100,7 +100,7 @@ pub fn parse(argv: &[String]) -> Result<RunOptions, QemuError> {
                 p.initrd = parse_initrd(&v).map_err(|why| bad("-initrd", &v, &why))?;
             }
             "m" => p.memory = Some(parse_memory(&value()?)?),
-            "smp" => parse_smp(&value()?)?,
+            "smp" => p.cpus = Some(parse_smp(&value()?)?),
             "s" => p.set_gdb("-s", GdbAddr::Tcp(loopback(DEFAULT_GDB_PORT)))?,
             "gdb" => {
                 let v = value()?;
@@ -179,6 +179,7 @@ struct Parser {
     append: String,
     initrd: Vec<ModuleSpec>,
     memory: Option<u64>,
+    cpus: Option<usize>,
     /// The stub, and the option that asked for it.
     gdb: Option<(String, GdbAddr)>,
     wait: bool,
@@ -241,6 +242,7 @@ impl Parser {
             kernel: Some(kernel),
             // QEMU's default RAM is 128 MiB, as kvmgdb's.
             memory: self.memory.unwrap_or(128 << 20),
+            cpus: self.cpus.unwrap_or(1),
             append: self.append,
             initrd: self.initrd,
             gdb,
@@ -283,11 +285,16 @@ pub fn parse_memory(value: &str) -> Result<u64, QemuError> {
     config::parse_size(&with_unit).map_err(|e| bad("-m", value, &e.to_string()))
 }
 
-/// `-smp N` or `-smp cpus=N,sockets=…,cores=…,threads=…,maxcpus=…`. kvmgdb runs one vCPU
-/// for now, so anything that asks for more is refused rather than booted with one.
-fn parse_smp(value: &str) -> Result<(), QemuError> {
+/// `-smp N` or `-smp cpus=N,sockets=…,cores=…,threads=…,maxcpus=…`: the number of vCPUs,
+/// as QEMU counts them (without `cpus`, `maxcpus` or the topology's product). kvmgdb has no
+/// CPU hot-plug, so `maxcpus` above `cpus` is refused rather than booted without the spare
+/// CPUs; the topology is not modelled (each vCPU is a socket of its own), only checked to
+/// hold the CPUs as QEMU checks it. The upper limit is KVM's, checked when the machine is
+/// built.
+fn parse_smp(value: &str) -> Result<usize, QemuError> {
     let mut cpus = None;
-    let mut topology = 1u64;
+    let mut maxcpus = None;
+    let mut topology = None::<u64>;
     for (i, part) in value.split(',').enumerate() {
         let (key, n) = match part.split_once('=') {
             Some((k, v)) => (k, v),
@@ -299,24 +306,32 @@ fn parse_smp(value: &str) -> Result<(), QemuError> {
             .map_err(|_| bad("-smp", value, "expected N or cpus=N,…"))?;
         match key {
             "cpus" => cpus = Some(n),
-            "sockets" | "dies" | "clusters" | "cores" | "threads" | "maxcpus" => {
-                topology = topology.saturating_mul(n.max(1));
+            "maxcpus" => maxcpus = Some(n),
+            "sockets" | "dies" | "clusters" | "cores" | "threads" => {
+                topology = Some(topology.unwrap_or(1).saturating_mul(n.max(1)));
             }
             _ => return Err(bad("-smp", value, &format!("unknown -smp property {key}"))),
         }
     }
-    let n = cpus.unwrap_or(topology).max(topology);
-    if cpus == Some(0) {
+    let n = cpus.or(maxcpus).or(topology).unwrap_or(1);
+    if n == 0 {
         return Err(bad("-smp", value, "a machine needs at least one vCPU"));
     }
-    if n > 1 {
+    if maxcpus.is_some_and(|m| m > n) {
         return Err(bad(
             "-smp",
             value,
-            "kvmgdb runs one vCPU for now: multi-processor guests are not supported yet",
+            "kvmgdb has no CPU hot-plug: maxcpus may not exceed cpus",
         ));
     }
-    Ok(())
+    if topology.is_some_and(|t| t < n) {
+        return Err(bad(
+            "-smp",
+            value,
+            "the topology (sockets × dies × clusters × cores × threads) holds fewer CPUs than asked for",
+        ));
+    }
+    usize::try_from(n).map_err(|_| bad("-smp", value, "too many vCPUs"))
 }
 
 /// `-gdb DEV`: `tcp::PORT`, `tcp:HOST:PORT`, `unix:PATH`, each optionally with `,server`
@@ -573,29 +588,35 @@ mod tests {
     }
 
     #[test]
-    fn smp_beyond_one_is_refused() {
-        for ok in [
-            "1",
-            "cpus=1",
-            "1,sockets=1,cores=1,threads=1",
-            "cpus=1,maxcpus=1",
+    fn smp_counts_vcpus_as_qemu_does() {
+        for (ok, n) in [
+            ("1", 1),
+            ("4", 4),
+            ("cpus=1", 1),
+            ("cpus=8", 8),
+            ("1,sockets=1,cores=1,threads=1", 1),
+            ("1,cores=2", 1),
+            ("sockets=2", 2),
+            ("sockets=2,cores=2,threads=2", 8),
+            ("cpus=2,maxcpus=2", 2),
+            ("maxcpus=3", 3),
+            ("100", 100),
         ] {
-            parse_ok(&["-kernel", "k", "-smp", ok]);
+            assert_eq!(parse_ok(&["-kernel", "k", "-smp", ok]).cpus, n, "{ok}");
         }
-        for bad in [
-            "2",
-            "cpus=4",
-            "1,cores=2",
-            "sockets=2",
-            "0",
-            "x",
-            "cpus=1,bogus=1",
+        assert_eq!(parse_ok(&["-kernel", "k"]).cpus, 1);
+        for (bad, why) in [
+            ("0", "at least one"),
+            ("cpus=0", "at least one"),
+            ("x", "expected N"),
+            ("cpus=1,bogus=1", "unknown"),
+            ("2,maxcpus=4", "hot-plug"),
+            ("4,cores=2", "topology"),
         ] {
             let e = parse_err(&["-kernel", "k", "-smp", bad]);
             assert!(e.starts_with(&format!("-smp {bad}: ")), "{e}");
+            assert!(e.contains(why), "{e}");
         }
-        let e = parse_err(&["-kernel", "k", "-smp", "2"]);
-        assert!(e.contains("one vCPU"), "{e}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod run_control;
 pub mod stop;
 mod vcpu;
 
-use crate::boot::{BootInfo, BootPlan};
+use crate::boot::{BootInfo, BootPlan, VcpuEntry};
 use crate::caps::KvmCaps;
 use crate::memory::{self, GuestMem};
 use crate::x86::Efer;
@@ -87,6 +87,21 @@ pub enum VmError {
     /// No such vCPU.
     #[error("no vCPU {0}")]
     NoVcpu(usize),
+    /// More vCPUs were asked for than kvmgdb or this KVM can run.
+    #[error(
+        "{asked} vCPUs asked for: kvmgdb runs at most {MAX_VCPUS}, and this KVM at most {kvm} (KVM_CAP_MAX_VCPUS)"
+    )]
+    TooManyVcpus {
+        /// The number asked for.
+        asked: usize,
+        /// KVM_CAP_MAX_VCPUS.
+        kvm: usize,
+    },
+    /// An application processor would wait for INIT-SIPI, which needs KVM's local APIC.
+    #[error(
+        "vCPU {0} cannot wait for INIT-SIPI: KVM has no in-kernel local APIC (KVM_CAP_IRQCHIP)"
+    )]
+    NoSipi(usize),
     /// KVM refused a system-register state (KVM_SET_SREGS): the vCPU keeps its old one.
     #[error("vCPU {0}: the CPU cannot hold these system registers")]
     SregsRefused(usize, #[source] std::io::Error),
@@ -105,6 +120,20 @@ pub enum VmError {
     /// COM1's interrupt line could not be wired to the irqchip.
     #[error("cannot connect the serial port's interrupt (KVM_IRQFD)")]
     SerialIrq(#[source] std::io::Error),
+}
+
+/// The most vCPUs a machine may have (each local APIC id fits the MADT's and CPUID's byte).
+pub const MAX_VCPUS: usize = 64;
+
+/// Refuses a vCPU count above [`MAX_VCPUS`] or this KVM's KVM_CAP_MAX_VCPUS.
+pub fn check_vcpus(asked: usize, caps: &KvmCaps) -> Result<(), VmError> {
+    if asked > MAX_VCPUS.min(caps.max_vcpus) {
+        return Err(VmError::TooManyVcpus {
+            asked,
+            kvm: caps.max_vcpus,
+        });
+    }
+    Ok(())
 }
 
 /// The shape of the machine to build.
@@ -149,9 +178,10 @@ pub struct Vm {
     machine: MachineFacts,
     irqchip: Option<Irqchip>,
     devices: Arc<Mutex<Devices>>,
-    /// What `reset` goes back to: the plan, and the vCPU state it gave.
+    /// What `reset` goes back to: the plan, and the state it gave each vCPU (an
+    /// application processor's is KVM's reset state).
     plan: BootPlan,
-    boot_state: CpuSnapshot,
+    boot_states: Vec<CpuSnapshot>,
     boot_xsave: Option<Box<kvm_xsave>>,
     /// The CPUID table every vCPU was given (KVM_SET_CPUID2).
     cpuid: CpuId,
@@ -161,9 +191,10 @@ pub struct Vm {
 const MAX_CPUID_ENTRIES: usize = 256;
 
 impl Vm {
-    /// Builds a machine as `config` says, applies `plan` (its writes into RAM, every vCPU at
-    /// the boot processor's entry state: there is no AP start-up protocol yet) and keeps it
-    /// for [`Vm::reset`]. The vCPUs do not run until [`Vm::resume`].
+    /// Builds a machine as `config` says, applies `plan` (its writes into RAM; the vCPUs it
+    /// gives an entry state start there, the boot processor first; every other one waits
+    /// for the guest's INIT-SIPI-SIPI as on real hardware) and keeps it for [`Vm::reset`].
+    /// The vCPUs do not run until [`Vm::resume`].
     pub fn new(
         kvm: Kvm,
         config: MachineConfig,
@@ -171,6 +202,7 @@ impl Vm {
         serial_out: Box<dyn Write + Send>,
     ) -> Result<Vm, VmError> {
         let caps = KvmCaps::query(&kvm);
+        check_vcpus(config.vcpus, &caps)?;
         let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
         // The interrupt controllers and PIT a kernel expects, before any vCPU (KVM API
         // 4.24). Without KVM_CAP_IRQCHIP the machine has none: `hlt` then exits to us.
@@ -199,15 +231,18 @@ impl Vm {
             .map_err(|e| VmError::Memory(config.memory_size >> 20, e))?;
         let slots = MemSlots::new(&vm, &mem, caps.readonly_mem).map_err(VmError::MemorySlot)?;
 
-        // Boot: write the plan into RAM; each vCPU's entry state is the plan's, over KVM's
+        // Boot: write the plan into RAM; a vCPU's entry state is the plan's, over KVM's
         // reset system registers (`reset` re-applies the plan).
         plan.write_memory(&mem).map_err(VmError::Boot)?;
-        let entry = |reset_sregs: kvm_sregs| {
-            let mut sregs = reset_sregs;
-            plan.bsp().sregs.apply(&mut sregs);
-            CpuSnapshot {
-                regs: plan.bsp().regs,
-                sregs,
+        let entry = |e: &VcpuEntry| {
+            let e = *e;
+            move |reset_sregs: kvm_sregs| {
+                let mut sregs = reset_sregs;
+                e.sregs.apply(&mut sregs);
+                CpuSnapshot {
+                    regs: e.regs,
+                    sregs,
+                }
             }
         };
 
@@ -243,14 +278,18 @@ impl Vm {
             irqchip: irqchip.is_some(),
         };
         let mut vcpus = Vec::new();
-        let mut boot_state = CpuSnapshot::default();
+        let mut boot_states = Vec::new();
         let mut boot_xsave = None;
         for id in 0..config.vcpus.max(1) {
-            let spawned = VcpuHandle::spawn(id, &shared, &entry)?;
+            let start = plan.vcpus.get(id).map(entry);
+            let start = start
+                .as_ref()
+                .map(|f| f as &dyn Fn(kvm_sregs) -> CpuSnapshot);
+            let spawned = VcpuHandle::spawn(id, &shared, start)?;
             if id == 0 {
-                boot_state = spawned.entry;
                 boot_xsave = spawned.xsave;
             }
+            boot_states.push(spawned.entry);
             vcpus.push(spawned.handle);
         }
         drop(event_tx);
@@ -275,7 +314,7 @@ impl Vm {
             irqchip,
             devices,
             plan,
-            boot_state,
+            boot_states,
             boot_xsave,
             cpuid,
         })
@@ -398,7 +437,8 @@ impl Vm {
             .collect();
         self.resume(&resume)?;
         if stepping {
-            self.run.report_now(id, VcpuStop::Step, self.boot_state);
+            self.run
+                .report_now(id, VcpuStop::Step, self.boot_states[id]);
         }
         Ok(())
     }
@@ -415,7 +455,7 @@ impl Vm {
                 Ok(()) => {
                     log::info!("the guest reset the machine ({how})");
                     for ev in &mut events {
-                        ev.state = self.boot_state;
+                        ev.state = self.boot_states[ev.id];
                     }
                 }
                 Err(e) => {
@@ -686,9 +726,8 @@ impl Vm {
         // Boot: re-apply the plan; every vCPU goes back to the entry state below.
         self.plan.write_memory(&self.mem).map_err(VmError::Boot)?;
         self.debug.replant();
-        let boot_state = self.boot_state;
         let boot_xsave = self.boot_xsave.as_deref().map(copy_xsave);
-        for v in self.run.vcpus_mut() {
+        for (v, &boot_state) in self.run.vcpus_mut().iter_mut().zip(&self.boot_states) {
             v.frozen = None;
             v.last_stop = None;
             v.note_reset(&boot_state);

@@ -95,9 +95,24 @@ pub fn boot(code: &[u8]) -> Guest {
     boot_image(&elf64(code, LOAD_ADDR), 1)
 }
 
-/// Boots `code` as a 64-bit guest on `vcpus` vCPUs, every one at the same entry state (there
-/// is no AP start-up protocol yet), so the code must not share writable memory between them.
+/// Boots `code` as a 64-bit guest on `vcpus` vCPUs, every one started at the boot
+/// processor's entry state (the plan lists it once per vCPU, instead of leaving the others to
+/// wait for INIT-SIPI), so the code must not share writable memory between them.
 pub fn boot_smp(code: &[u8], vcpus: usize) -> Guest {
+    let image = elf64(code, LOAD_ADDR);
+    let req = boot::BootRequest {
+        vcpus,
+        ..boot::BootRequest::new(&image, MEMORY_SIZE)
+    };
+    let mut plan =
+        boot::plan(&req).unwrap_or_else(|e| panic!("cannot plan the boot of the test image: {e}"));
+    plan.vcpus = vec![*plan.bsp(); vcpus];
+    build_vm(plan, MachineConfig::new(req.ram_size, vcpus))
+}
+
+/// Boots `code` as a 64-bit guest on `vcpus` vCPUs as boot protocols do: the boot processor
+/// at the entry, every other vCPU waiting for INIT-SIPI.
+pub fn boot_smp_waiting(code: &[u8], vcpus: usize) -> Guest {
     boot_image(&elf64(code, LOAD_ADDR), vcpus)
 }
 
@@ -121,6 +136,12 @@ pub fn boot_configured(code: &[u8], configure: impl FnOnce(&mut MachineConfig)) 
     boot_machine(&boot::BootRequest::new(&image, MEMORY_SIZE), machine)
 }
 
+/// Boots a ready image (an ELF built by `build.rs`, say) on `vcpus` vCPUs: the boot
+/// processor at its entry, the others waiting for INIT-SIPI.
+pub fn boot_image_bytes(image: &[u8], vcpus: usize) -> Guest {
+    boot_image(image, vcpus)
+}
+
 /// Builds the machine for `image` with `vcpus` vCPUs (the firmware tables list them all).
 fn boot_image(image: &[u8], vcpus: usize) -> Guest {
     boot_request(&boot::BootRequest {
@@ -137,10 +158,15 @@ pub fn boot_request(req: &boot::BootRequest) -> Guest {
 
 /// The one place that builds a [`Vm`], so that a change to `Vm::new` touches only this.
 pub fn boot_machine(req: &boot::BootRequest, machine: MachineConfig) -> Guest {
-    let kvm = Kvm::new().unwrap_or_else(|e| panic!("KVM not available: cannot open /dev/kvm: {e}"));
-    let serial = Serial::default();
     let plan =
         boot::plan(req).unwrap_or_else(|e| panic!("cannot plan the boot of the test image: {e}"));
+    build_vm(plan, machine)
+}
+
+/// Builds a [`Vm`] from a ready plan.
+pub fn build_vm(plan: boot::BootPlan, machine: MachineConfig) -> Guest {
+    let kvm = Kvm::new().unwrap_or_else(|e| panic!("KVM not available: cannot open /dev/kvm: {e}"));
+    let serial = Serial::default();
     let vm = Vm::new(kvm, machine, plan, Box::new(serial.clone()))
         .unwrap_or_else(|e| panic!("cannot build the VM: {e}"));
     Guest { vm, serial }

@@ -13,7 +13,8 @@ use crate::vmm::stop::{CpuSnapshot, VcpuStop};
 use crate::x86::msr;
 use crate::x86::paging::PagingRegs;
 use kvm_bindings::{
-    CpuId, KVM_MP_STATE_RUNNABLE, kvm_lapic_state, kvm_mp_state, kvm_regs, kvm_sregs, kvm_xsave,
+    CpuId, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, kvm_lapic_state, kvm_mp_state,
+    kvm_regs, kvm_sregs, kvm_xsave,
 };
 use kvm_ioctls::{VcpuFd, VmFd};
 use std::collections::BTreeMap;
@@ -25,6 +26,13 @@ use vmm_sys_util::eventfd::EventFd;
 /// A vCPU that runs (KVM API 4.38).
 const RUNNABLE: kvm_mp_state = kvm_mp_state {
     mp_state: KVM_MP_STATE_RUNNABLE,
+};
+
+/// An application processor after INIT, waiting for a startup IPI (KVM API 4.38). KVM_RUN
+/// blocks in the kernel until the guest's SIPI starts it in real mode at the vector's page;
+/// a signal (a kick) ends the wait with EINTR.
+const WAIT_FOR_SIPI: kvm_mp_state = kvm_mp_state {
+    mp_state: KVM_MP_STATE_INIT_RECEIVED,
 };
 
 /// What every vCPU thread of a machine shares.
@@ -80,6 +88,18 @@ pub struct VcpuHandle {
     reported_pc: u64,
     /// Its in-kernel local APIC at creation, which a machine reset puts back.
     boot_lapic: Option<kvm_lapic_state>,
+    /// Whether it starts waiting for INIT-SIPI (an application processor) rather than at
+    /// the boot plan's entry; a machine reset puts it back so.
+    waits_for_sipi: bool,
+}
+
+/// The multiprocessing state a vCPU starts in.
+fn mp_state(waits_for_sipi: bool) -> kvm_mp_state {
+    if waits_for_sipi {
+        WAIT_FOR_SIPI
+    } else {
+        RUNNABLE
+    }
 }
 
 /// What [`VcpuHandle::spawn`] returns besides the handle: the vCPU's entry state.
@@ -93,13 +113,19 @@ pub struct Spawned {
 }
 
 impl VcpuHandle {
-    /// Creates vCPU `id`, puts it in the state `entry` makes of KVM's reset system
-    /// registers, and starts its thread. It does not run until asked to.
+    /// Creates vCPU `id` and starts its thread; it does not run until asked to. With an
+    /// `entry`, the vCPU is put in the state it makes of KVM's reset system registers and
+    /// starts there; without one it is an application processor waiting for the guest's
+    /// INIT-SIPI-SIPI in KVM's reset state, as on real hardware, which needs the in-kernel
+    /// local APIC.
     pub fn spawn(
         id: usize,
         shared: &VcpuShared<'_>,
-        entry: &dyn Fn(kvm_sregs) -> CpuSnapshot,
+        entry: Option<&dyn Fn(kvm_sregs) -> CpuSnapshot>,
     ) -> Result<Spawned, VmError> {
+        if entry.is_none() && !shared.irqchip {
+            return Err(VmError::NoSipi(id));
+        }
         let fd = shared
             .vm
             .create_vcpu(id as u64)
@@ -109,17 +135,31 @@ impl VcpuHandle {
         let reset = fd
             .get_sregs()
             .map_err(|e| VmError::Vcpu(id, "KVM_GET_SREGS", e))?;
-        let state = entry(reset);
-        fd.set_sregs(&state.sregs)
-            .map_err(|e| VmError::Vcpu(id, "KVM_SET_SREGS", e))?;
-        fd.set_regs(&state.regs)
-            .map_err(|e| VmError::Vcpu(id, "KVM_SET_REGS", e))?;
+        let state = match entry {
+            Some(entry) => {
+                let state = entry(reset);
+                fd.set_sregs(&state.sregs)
+                    .map_err(|e| VmError::Vcpu(id, "KVM_SET_SREGS", e))?;
+                fd.set_regs(&state.regs)
+                    .map_err(|e| VmError::Vcpu(id, "KVM_SET_REGS", e))?;
+                state
+            }
+            None => CpuSnapshot {
+                regs: fd
+                    .get_regs()
+                    .map_err(|e| VmError::Vcpu(id, "KVM_GET_REGS", e))?,
+                sregs: reset,
+            },
+        };
+        let waits_for_sipi = entry.is_none();
         let xsave = fd.get_xsave().ok().map(Box::new);
         let boot_lapic = if shared.irqchip {
-            // With an in-kernel irqchip KVM makes every vCPU but the boot processor wait
-            // for INIT-SIPI (KVM_MP_STATE_UNINITIALIZED, KVM API 4.38). kvmgdb has no AP
-            // start-up protocol (yet): every vCPU starts at the boot plan's entry state.
-            fd.set_mp_state(RUNNABLE)
+            // With an in-kernel irqchip KVM makes every vCPU but the boot one (KVM_SET_
+            // BOOT_CPU_ID, vCPU 0 by default) KVM_MP_STATE_UNINITIALIZED (KVM API 4.38):
+            // its first KVM_RUN waits for INIT and then returns EAGAIN. Say what each vCPU
+            // is outright instead: one the plan starts is runnable, any other has had its
+            // INIT and waits for the SIPI, so the guest's INIT-SIPI-SIPI starts it.
+            fd.set_mp_state(mp_state(waits_for_sipi))
                 .map_err(|e| VmError::Vcpu(id, "KVM_SET_MP_STATE", e))?;
             Some(
                 fd.get_lapic()
@@ -170,6 +210,7 @@ impl VcpuHandle {
             last_stop: None,
             reported_pc: state.linear_rip(),
             boot_lapic,
+            waits_for_sipi,
         };
         Ok(Spawned {
             handle,
@@ -242,16 +283,17 @@ impl VcpuHandle {
     }
 
     /// Puts the vCPU's interrupt state back as at power-on, for a machine reset: its
-    /// local APIC as created, runnable (out of a `hlt` or a wait for SIPI), and no
-    /// exception, interrupt or NMI in flight.
+    /// local APIC as created, runnable (out of a `hlt`) or, for an application processor,
+    /// waiting for SIPI again, and no exception, interrupt or NMI in flight.
     pub fn reset_interrupt_state(&self) -> Result<(), VmError> {
         let lapic = self.boot_lapic;
         let id = self.id;
+        let mp = mp_state(self.waits_for_sipi);
         self.call(move |fd| {
             if let Some(lapic) = &lapic {
                 fd.set_lapic(lapic)
                     .map_err(|e| ioctl_error(id, "KVM_SET_LAPIC", e))?;
-                fd.set_mp_state(RUNNABLE)
+                fd.set_mp_state(mp)
                     .map_err(|e| ioctl_error(id, "KVM_SET_MP_STATE", e))?;
             }
             fd.set_vcpu_events(&kvm_bindings::kvm_vcpu_events::default())
