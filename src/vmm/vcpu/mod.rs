@@ -622,16 +622,28 @@ impl VcpuThread {
         };
         let pc = state.linear_rip();
         let planted = self.debug.with(|b| b.sw.get(&pc).copied());
-        let insn = complete::decode(&self.mem, &state);
-        let exit = InternalErrorExit {
+        let mut exit = InternalErrorExit {
             suberror,
             planted_byte: planted.and_then(|bp| self.mem.read_obj::<u8>(bp.gpa).ok()),
             code_byte: self.code_byte(&state, pc),
             watches: self.debug.with(|b| !b.watch.is_empty()),
-            completable: insn
-                .as_ref()
-                .is_ok_and(|i| complete::lookup(i.mnemonic()).is_some()),
+            completable: false,
         };
+        // A breakpoint hit (ours, or the guest's int3) is the hot path on PVM: it is told
+        // apart without decoding. Only what remains is decoded and, where the table has the
+        // instruction, classified again as one to complete.
+        let mut insn = None;
+        if matches!(
+            quirks::classify_internal_error(&exit),
+            InternalErrorCause::Genuine | InternalErrorCause::NeedsRam
+        ) && suberror == kvm_bindings::KVM_INTERNAL_ERROR_EMULATION
+        {
+            let decoded = complete::decode(&self.mem, &state);
+            exit.completable = decoded
+                .as_ref()
+                .is_ok_and(|i| complete::lookup(i.mnemonic()).is_some());
+            insn = Some(decoded);
+        }
         let cause = match quirks::classify_internal_error(&exit) {
             InternalErrorCause::GuestInt3 => {
                 // Deliver it to the guest, past the instruction.
@@ -641,10 +653,10 @@ impl VcpuThread {
                 quirks::unexplained_emulation_failure(exit.watches)
             }
             InternalErrorCause::Complete => {
-                let done = insn
-                    .as_ref()
-                    .map_err(|_| CannotComplete::Undecodable(pc))
-                    .and_then(|i| self.complete_instruction(step, &state, i));
+                let done = match &insn {
+                    Some(Ok(i)) => self.complete_instruction(step, &state, i),
+                    _ => Err(CannotComplete::Undecodable(pc)),
+                };
                 match done {
                     Ok(exit) => return exit,
                     Err(e) => {
@@ -657,12 +669,13 @@ impl VcpuThread {
         };
         if cause == InternalErrorCause::Genuine {
             match &insn {
-                Ok(i) => log::warn!(
+                None => {}
+                Some(Ok(i)) => log::warn!(
                     "vCPU {}: KVM could not run `{:?}` at {pc:#x} (no completion for it)",
                     self.id,
                     i.code()
                 ),
-                Err(e) => log::warn!(
+                Some(Err(e)) => log::warn!(
                     "vCPU {}: KVM could not run the code at {pc:#x}: {e}",
                     self.id
                 ),
