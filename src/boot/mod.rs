@@ -607,8 +607,11 @@ mod tests {
         })
     }
 
-    pub(super) fn elf64(entry: u64, paddr: u64, filesz: u64, memsz: u64) -> Vec<u8> {
-        let mut f = vec![0u8; 0x200];
+    /// A `len`-byte file that starts with an ELF64 x86-64 executable's header: entry
+    /// `entry`, `phnum` program headers of 56 bytes right after it (at 64), left for the
+    /// caller to fill.
+    pub(in crate::boot) fn elf64_file(len: usize, entry: u64, phnum: u16) -> Vec<u8> {
+        let mut f = vec![0u8; len];
         f[..4].copy_from_slice(b"\x7fELF");
         f[4] = 2;
         f[5] = 1;
@@ -619,7 +622,12 @@ mod tests {
         f[32..40].copy_from_slice(&64u64.to_le_bytes());
         f[52..54].copy_from_slice(&64u16.to_le_bytes());
         f[54..56].copy_from_slice(&56u16.to_le_bytes());
-        f[56..58].copy_from_slice(&1u16.to_le_bytes());
+        f[56..58].copy_from_slice(&phnum.to_le_bytes());
+        f
+    }
+
+    pub(super) fn elf64(entry: u64, paddr: u64, filesz: u64, memsz: u64) -> Vec<u8> {
+        let mut f = elf64_file(0x200, entry, 1);
         let ph = 64;
         f[ph..ph + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
         f[ph + 8..ph + 16].copy_from_slice(&0x100u64.to_le_bytes());

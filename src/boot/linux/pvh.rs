@@ -144,25 +144,15 @@ fn start_info(initrd: Option<super::Initrd>, memory_map: &[MemoryRange]) -> MemW
 mod tests {
     use super::super::tests::{INITRD, blob, modules};
     use super::*;
-    use crate::boot::elf::{EM_X86_64, PT_LOAD};
+    use crate::boot::elf::PT_LOAD;
+    use crate::boot::tests::elf64_file;
     use crate::boot::tests::{u32_at, u64_at};
 
     /// An ELF64 vmlinux in miniature: one PT_LOAD of 0x100 bytes at 16 MiB (virtual
     /// 0xffffffff81000000, e_entry its physical start) and a PT_NOTE holding a GNU note
     /// then, when `pvh` is given, the Xen PHYS32_ENTRY note with that address.
     pub(in crate::boot) fn vmlinux(pvh: Option<u32>) -> Vec<u8> {
-        let mut f = vec![0u8; 0x300];
-        f[..4].copy_from_slice(b"\x7fELF");
-        f[4] = 2;
-        f[5] = 1;
-        f[6] = 1;
-        f[16] = 2;
-        f[18] = EM_X86_64 as u8;
-        f[24..32].copy_from_slice(&0x100_0000u64.to_le_bytes());
-        f[32..40].copy_from_slice(&64u64.to_le_bytes());
-        f[52..54].copy_from_slice(&64u16.to_le_bytes());
-        f[54..56].copy_from_slice(&56u16.to_le_bytes());
-        f[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let mut f = elf64_file(0x300, 0x100_0000, 2);
         let ph = |f: &mut Vec<u8>, i: usize, fields: [u64; 6], p_type: u32| {
             let at = 64 + 56 * i;
             f[at..at + 4].copy_from_slice(&p_type.to_le_bytes());
