@@ -1,7 +1,8 @@
 /* smp.c - the SMP guest (see README.md): the boot processor finds the CPUs in
  * the ACPI MADT, starts each application processor with INIT-SIPI-SIPI through
  * its xAPIC, and every CPU then counts in its own slot of per_cpu_counter.
- * CPU 2 alone also calls cpu2_work on every round. */
+ * CPU 0 alone calls cpu0_work and CPU 2 alone cpu2_work on every round, CPU 3
+ * alone writes cpu3_value, and the CPUs take turns calling turn_work. */
 #include "guest.h"
 
 #define MAX_CPUS 64
@@ -35,6 +36,14 @@ volatile uint32_t cpus_listed;
 volatile uint32_t cpus_started;
 /* Calls of cpu2_work (only CPU 2 makes them). */
 volatile uint64_t cpu2_work_calls;
+/* Calls of cpu0_work (only CPU 0, the BSP, makes them). */
+volatile uint64_t cpu0_work_calls;
+/* Written by CPU 3 alone, once per round: a watchpoint on it names CPU 3. */
+volatile uint64_t cpu3_value;
+/* Whose turn it is to call turn_work: the CPUs take turns in MADT order. */
+volatile uint32_t turn;
+/* Calls of turn_work, by every CPU in turn. */
+volatile uint64_t turn_calls;
 /* Each CPU's local APIC id, in MADT order. */
 uint8_t apic_ids[MAX_CPUS];
 
@@ -103,14 +112,37 @@ NOINLINE void cpu2_work(uint32_t cpu)
     per_cpu_counter[cpu]++;
 }
 
+/* The function only CPU 0 runs. */
+NOINLINE void cpu0_work(uint32_t cpu)
+{
+    cpu0_work_calls++;
+    per_cpu_counter[cpu]++;
+}
+
+/* Called by each CPU when it is its turn, then the turn passes to the next
+ * CPU: a breakpoint here is hit by every CPU in turn, 0, 1, 2, ... */
+NOINLINE void turn_work(uint32_t cpu)
+{
+    turn_calls++;
+    turn = cpu + 1 < cpus_listed ? cpu + 1 : 0;
+}
+
 /* Every CPU's last stop: count in its own slot, for ever. */
 NORETURN NOINLINE void count_forever(uint32_t cpu)
 {
     __atomic_add_fetch(&cpus_started, 1, __ATOMIC_SEQ_CST);
     for (;;) {
         per_cpu_counter[cpu]++;
+        if (cpu == 0)
+            cpu0_work(cpu);
         if (cpu == 2)
             cpu2_work(cpu);
+        if (cpu == 3)
+            cpu3_value = per_cpu_counter[cpu];
+        /* Only once every CPU counts, so that no turn waits on a CPU that has
+         * not started. */
+        if (turn == cpu && cpus_started == cpus_listed)
+            turn_work(cpu);
     }
 }
 

@@ -374,6 +374,16 @@ impl Vm {
         self.run.vcpu(id).ok().and_then(|v| v.last_stop)
     }
 
+    /// What vCPU `id` is doing: running while it runs (no ioctl), else its activity from
+    /// KVM's multiprocessing state at this stop (one KVM_GET_MP_STATE on its thread).
+    pub fn activity(&self, id: usize) -> Result<stop::CpuActivity, VmError> {
+        let v = self.run.vcpu(id)?;
+        if v.running {
+            return Ok(stop::CpuActivity::Running);
+        }
+        Ok(stop::CpuActivity::of_stopped(v.mp_state()?, v.last_stop))
+    }
+
     /// The stop that froze vCPU `id`, if one did.
     pub fn frozen(&self, id: usize) -> Option<VcpuStop> {
         self.run.vcpu(id).ok().and_then(|v| v.frozen)

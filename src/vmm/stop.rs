@@ -106,6 +106,43 @@ impl VcpuStop {
     }
 }
 
+/// What a vCPU is doing, as a debugger names it beside its thread (QEMU's `info cpus` and
+/// `info threads` words): the processor's own activity state, not whether the stub has it
+/// stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuActivity {
+    /// Executing instructions (or stopped by the debugger in the middle of doing so).
+    Running,
+    /// In `hlt`, waiting for an interrupt (or for ever, with interrupts off).
+    Halted,
+    /// An application processor that has not been started yet: it waits for the INIT-SIPI
+    /// sequence (KVM_MP_STATE_INIT_RECEIVED).
+    WaitForSipi,
+}
+
+impl CpuActivity {
+    /// The word shown in brackets after the CPU's name: `CPU#2 [halted]`.
+    pub fn word(self) -> &'static str {
+        match self {
+            CpuActivity::Running => "running",
+            CpuActivity::Halted => "halted",
+            CpuActivity::WaitForSipi => "wait-for-SIPI",
+        }
+    }
+
+    /// The activity of a vCPU stopped with KVM multiprocessing state `mp_state` (KVM API
+    /// 4.38, KVM_GET_MP_STATE) after the stop `last`: a `cli; hlt` stop keeps the vCPU
+    /// runnable in KVM's eyes (the halt watcher stopped it) but it is halted all the same.
+    pub fn of_stopped(mp_state: u32, last: Option<VcpuStop>) -> CpuActivity {
+        match mp_state {
+            kvm_bindings::KVM_MP_STATE_INIT_RECEIVED => CpuActivity::WaitForSipi,
+            kvm_bindings::KVM_MP_STATE_HALTED => CpuActivity::Halted,
+            _ if last == Some(VcpuStop::Halted) => CpuActivity::Halted,
+            _ => CpuActivity::Running,
+        }
+    }
+}
+
 /// The registers every stop carries (from kvm_run sync_regs when KVM offers it).
 #[derive(Clone, Copy, Default)]
 pub struct CpuSnapshot {
@@ -222,6 +259,28 @@ mod tests {
                 .describe()
                 .contains("emulation")
         );
+    }
+
+    #[test]
+    fn activity_follows_the_mp_state_and_a_halt_stop() {
+        use kvm_bindings::{
+            KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
+        };
+        let of = CpuActivity::of_stopped;
+        assert_eq!(
+            of(KVM_MP_STATE_INIT_RECEIVED, None),
+            CpuActivity::WaitForSipi
+        );
+        assert_eq!(of(KVM_MP_STATE_HALTED, None), CpuActivity::Halted);
+        assert_eq!(
+            of(KVM_MP_STATE_RUNNABLE, Some(VcpuStop::Halted)),
+            CpuActivity::Halted
+        );
+        assert_eq!(
+            of(KVM_MP_STATE_RUNNABLE, Some(VcpuStop::Kicked)),
+            CpuActivity::Running
+        );
+        assert_eq!(CpuActivity::WaitForSipi.word(), "wait-for-SIPI");
     }
 
     #[test]

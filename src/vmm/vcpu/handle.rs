@@ -507,6 +507,13 @@ impl VcpuHandle {
             .map_err(|e| ioctl_error(self.id, "KVM_GET_DEBUGREGS", e))
     }
 
+    /// The multiprocessing state (KVM_GET_MP_STATE): runnable, halted, waiting for SIPI.
+    pub fn mp_state(&self) -> Result<u32, VmError> {
+        self.call(|fd| fd.get_mp_state())?
+            .map(|s| s.mp_state)
+            .map_err(|e| ioctl_error(self.id, "KVM_GET_MP_STATE", e))
+    }
+
     /// Pending exception, interrupt and NMI state.
     pub fn vcpu_events(&self) -> Result<kvm_bindings::kvm_vcpu_events, VmError> {
         self.call(|fd| fd.get_vcpu_events())?
