@@ -125,7 +125,7 @@ fn triple_fault_is_reported_as_sigsegv() {
         .unwrap_or_else(|| panic!("no monitor info cpus output:\n{out}"));
     assert!(cpus.contains("triple fault"), "monitor info cpus: {cpus}");
     assert!(
-        cpus.contains(&format!("rip={rip:#018x}")),
+        cpus.contains(&format!("pc={rip:#018x}")),
         "monitor info cpus: {cpus}"
     );
     assert_contains(&out, "[Inferior 1 (process 1) killed]");

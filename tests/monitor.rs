@@ -85,7 +85,7 @@ fn tour_of_the_monitor_on_the_demo() {
     }
     assert!(regs.lines().count() <= 26, "one screen:\n{regs}");
 
-    assert_contains(part(&out, "cpus"), "* CPU #0: rip=0x0000000000100");
+    assert_contains(part(&out, "cpus"), "* CPU #0: pc=0x0000000000100");
 
     // The boot identity map: 4 GiB of supervisor read/write pages, merged into one range.
     assert_contains(

@@ -27,11 +27,15 @@ use std::path::PathBuf;
 const HELP: &str = "\
 kvmgdb monitor commands (numbers: hex with 0x, or decimal):
   help                 this text
-  info registers [CPU] every register of each vCPU (or of CPU), one screen
-                       each: GPRs, RIP, RFLAGS decoded, segments with
+  info registers [-a|CPU]
+                       every register of the selected thread's vCPU (-a:
+                       of each vCPU; CPU: of that one), one screen each:
+                       GPRs, RIP, RFLAGS decoded, segments with
                        base/limit/attributes, GDTR/IDTR/LDTR/TR, CR0/2/3/4/8,
                        EFER, DR0-DR7, FS/GS/KERNEL_GS base, APIC base, events
-  info cpus            each vCPU: mode, state, last stop, RIP
+  info cpus            each vCPU: pc, activity (running, halted,
+                       wait-for-SIPI), mode, last stop; * marks the
+                       selected thread's (thread N is CPU N-1)
   info mem             the guest's mappings merged into ranges of equal
                        rights: va-range size perms (u=user r w x)
   info tlb [ADDR]      the mappings page by page from ADDR: va: pa flags size
@@ -51,9 +55,11 @@ kvmgdb monitor commands (numbers: hex with 0x, or decimal):
   phys [on|off]        on: gdb's addresses are guest-physical; off: virtual
   reset                back to the boot entry state, RAM reloaded;
                        breakpoints are kept
-  dump FILE            write an ELF core of guest memory and registers
-                       (open it with: gdb KERNEL FILE)
-Page-table and descriptor commands use vCPU 0's registers.";
+  dump FILE            write an ELF core of guest memory, as the selected
+                       vCPU maps it, and of every vCPU's registers, one
+                       thread each (open it with: gdb KERNEL FILE)
+Page-table, descriptor and msr commands use the selected thread's vCPU
+(gdb's 'thread N' selects CPU N-1).";
 
 /// Console output is flushed to gdb (one O packet) every this many lines.
 const LINES_PER_PACKET: usize = 32;
@@ -138,7 +144,7 @@ impl<A: Layout> KvmTarget<'_, A> {
             ["info", "registers" | "regs"] => self.info_registers(c, None)?,
             ["info", "registers" | "regs", cpu] => self.info_registers(c, Some(cpu))?,
             ["info", "registers" | "regs", ..] => {
-                return Err(MonitorError::Usage("info registers [CPU]"));
+                return Err(MonitorError::Usage("info registers [-a|CPU]"));
             }
             ["info", "cpus"] => self.info_cpus(c)?,
             ["info", "mem"] => self.info_mem(c)?,
