@@ -8,6 +8,12 @@ pub const LAPIC_BASE: u64 = 0xfee0_0000;
 pub const IOAPIC_BASE: u64 = 0xfec0_0000;
 /// The I/O APIC's id in the MADT.
 pub const IOAPIC_ID: u8 = 0;
+/// The local APIC version register's version field of KVM's in-kernel local APIC (an
+/// integrated xAPIC; SDM Vol. 3A, 11.4.8), as the MP table names it.
+pub const LAPIC_VERSION: u8 = 0x14;
+/// The I/O APIC version register's version field of KVM's in-kernel I/O APIC (82093AA:
+/// 0x11), as the MP table names it.
+pub const IOAPIC_VERSION: u8 = 0x11;
 /// Interrupt pins of the in-kernel IOAPIC (KVM_IOAPIC_NUM_PINS).
 pub const IOAPIC_PINS: u32 = 24;
 
@@ -52,3 +58,11 @@ pub const CMOS_PORT: u16 = 0x70;
 pub const ACPI_RSDP: u64 = 0xe_0000;
 /// One past the last byte of the ACPI tables' area (reserved in the memory map).
 pub const ACPI_AREA_END: u64 = 0xf_0000;
+
+/// Where the MP floating pointer structure sits, the MP configuration table right after
+/// it: at the start of the BIOS area 0xf0000..0xfffff that kernels scan for it (MP spec
+/// 1.4, 4.1), reserved in the memory map, clear of the ACPI area below and of the low pages
+/// guests use for their AP trampolines.
+pub const MP_TABLE: u64 = 0xf_0000;
+/// One past the MP tables' area: room for 255 CPUs' entries (5312 bytes).
+pub const MP_AREA_END: u64 = 0xf_2000;

@@ -118,8 +118,9 @@ impl AcpiTables {
     }
 }
 
-/// The byte that makes `bytes` sum to zero (mod 256) once added.
-fn checksum(bytes: &[u8]) -> u8 {
+/// The byte that makes `bytes` sum to zero (mod 256) once added (ACPI's and the MP
+/// specification's checksums alike).
+pub(super) fn checksum(bytes: &[u8]) -> u8 {
     0u8.wrapping_sub(bytes.iter().fold(0u8, |a, &b| a.wrapping_add(b)))
 }
 

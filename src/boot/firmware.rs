@@ -1,13 +1,15 @@
 //! What a PC's firmware leaves in memory and kernels read without asking: the BIOS Data
 //! Area (the serial port list, the EBDA segment, the base memory size), the Extended BIOS
-//! Data Area it points to, and the ACPI tables (`acpi.rs`). Every boot gets them, whatever
-//! the format: Linux reads the EBDA pointer and base memory size to find the end of low
-//! memory, Xen reads them before anything else, and both look for the RSDP.
+//! Data Area it points to, the ACPI tables (`acpi.rs`) and the MP table (`mptable.rs`).
+//! Every boot gets them, whatever the format: Linux reads the EBDA pointer and base memory
+//! size to find the end of low memory, Xen reads them before anything else, both look for
+//! the RSDP, and without ACPI (`acpi=off`) for the MP table.
 
 use super::acpi::{self, AcpiTables};
 use super::layout::{BDA, BDA_END, EBDA_SIZE, EBDA_START};
+use super::mptable;
 use super::{LoadError, MemWrite};
-use crate::platform::{ACPI_AREA_END, ACPI_RSDP};
+use crate::platform::{ACPI_AREA_END, ACPI_RSDP, MP_AREA_END, MP_TABLE};
 
 /// BDA offset of the COM1..COM4 I/O base words (IBM PC BIOS interface, 40:00).
 const BDA_COM_PORTS: usize = 0x00;
@@ -34,8 +36,8 @@ pub(super) fn bios_data_area() -> Vec<u8> {
     bda
 }
 
-/// The EBDA: its first byte is its own size in KiB; the rest is zero (no MP table: the
-/// MADT describes the CPUs).
+/// The EBDA: its first byte is its own size in KiB; the rest is zero (the MP floating
+/// pointer is in the BIOS area instead, where kernels look too).
 fn extended_bios_data_area() -> Vec<u8> {
     let mut ebda = vec![0u8; EBDA_SIZE as usize];
     ebda[0] = (EBDA_SIZE >> 10) as u8;
@@ -51,6 +53,9 @@ pub(super) fn writes(vcpus: usize) -> Result<(Vec<MemWrite>, AcpiTables), LoadEr
         log::debug!("ACPI {} at {at:#x}", String::from_utf8_lossy(signature));
     }
     let used = tables.bytes.len() as u64;
+    // acpi::build has checked the CPU count, which the MP table shares.
+    let mp = mptable::build(vcpus);
+    let mp_used = mp.len() as u64;
     let writes = vec![
         MemWrite::Bytes {
             gpa: BDA,
@@ -67,6 +72,14 @@ pub(super) fn writes(vcpus: usize) -> Result<(Vec<MemWrite>, AcpiTables), LoadEr
         MemWrite::Zero {
             gpa: ACPI_RSDP + used,
             len: ACPI_AREA_END - ACPI_RSDP - used,
+        },
+        MemWrite::Bytes {
+            gpa: MP_TABLE,
+            data: mp,
+        },
+        MemWrite::Zero {
+            gpa: MP_TABLE + mp_used,
+            len: MP_AREA_END - MP_TABLE - mp_used,
         },
     ];
     Ok((writes, tables))
@@ -110,10 +123,12 @@ mod tests {
         }
     }
 
-    /// The writes cover the BDA, the EBDA and the whole ACPI area, nothing else.
+    /// The writes cover the BDA, the EBDA, the whole ACPI area and the MP tables' area,
+    /// nothing else.
     #[test]
     fn writes_cover_the_firmware_areas() {
         let (writes, tables) = writes(2).unwrap();
+        let mp = mptable::size(2) as u64;
         let mut covered: Vec<(u64, u64)> = writes
             .iter()
             .map(|w| match w {
@@ -129,6 +144,8 @@ mod tests {
                 (0x9_fc00, 0xa_0000),
                 (0xe_0000, 0xe_0000 + tables.bytes.len() as u64),
                 (0xe_0000 + tables.bytes.len() as u64, 0xf_0000),
+                (0xf_0000, 0xf_0000 + mp),
+                (0xf_0000 + mp, 0xf_2000),
             ]
         );
     }

@@ -5,7 +5,7 @@
 //! e820-style RAM map that the boot protocols hand the guest.
 
 use crate::memory::{HIGH_RAM_START, MMIO_HOLE_START};
-use crate::platform::{ACPI_AREA_END, ACPI_RSDP};
+use crate::platform::{ACPI_AREA_END, ACPI_RSDP, MP_AREA_END, MP_TABLE};
 
 /// The GDT (Linux boot-protocol selectors: code 0x10, data 0x18).
 pub const GDT: u64 = 0x500;
@@ -61,15 +61,18 @@ pub const EBDA_START: u64 = 0x9_fc00;
 pub const EBDA_SIZE: u64 = 0x400;
 /// The BIOS ROM area kernels expect reserved.
 const BIOS_ROM: u64 = 0xf_0000;
+// The MP table lies in the BIOS area, which the memory map reserves.
+const _: () = assert!(MP_TABLE >= BIOS_ROM && MP_AREA_END <= EXTENDED_START);
 /// Extended memory starts at 1 MiB.
 pub const EXTENDED_START: u64 = 1 << 20;
 
-/// The firmware areas of every boot (EBDA, ACPI tables): no kernel segment or module may
-/// overlap them, since the boot writes them whatever the format.
-pub const FIRMWARE_AREAS: [(u64, u64); 3] = [
+/// The firmware areas of every boot (BDA, EBDA, ACPI tables, MP table): no kernel segment
+/// or module may overlap them, since the boot writes them whatever the format.
+pub const FIRMWARE_AREAS: [(u64, u64); 4] = [
     (BDA, BDA_END),
     (EBDA_START, EBDA_START + EBDA_SIZE),
     (ACPI_RSDP, ACPI_AREA_END),
+    (MP_TABLE, MP_AREA_END),
 ];
 
 /// The memory map for `ram_top` (one past the highest RAM byte, RAM laid out as

@@ -38,7 +38,8 @@
 //! Every format refuses segments that overlap each other, lie outside RAM or over the boot
 //! structures or firmware areas in [`layout`], and an entry point outside what the image
 //! loads. Every plan also writes the firmware data a PC kernel expects in memory, whatever
-//! its format (`firmware.rs`: the BIOS Data Area and EBDA; `acpi.rs`: the ACPI tables).
+//! its format (`firmware.rs`: the BIOS Data Area and EBDA; `acpi.rs`: the ACPI tables;
+//! `mptable.rs`: the Intel MultiProcessor table).
 //!
 
 mod acpi;
@@ -47,6 +48,7 @@ mod entry;
 mod firmware;
 pub mod layout;
 mod linux;
+mod mptable;
 mod multiboot;
 mod multiboot2;
 
