@@ -151,6 +151,33 @@ const GUESTS: &[Guest] = &[
         elf_entry: None,
     },
     Guest {
+        name: "mptable64",
+        arch: Arch::X86_64 {
+            code_model: "small",
+        },
+        sources: &[
+            "start64.S",
+            "mptable_check.c",
+            "firmware_check.c",
+            "serial.c",
+        ],
+        linker_script: "flat64.ld",
+        elf_entry: None,
+    },
+    Guest {
+        name: "mptable_mb",
+        arch: Arch::I386,
+        sources: &[
+            "multiboot.S",
+            "start32.S",
+            "mptable_check.c",
+            "firmware_check.c",
+            "serial.c",
+        ],
+        linker_script: "multiboot.ld",
+        elf_entry: None,
+    },
+    Guest {
         name: "multiboot2",
         arch: Arch::I386,
         sources: &[

@@ -1,6 +1,7 @@
 //! Boot formats and the firmware data on real KVM, with guests of our own (`guests/`):
 //! the Multiboot2 guest walks its boot information and the Multiboot v1 guest its modules,
-//! both check the BIOS Data Area and the ACPI tables, and print what they found on COM1;
+//! both check the BIOS Data Area and the ACPI tables, the mptable guests the MP table,
+//! and print what they found on COM1;
 //! these tests compare that with what the boot request (in-process, or the QEMU command
 //! line's `-append` and `-initrd`) asked for. A gdb session checks the Multiboot2 entry
 //! state, the ioapic_route guest where the PIT's interrupts arrive, and `iasl` disassembles
@@ -11,7 +12,7 @@ mod vmm_support;
 
 use common::*;
 use kvmgdb::boot::{self, BootRequest, MemWrite, Module};
-use kvmgdb::platform::{ACPI_AREA_END, ACPI_RSDP, PIT_GSI};
+use kvmgdb::platform::{ACPI_AREA_END, ACPI_RSDP, IOAPIC_BASE, MP_TABLE, PIT_GSI};
 use kvmgdb::vmm::MachineConfig;
 use kvmgdb::vmm::stop::VcpuStop;
 use std::process::Command;
@@ -45,9 +46,15 @@ fn modules() -> Vec<Module> {
 /// Boots `req` on one vCPU, runs it to its exit and returns what it printed; fails unless
 /// it exits with [`GUEST_OK`].
 fn run(req: &BootRequest) -> (boot::BootPlan, String) {
+    run_on(req, 1)
+}
+
+/// [`run`] on a machine of `vcpus` vCPUs: the boot processor runs, the others wait for
+/// a start-up IPI.
+fn run_on(req: &BootRequest, vcpus: usize) -> (boot::BootPlan, String) {
     require_kvm();
     let plan = boot::plan(req).expect("plan");
-    let mut g: Guest = vmm_support::boot_machine(req, MachineConfig::new(req.ram_size, 1));
+    let mut g: Guest = vmm_support::boot_machine(req, MachineConfig::new(req.ram_size, vcpus));
     let ev = g.cont();
     let out = g.serial.text();
     assert_eq!(
@@ -249,6 +256,32 @@ fn pit_irq0_arrives_on_the_gsi_the_madt_names() {
         _ => "pit irq 0: ioapic pin 0 0, pin 2 20\n",
     };
     assert_contains(&out, want);
+}
+
+/// The MP table lists the machine's CPUs: the ELF64 and the Multiboot build of the
+/// mptable guest find the floating pointer where kernels look for it, check both
+/// checksums, and count one enabled processor per vCPU, the BSP being the CPU they run
+/// on; the I/O APIC is the platform's and IRQ 0 arrives on the pin the MADT names.
+#[test]
+fn mp_table_lists_every_vcpu() {
+    for name in ["mptable64.elf", "mptable_mb.elf"] {
+        let (_, image) = guest_image(name);
+        for cpus in [1, 8] {
+            let req = BootRequest {
+                vcpus: cpus,
+                ..BootRequest::new(&image, RAM)
+            };
+            let (_, out) = run_on(&req, cpus);
+            assert_contains(&out, "failures: 0\n");
+            assert_contains(
+                &out,
+                &format!(
+                    "mptable: cpus={cpus} bsp=0 buses=1 ioapic={IOAPIC_BASE:#x} irqs=15 irq0_pin={PIT_GSI} lints=2\n"
+                ),
+            );
+            assert_contains(&out, &format!("floating pointer at {MP_TABLE:#x} rev 4"));
+        }
+    }
 }
 
 /// The ACPI tables as a plan writes them, each table by its signature, found by following

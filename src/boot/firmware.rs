@@ -123,6 +123,62 @@ mod tests {
         }
     }
 
+    /// No format's boot structures (Multiboot v1 and v2 information, the Linux zero page
+    /// and command line of an ELF64 or a bzImage, PVH's start info) nor its kernel land
+    /// on a firmware area: only the firmware writes (the plan's first) touch them, for the
+    /// largest machine the tables describe.
+    #[test]
+    fn no_boot_structure_overlaps_the_firmware_areas() {
+        use super::super::layout::FIRMWARE_AREAS;
+        use super::super::linux::bzimage::tests::bzimage;
+        use super::super::linux::pvh::tests::vmlinux;
+        use super::super::multiboot2::tests::{flat, image as multiboot2};
+        use super::super::tests::{aout_kludge, elf64};
+        use super::super::{BootFormat, BootRequest, plan};
+        let cpus = acpi::MAX_CPUS;
+        let (firmware, _) = writes(cpus).unwrap();
+        let images = [
+            aout_kludge(),
+            multiboot2(&flat()),
+            elf64(0x10_0000, 0x10_0000, 0x40, 0x1000),
+            vmlinux(Some(0x100_0040)),
+            bzimage(0x1000),
+        ];
+        let mut formats = Vec::new();
+        for image in &images {
+            let req = BootRequest {
+                vcpus: cpus,
+                cmdline: "console=ttyS0",
+                ..BootRequest::new(image, 64 << 20)
+            };
+            let p = plan(&req).unwrap();
+            formats.push(p.info.format);
+            for w in &p.writes[firmware.len()..] {
+                let (start, end) = match w {
+                    MemWrite::Bytes { gpa, data } => (*gpa, gpa + data.len() as u64),
+                    MemWrite::Zero { gpa, len } => (*gpa, gpa + len),
+                };
+                for (lo, hi) in FIRMWARE_AREAS {
+                    assert!(
+                        end <= lo || start >= hi,
+                        "{:?}: {start:#x}..{end:#x} overlaps {lo:#x}..{hi:#x}",
+                        p.info.format
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            formats,
+            [
+                BootFormat::Multiboot,
+                BootFormat::Multiboot2,
+                BootFormat::Elf64,
+                BootFormat::Pvh,
+                BootFormat::BzImage64,
+            ]
+        );
+    }
+
     /// The writes cover the BDA, the EBDA, the whole ACPI area and the MP tables' area,
     /// nothing else.
     #[test]

@@ -457,7 +457,7 @@ fn boot_information(
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::boot) mod tests {
     use super::super::multiboot::tests::c_str;
     use super::super::tests::{aout_kludge, blob_at, u32_at, u64_at};
     use super::super::{Module, check_prefix, plan};
@@ -470,14 +470,14 @@ mod tests {
     const ENTRY: u32 = LOAD + 0x100;
 
     /// A header tag: type, flags, payload.
-    type Tag = (u16, u16, Vec<u8>);
+    pub(in crate::boot) type Tag = (u16, u16, Vec<u8>);
 
     fn words(w: &[u32]) -> Vec<u8> {
         w.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 
     /// The address tag (the whole file at 1 MiB, bss to 1 MiB + 8 KiB) and the entry tag.
-    fn flat() -> Vec<Tag> {
+    pub(in crate::boot) fn flat() -> Vec<Tag> {
         vec![
             (
                 HTAG_ADDRESS,
@@ -511,7 +511,7 @@ mod tests {
         img
     }
 
-    fn image(tags: &[Tag]) -> Vec<u8> {
+    pub(in crate::boot) fn image(tags: &[Tag]) -> Vec<u8> {
         image_arch(ARCH_I386, tags)
     }
 

@@ -242,7 +242,7 @@ pub(in crate::boot) fn pe_machine(machine: u16) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::boot) mod tests {
     use super::super::CMDLINE;
     use super::super::tests::{INITRD, blob, e820, modules, zero_page};
     use super::*;
@@ -252,7 +252,7 @@ mod tests {
     /// Debian's 6.1 kernel: protocol 2.15, relocatable, 64-bit, pref_address 16 MiB.
     /// `setup_sects` 3, then a protected-mode kernel of `kernel_len` bytes filled with a
     /// pattern.
-    fn bzimage(kernel_len: usize) -> Vec<u8> {
+    pub(in crate::boot) fn bzimage(kernel_len: usize) -> Vec<u8> {
         let setup = 4 * SECTOR;
         let mut img = vec![0u8; setup + kernel_len];
         img[..2].copy_from_slice(b"MZ");

@@ -141,7 +141,7 @@ fn start_info(initrd: Option<super::Initrd>, memory_map: &[MemoryRange]) -> MemW
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::boot) mod tests {
     use super::super::tests::{INITRD, blob, modules};
     use super::*;
     use crate::boot::elf::PT_LOAD;
