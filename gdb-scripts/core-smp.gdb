@@ -1,0 +1,9 @@
+# core-smp.gdb: the core file monitor-smp.gdb wrote of smp.elf on 8 vCPUs.
+# Run as: gdb -batch smp.elf smp.core -x core-smp.gdb
+# One thread per CPU, thread 1 being CPU 0, each with the registers it had.
+
+echo ==threads==\n
+info threads
+echo ==core==\n
+thread apply all printf "core thread=%d pc=%#lx sp=%#lx\n", $_thread, $pc, $sp
+echo ==end==\n
