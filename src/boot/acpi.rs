@@ -42,10 +42,12 @@ const MADT_INTERRUPT_OVERRIDE: u8 = 2;
 const MADT_LOCAL_APIC_NMI: u8 = 4;
 /// Processor Local APIC flag: the processor is usable (ACPI 6.5, table 5.23).
 const LAPIC_ENABLED: u32 = 1;
-/// MPS INTI flags (ACPI 6.5, table 5.26): polarity in bits 0..1, trigger mode in 2..3.
-const INTI_ACTIVE_HIGH: u16 = 0b01;
-const INTI_EDGE: u16 = 0b01 << 2;
-const INTI_LEVEL: u16 = 0b11 << 2;
+/// MPS INTI flags (ACPI 6.5, table 5.26; the MP table's interrupt entry flags, MP spec
+/// table 4-10): polarity in bits 0..1, trigger mode in 2..3; 0 in both is "as the bus
+/// defines it".
+pub(super) const INTI_ACTIVE_HIGH: u16 = 0b01;
+pub(super) const INTI_EDGE: u16 = 0b01 << 2;
+pub(super) const INTI_LEVEL: u16 = 0b11 << 2;
 /// The ISA IRQ of the PIT's timer interrupt (its I/O APIC pin is `platform::PIT_GSI`).
 const PIT_IRQ: u8 = 0;
 /// The LAPIC input NMIs arrive on (LINT1, as the PC wires it).
@@ -187,6 +189,21 @@ fn facs() -> Vec<u8> {
     f
 }
 
+/// The ISA IRQs that do not arrive on the I/O APIC pin of their number, or not as ISA
+/// signals them, as (IRQ, GSI, MPS INTI flags): the PIT's IRQ 0 when it is not on GSI 0
+/// (edge), and the SCI, IRQ 9 (level, active high). The MADT lists them as interrupt
+/// source overrides, the MP table in its ISA interrupt entries.
+pub(super) fn interrupt_overrides() -> Vec<(u8, u32, u16)> {
+    let pit =
+        (PIT_GSI != u32::from(PIT_IRQ)).then_some((PIT_IRQ, PIT_GSI, INTI_ACTIVE_HIGH | INTI_EDGE));
+    let sci = (
+        SCI_IRQ as u8,
+        u32::from(SCI_IRQ),
+        INTI_ACTIVE_HIGH | INTI_LEVEL,
+    );
+    pit.into_iter().chain([sci]).collect()
+}
+
 /// The MADT body (ACPI 6.5, 5.2.12): the local APIC address and PCAT_COMPAT, one enabled
 /// Processor Local APIC per CPU (UID and APIC ID = its index, as KVM numbers vCPUs), the
 /// I/O APIC, the interrupt source overrides (the PIT's IRQ 0 when it is not on GSI 0, edge;
@@ -202,14 +219,7 @@ fn madt_body(cpus: usize) -> Vec<u8> {
     b.extend_from_slice(&[MADT_IO_APIC, 12, IOAPIC_ID, 0]);
     b.extend_from_slice(&(IOAPIC_BASE as u32).to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes()); // GSI base
-    let pit =
-        (PIT_GSI != u32::from(PIT_IRQ)).then_some((PIT_IRQ, PIT_GSI, INTI_ACTIVE_HIGH | INTI_EDGE));
-    let sci = (
-        SCI_IRQ as u8,
-        u32::from(SCI_IRQ),
-        INTI_ACTIVE_HIGH | INTI_LEVEL,
-    );
-    for (irq, gsi, flags) in pit.into_iter().chain([sci]) {
+    for (irq, gsi, flags) in interrupt_overrides() {
         b.extend_from_slice(&[MADT_INTERRUPT_OVERRIDE, 10, 0 /* ISA */, irq]);
         b.extend_from_slice(&gsi.to_le_bytes());
         b.extend_from_slice(&flags.to_le_bytes());

@@ -6,9 +6,9 @@
 //! IRQ arrives on it (with the MADT's interrupt source overrides) and the local APICs' LINT
 //! wiring of a PC in virtual-wire mode.
 
-use super::acpi::checksum;
+use super::acpi::{checksum, interrupt_overrides};
 use crate::platform::{
-    IOAPIC_BASE, IOAPIC_ID, IOAPIC_VERSION, LAPIC_BASE, LAPIC_VERSION, MP_TABLE, PIT_GSI, SCI_IRQ,
+    IOAPIC_BASE, IOAPIC_ID, IOAPIC_VERSION, LAPIC_BASE, LAPIC_VERSION, MP_TABLE,
 };
 
 /// Bytes of the floating pointer structure (MP spec 4.1): one 16-byte paragraph.
@@ -34,12 +34,9 @@ const IOAPIC_ENABLED: u8 = 1;
 const INT_VECTORED: u8 = 0;
 const INT_NMI: u8 = 1;
 const INT_EXTINT: u8 = 3;
-/// Interrupt entry flags (MP spec table 4-10): polarity in bits 0..1, trigger mode in
-/// bits 2..3; 0 in both says "as the bus defines it" (ISA: edge, active high).
+/// Interrupt entry flags (MP spec table 4-10, the MADT's MPS INTI flags): "polarity and
+/// trigger mode as the bus defines them" (ISA: edge, active high).
 const FLAGS_BUS_DEFAULT: u16 = 0;
-const POLARITY_ACTIVE_HIGH: u16 = 0b01;
-const TRIGGER_EDGE: u16 = 0b01 << 2;
-const TRIGGER_LEVEL: u16 = 0b11 << 2;
 /// The ISA bus's id: the only bus.
 const ISA_BUS_ID: u8 = 0;
 /// The bus type string of ISA (MP spec table 4-8), six bytes, blank padded.
@@ -62,15 +59,16 @@ pub(super) const fn size(cpus: usize) -> usize {
     FLOATING_LEN + HEADER_LEN + cpus * PROCESSOR_LEN + 8 * (2 + (ISA_IRQS as usize - 1) + 2)
 }
 
-/// The ISA IRQ `irq`'s I/O APIC pin and flags, as the MADT's interrupt source overrides
-/// give them: the PIT's IRQ 0 on `PIT_GSI`, edge and active high; the SCI level and
-/// active high; every other IRQ on its own pin, as ISA defines it.
-fn isa_route(irq: u8) -> (u8, u16) {
-    match irq {
-        0 => (PIT_GSI as u8, POLARITY_ACTIVE_HIGH | TRIGGER_EDGE),
-        i if u16::from(i) == SCI_IRQ => (i, POLARITY_ACTIVE_HIGH | TRIGGER_LEVEL),
-        i => (i, FLAGS_BUS_DEFAULT),
-    }
+/// The ISA IRQ `irq`'s I/O APIC pin and flags: as the MADT's interrupt source overrides
+/// give them (the PIT's IRQ 0 on `PIT_GSI`, the SCI level-triggered), else its own pin,
+/// as ISA defines it.
+fn isa_route(overrides: &[(u8, u32, u16)], irq: u8) -> (u8, u16) {
+    overrides
+        .iter()
+        .find(|o| o.0 == irq)
+        .map_or((irq, FLAGS_BUS_DEFAULT), |&(_, gsi, flags)| {
+            (gsi as u8, flags)
+        })
 }
 
 /// An 8-byte interrupt assignment entry (MP spec 4.3.4 and 4.3.5).
@@ -109,8 +107,9 @@ pub(super) fn build(cpus: usize) -> Vec<u8> {
     t.extend_from_slice(&[ENTRY_IOAPIC, IOAPIC_ID, IOAPIC_VERSION, IOAPIC_ENABLED]);
     t.extend_from_slice(&(IOAPIC_BASE as u32).to_le_bytes());
     entries += 2;
+    let overrides = interrupt_overrides();
     for irq in (0..ISA_IRQS).filter(|&i| i != ISA_CASCADE_IRQ) {
-        let (pin, flags) = isa_route(irq);
+        let (pin, flags) = isa_route(&overrides, irq);
         t.extend_from_slice(&interrupt(
             ENTRY_IO_INTERRUPT,
             INT_VECTORED,
@@ -161,6 +160,7 @@ pub(super) fn build(cpus: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::PIT_GSI;
 
     fn sum(b: &[u8]) -> u8 {
         b.iter().fold(0u8, |a, &x| a.wrapping_add(x))
@@ -235,7 +235,9 @@ mod tests {
                 .collect();
             let mut want: Vec<(u8, u8, u16)> =
                 (0..16).filter(|&i| i != 2).map(|i| (i, i, 0)).collect();
-            want[0] = (0, 2, 0b0101); // IRQ 0 on pin 2, edge, active high
+            if PIT_GSI != 0 {
+                want[0] = (0, PIT_GSI as u8, 0b0101); // IRQ 0 on pin 2, edge, active high
+            }
             want[8] = (9, 9, 0b1101); // the SCI: level, active high
             assert_eq!(routes, want);
 
