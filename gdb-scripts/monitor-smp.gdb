@@ -16,7 +16,7 @@ monitor info registers
 echo ==mem-thread4==\n
 monitor info mem
 echo ==live==\n
-thread apply all printf "live thread=%d pc=%#lx sp=%#lx\n", $_thread, $pc, $sp
+thread apply all printf "live thread=%d pc=%#lx sp=%#lx rax=%#lx rbx=%#lx rcx=%#lx rdx=%#lx rsi=%#lx rdi=%#lx rbp=%#lx r8=%#lx r12=%#lx r15=%#lx eflags=%#x\n", $_thread, $pc, $sp, $rax, $rbx, $rcx, $rdx, $rsi, $rdi, $rbp, $r8, $r12, $r15, $eflags
 echo ==dump==\n
 monitor dump smp.core
 echo ==end==\n
