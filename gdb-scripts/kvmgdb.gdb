@@ -14,7 +14,8 @@ define sysregs
   monitor info registers
 end
 document sysregs
-Show every register of each vCPU on one screen, like QEMU's 'info registers': GPRs,
+Show every register of the selected thread's vCPU on one screen, like QEMU's
+'info registers' of its current CPU ('monitor info registers -a': of each vCPU): GPRs,
 RIP, RFLAGS decoded, segment registers with base/limit/attributes, GDTR, IDTR, LDTR,
 TR, CR0/2/3/4/8, EFER, DR0-DR7, FS/GS/KERNEL_GS base, APIC base, pending events.
 Usage: sysregs
@@ -24,7 +25,8 @@ define cpus
   monitor info cpus
 end
 document cpus
-List the vCPUs: mode, why each stopped, RIP.
+List the vCPUs, like QEMU's 'info cpus': pc, activity (running, halted,
+wait-for-SIPI), mode, why each last stopped; * marks the selected thread's.
 Usage: cpus
 end
 
