@@ -4,8 +4,12 @@
 # Guest: smp.elf on 8 vCPUs, already running (--no-wait) and past its AP start-up;
 # attaching stops every CPU. core-smp.gdb reads smp.core back.
 
+echo ==threads==\n
+info threads
 echo ==cpus==\n
 monitor info cpus
+# After info threads gdb has every thread's registers: selecting one needs no register
+# read, yet the monitor follows the selection.
 thread 3
 echo ==cpus-thread3==\n
 monitor info cpus

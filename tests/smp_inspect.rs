@@ -68,6 +68,10 @@ fn monitor_and_core_file_cover_every_vcpu() {
     let mut k = running_smp_guest(&dir);
     let out = k.gdb(&dir, "monitor-smp.gdb", &elf);
 
+    let threads = section(&out, "threads");
+    let rows = threads.lines().filter(|l| l.contains(" Thread 1.")).count();
+    assert_eq!(rows, CPUS, "info threads lists every CPU:\n{out}");
+
     // Every CPU, each with an activity word; one CPU marked, and after `thread 3` CPU 2.
     let cpus = cpu_lines(&section(&out, "cpus"));
     assert_eq!(cpus.len(), CPUS, "info cpus lists every CPU:\n{out}");
