@@ -69,7 +69,13 @@ fn monitor_and_core_file_cover_every_vcpu() {
     let out = k.gdb(&dir, "monitor-smp.gdb", &elf);
 
     let threads = section(&out, "threads");
-    let rows = threads.lines().filter(|l| l.contains(" Thread 1.")).count();
+    let rows = threads
+        .lines()
+        .filter(|l| {
+            l.trim_start_matches(['*', ' '])
+                .starts_with(|c: char| c.is_ascii_digit())
+        })
+        .count();
     assert_eq!(rows, CPUS, "info threads lists every CPU:\n{out}");
 
     // Every CPU, each with an activity word; one CPU marked, and after `thread 3` CPU 2.
