@@ -190,8 +190,23 @@ fn eight_cpus_in_all_stop() {
         last.len() > 1,
         "only one CPU reached the breakpoint in 40 stops:\n{out}"
     );
+    // The queued stops made moot are dropped: after PCs moved, only real hits at the
+    // breakpoint; after it was deleted, the new one in cpu2_work.
+    let moved = tagged(&out, "moved").len();
+    let after = section(&out, "moved");
+    assert_not_contains(&after, "SIGTRAP");
+    assert_not_contains(&after, "delayed software breakpoint trap");
+    let bp = tagged(&out, "after");
+    assert_eq!(bp.len(), 8, "{out}");
+    assert!(bp.windows(2).all(|w| w[0]["pc"] == w[1]["pc"]), "{out}");
+    let deleted = section(&out, "deleted");
+    assert_contains(&deleted, "Thread 3 hit Breakpoint 2, cpu2_work (");
+    assert_not_contains(&deleted, "SIGTRAP");
+    assert_not_contains(&deleted, "delayed software breakpoint trap");
+    assert_eq!(tagged_one(&out, "cpu2")["thread"], 3, "{out}");
     eprintln!(
-        "smp-together: {} CPUs stopped, {from_queue} of 39 later stops with no other CPU run",
+        "smp-together: {} CPUs stopped, {from_queue} of 39 later stops with no other CPU run, \
+         {moved} PCs moved off the breakpoint",
         last.len()
     );
     assert_contains(&out, "[Inferior 1 (process 1) killed]");
