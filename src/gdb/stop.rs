@@ -180,6 +180,47 @@ pub fn expedited<A: Layout>(state: &CpuSnapshot) -> Vec<(A::RegId, Vec<u8>)> {
 mod tests {
     use super::*;
 
+    fn ev(id: usize, stop: VcpuStop) -> VcpuEvent {
+        VcpuEvent {
+            id,
+            stop,
+            state: CpuSnapshot::default(),
+        }
+    }
+
+    fn ids(q: &StopQueue) -> Vec<usize> {
+        q.queued.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn the_first_own_stop_is_reported_and_the_others_wait_in_order() {
+        let mut q = StopQueue::default();
+        let events = vec![
+            ev(2, VcpuStop::Kicked),
+            ev(1, VcpuStop::SwBreakpoint(0x10)),
+            ev(3, VcpuStop::Kicked),
+            ev(0, VcpuStop::Step),
+            ev(4, VcpuStop::SwBreakpoint(0x10)),
+        ];
+        assert_eq!(q.report(events, false).map(|e| e.id), Some(1));
+        assert_eq!(ids(&q), [0, 4]);
+        // Only kicks: nothing to report, unless it is a Ctrl-C; the queue stays.
+        assert!(q.report(vec![ev(5, VcpuStop::Kicked)], false).is_none());
+        let sigint = q.report(vec![ev(5, VcpuStop::Kicked)], true);
+        assert_eq!(sigint.map(|e| (e.id, e.stop)), Some((5, VcpuStop::Kicked)));
+        assert_eq!(ids(&q), [0, 4]);
+    }
+
+    #[test]
+    fn an_exit_is_reported_first_and_ends_the_queue() {
+        let mut q = StopQueue::default();
+        q.report(vec![ev(0, VcpuStop::Step), ev(1, VcpuStop::Step)], false);
+        let events = vec![ev(2, VcpuStop::SwBreakpoint(1)), ev(3, VcpuStop::Exit(7))];
+        let first = q.report(events, false).map(|e| e.stop);
+        assert_eq!(first, Some(VcpuStop::Exit(7)));
+        assert_eq!(q.len(), 0);
+    }
+
     #[test]
     fn core_files_use_the_live_signals_in_linux_numbering() {
         assert_eq!(core_signal(None), 0);
