@@ -214,7 +214,8 @@ fn eight_cpus_in_all_stop() {
 }
 
 /// Before the guest starts its APs they wait for INIT-SIPI-SIPI, and `info threads` says so
-/// (read from KVM's multiprocessing state); each shows its own reset state.
+/// (read from KVM's multiprocessing state); each shows its own reset state; and a stop
+/// while they wait in KVM_RUN stops them too.
 #[test]
 fn cpus_not_started_wait_for_sipi() {
     require_kvm_and_gdb();
@@ -227,16 +228,22 @@ fn cpus_not_started_wait_for_sipi() {
         },
     );
     let out = k.gdb(&dir, "smp-wait-for-sipi.gdb", &guest("smp.elf"));
-    let names = thread_names(&section(&out, "threads"));
     let expected: Vec<(usize, String)> = (0..CPUS)
         .map(|c| {
             let word = if c == 0 { "running" } else { "wait-for-SIPI" };
             (c, word.to_string())
         })
         .collect();
-    assert_eq!(names, expected, "{out}");
+    assert_eq!(thread_names(&section(&out, "threads")), expected, "{out}");
     let ap = tagged_one(&out, "ap");
     assert_eq!((ap["rip"], ap["cs"]), (0xfff0, 0xf000), "{out}");
+    // The stop at kmain stopped the CPUs waiting in KVM_RUN too, and they still wait.
+    assert_contains(
+        &section(&out, "kmain"),
+        "Thread 1 hit Breakpoint 1, kmain (",
+    );
+    let after = after(&out, "==kmain==");
+    assert_eq!(thread_names(&section(after, "threads")), expected, "{out}");
     assert_contains(&out, "[Inferior 1 (process 1) killed]");
     assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
 }

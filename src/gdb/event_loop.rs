@@ -430,8 +430,14 @@ fn run_session<A: Layout>(
                     spun = true;
                     if ready[1] {
                         if let Some(ev) = target.vm.poll_event() {
+                            let since = std::time::Instant::now();
                             let mut events = vec![ev];
                             events.extend(target.vm.stop_all());
+                            log::debug!(
+                                "vCPU {}'s stop: every vCPU stopped {:?} later",
+                                events[0].id,
+                                since.elapsed()
+                            );
                             if let Some(VcpuStop::Exit(code)) = events
                                 .iter()
                                 .map(|e| e.stop)
@@ -486,7 +492,9 @@ fn run_session<A: Layout>(
                 }
             }
             GdbStubStateMachine::CtrlCInterrupt(g) => {
+                let since = std::time::Instant::now();
                 let events = target.vm.stop_all();
+                log::debug!("Ctrl-C: every vCPU stopped in {:?}", since.elapsed());
                 let reason = match target.queue.report(events, true) {
                     Some(ev) => {
                         target.selection.stopped(ev.id);
