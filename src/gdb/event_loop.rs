@@ -445,8 +445,7 @@ fn run_session<A: Layout>(
                             {
                                 exit_code = Some(code);
                             }
-                            let kicked: Vec<(usize, bool)> =
-                                events.iter().map(|e| (e.id, false)).collect();
+                            let kicked: Vec<usize> = events.iter().map(|e| e.id).collect();
                             match target.queue.report(events, false) {
                                 Some(ev) => {
                                     if target.queue.len() > 0 {
@@ -470,8 +469,10 @@ fn run_session<A: Layout>(
                                     g.report_stop_with_regs(&mut target, reason, &mut iter)?
                                 }
                                 None => {
-                                    // Only kicks: nothing to report; carry on running.
-                                    target.vm.resume(&kicked)?;
+                                    // Only kicks (one can be left over from a stop-all
+                                    // that raced a vCPU's own stop): nothing to report;
+                                    // carry on as before, a step still a step.
+                                    target.vm.rerun(&kicked);
                                     g.into()
                                 }
                             }

@@ -394,6 +394,12 @@ impl Vm {
         self.run.resume(actions)
     }
 
+    /// Runs the vCPUs `ids`, stopped by a kick the debugger never saw, on as they were
+    /// running: one that was single-stepping still makes its one step.
+    pub fn rerun(&mut self, ids: &[usize]) {
+        self.run.rerun(ids);
+    }
+
     /// Reports `ev` as vCPU `ev.id`'s next stop without running it: [`Vm::poll_event`]
     /// returns it, as if the vCPU had run to it (it counts as running until then). For a
     /// stop made earlier and not reported yet.

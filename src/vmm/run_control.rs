@@ -253,7 +253,7 @@ impl RunControl {
         let paused = self.pause_others(id);
         ram.slots.set_all_ram_mapped(true);
         if let Err(e) = ram.slots.relayout(ram.vm, &watches) {
-            self.unpause(&paused);
+            self.rerun(&paused);
             return Err(VmError::MemSlots(e));
         }
         // The swap's own step is no run of the debugger's: the vCPU keeps its flags.
@@ -276,7 +276,7 @@ impl RunControl {
         self.vcpus[id].stepping = stepping;
         ram.slots.set_all_ram_mapped(false);
         let relaid = ram.slots.relayout(ram.vm, &watches);
-        self.unpause(&paused);
+        self.rerun(&paused);
         relaid.map_err(VmError::MemSlots)?;
         let ev = result?;
         let mut out = VcpuEvent {
@@ -310,7 +310,7 @@ impl RunControl {
     }
 
     /// Stops every running vCPU but `id` for the memory-slot swap, unseen by the debugger:
-    /// returns the ones a kick stopped, which [`RunControl::unpause`] runs on. One that
+    /// returns the ones a kick stopped, which [`RunControl::rerun`] runs on. One that
     /// stopped for a reason of its own meanwhile stays stopped, its stop queued as it came
     /// (it counts as running until that stop is taken), and so does one already stopped
     /// with its stop still queued.
@@ -360,16 +360,22 @@ impl RunControl {
         paused
     }
 
-    /// Runs on the vCPUs [`RunControl::pause_others`] paused, as they were running: a step
-    /// steps, and a breakpoint being stepped over is stepped over if the vCPU had not got
-    /// past it yet.
-    fn unpause(&mut self, paused: &[usize]) {
-        for &o in paused {
-            let v = &mut self.vcpus[o];
+    /// Runs the vCPUs `ids` on as they were running before a kick stopped them unseen by
+    /// the debugger (the memory-slot swap's pause, a stop-all that found nothing to
+    /// report): a step steps, and a breakpoint being stepped over is stepped over if the
+    /// vCPU had not got past it yet.
+    pub fn rerun(&mut self, ids: &[usize]) {
+        for &o in ids {
+            let Some(v) = self.vcpus.get_mut(o) else {
+                continue;
+            };
+            if v.running {
+                continue;
+            }
             let step_over = v.step_over.filter(|&pc| pc == v.state.linear_rip());
             let step = v.stepping;
             if let Err(e) = v.start(step, false, step_over) {
-                log::error!("cannot resume vCPU {o} after the memory-slot swap: {e}");
+                log::error!("cannot run vCPU {o} on after a kick: {e}");
             }
         }
     }
