@@ -8,7 +8,10 @@
 # - with `set scheduler-locking step`, `stepi` on thread 2 moves CPU 1 only; without it
 #   the other CPUs run while CPU 1 steps (gdb's default);
 # - a hardware breakpoint in turn_work is hit by every CPU in turn, threads 1..8;
-# - a watchpoint on cpu3_value, which only CPU 3 writes, is reported on thread 4.
+# - a watchpoint on cpu3_value, which only CPU 3 writes, is reported on thread 4;
+# - raw per-thread resumes: `vCont;c:1;c:3` runs CPUs 0 and 2 alone (CPU 2 stops in
+#   cpu2_work, every other counter but CPU 0's stays), `vCont;c:0` (thread 0, any
+#   thread) runs them all.
 
 echo ==threads==\n
 info threads
@@ -53,4 +56,18 @@ continue
 echo ==end==\n
 printf "watch thread=%d\n", $_thread
 delete
+
+set breakpoint always-inserted on
+break cpu2_work
+printf "vcont1 c0=%lu c1=%lu c2=%lu c3=%lu c4=%lu c5=%lu c6=%lu c7=%lu\n", per_cpu_counter[0], per_cpu_counter[1], per_cpu_counter[2], per_cpu_counter[3], per_cpu_counter[4], per_cpu_counter[5], per_cpu_counter[6], per_cpu_counter[7]
+echo ==vcont==\n
+maint packet vCont;c:1;c:3
+echo ==end==\n
+printf "vcont2 c0=%lu c1=%lu c2=%lu c3=%lu c4=%lu c5=%lu c6=%lu c7=%lu\n", per_cpu_counter[0], per_cpu_counter[1], per_cpu_counter[2], per_cpu_counter[3], per_cpu_counter[4], per_cpu_counter[5], per_cpu_counter[6], per_cpu_counter[7]
+echo ==any==\n
+maint packet vCont;c:0
+echo ==end==\n
+printf "vcont3 c0=%lu c1=%lu c2=%lu c3=%lu c4=%lu c5=%lu c6=%lu c7=%lu\n", per_cpu_counter[0], per_cpu_counter[1], per_cpu_counter[2], per_cpu_counter[3], per_cpu_counter[4], per_cpu_counter[5], per_cpu_counter[6], per_cpu_counter[7]
+delete
+set breakpoint always-inserted off
 detach

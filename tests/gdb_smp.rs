@@ -157,6 +157,24 @@ fn eight_cpus_in_all_stop() {
     assert_contains(&watch, "Thread 4 hit Hardware watchpoint");
     assert_eq!(tagged_one(&out, "watch")["thread"], 4, "{out}");
 
+    // vCont;c:1;c:3 runs CPUs 0 and 2 alone (whether CPU 0 gets a host core before CPU 2
+    // reaches cpu2_work is up to the host); vCont;c:0 is accepted and runs every CPU.
+    assert_contains(
+        &section(&out, "vcont"),
+        "received: \"T05thread:p01.03;swbreak:;",
+    );
+    let (v1, v2) = (
+        counters(&tagged_one(&out, "vcont1")),
+        counters(&tagged_one(&out, "vcont2")),
+    );
+    for c in [1, 3, 4, 5, 6, 7] {
+        assert_eq!(v1[c], v2[c], "CPU {c} ran on vCont;c:1;c:3:\n{out}");
+    }
+    assert_contains(
+        &section(&out, "any"),
+        "received: \"T05thread:p01.03;swbreak:;",
+    );
+
     // Many stops made at once: each CPU's counter grows by exactly one round between two
     // of its reported stops (two counts for CPUs 0 and 2, which count again in cpu0_work
     // and cpu2_work).
