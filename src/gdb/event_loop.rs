@@ -9,7 +9,7 @@ use super::qemu;
 use super::regs::GdbArch;
 use super::regs::layout::Layout;
 use super::regs::layout::{I386Full, X86_64Full};
-use super::stop;
+use super::stop::{self, StopQueue};
 use super::target::{KvmTarget, PACKET_BUFFER};
 use super::threads;
 use crate::runner::poll_readable;
@@ -42,12 +42,13 @@ pub fn session(vm: &mut Vm, stream: Stream, arch: GdbArch) -> SessionEnd {
     if let Some(code) = exited {
         return SessionEnd::Exited(code);
     }
-    let attach = attach_stop(vm, &events);
+    let mut queue = StopQueue::default();
+    let attach = attach_stop(vm, &mut queue, events);
     warn_narrow_layout(vm, attach.vcpu, arch);
     let conn = BufferedConn::new(stream);
     let result = match arch {
-        GdbArch::I386 => run_session::<I386Full>(vm, conn, attach),
-        GdbArch::X86_64 => run_session::<X86_64Full>(vm, conn, attach),
+        GdbArch::I386 => run_session::<I386Full>(vm, conn, attach, queue),
+        GdbArch::X86_64 => run_session::<X86_64Full>(vm, conn, attach, queue),
     };
     match result {
         Ok(end) => end,
@@ -88,9 +89,10 @@ struct LastStop {
 
 /// The stop a new session starts in. A vCPU's own stop that raced the attach, or the one
 /// that froze a vCPU, is reported as itself; else the attach stopped the machine, which
-/// QEMU's gdbstub reports as SIGTRAP for the first CPU, and so do we.
-fn attach_stop(vm: &Vm, events: &[VcpuEvent]) -> LastStop {
-    if let Some(ev) = stop::reported(events, false) {
+/// QEMU's gdbstub reports as SIGTRAP for the first CPU, and so do we. Other vCPUs' own
+/// stops among `events` go to `queue`.
+fn attach_stop(vm: &Vm, queue: &mut StopQueue, events: Vec<VcpuEvent>) -> LastStop {
+    if let Some(ev) = queue.report(events, false) {
         return LastStop {
             vcpu: ev.id,
             stop: Some(ev.stop),
@@ -358,9 +360,15 @@ fn control(unit: Unit, front: &Front, conn: &SharedConn) -> std::io::Result<()> 
     }
 }
 
-fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn, attach: LastStop) -> SessionResult {
+fn run_session<A: Layout>(
+    vm: &mut Vm,
+    conn: BufferedConn,
+    attach: LastStop,
+    queue: StopQueue,
+) -> SessionResult {
     let conn = SharedConn::new(conn);
     let mut target = KvmTarget::<A>::new(vm);
+    target.queue = queue;
     let mut front = Front::new();
     let mut last = attach;
     let mut sm = if attach.vcpu == 0 {
@@ -422,8 +430,14 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn, attach: LastStop) -> 
                     spun = true;
                     if ready[1] {
                         if let Some(ev) = target.vm.poll_event() {
+                            let since = std::time::Instant::now();
                             let mut events = vec![ev];
                             events.extend(target.vm.stop_all());
+                            log::debug!(
+                                "vCPU {}'s stop: every vCPU stopped {:?} later",
+                                events[0].id,
+                                since.elapsed()
+                            );
                             if let Some(VcpuStop::Exit(code)) = events
                                 .iter()
                                 .map(|e| e.stop)
@@ -431,15 +445,23 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn, attach: LastStop) -> 
                             {
                                 exit_code = Some(code);
                             }
-                            match stop::reported(&events, false) {
+                            let kicked: Vec<usize> = events.iter().map(|e| e.id).collect();
+                            match target.queue.report(events, false) {
                                 Some(ev) => {
+                                    if target.queue.len() > 0 {
+                                        log::debug!(
+                                            "{} more stops queued behind vCPU {}'s",
+                                            target.queue.len(),
+                                            ev.id
+                                        );
+                                    }
                                     last = LastStop {
                                         vcpu: ev.id,
                                         stop: Some(ev.stop),
                                     };
                                     target.selection.stopped(ev.id);
                                     front.stopped(threads::tid_of(ev.id).get());
-                                    let reason = stop::to_gdb::<A>(ev);
+                                    let reason = stop::to_gdb::<A>(&ev);
                                     let regs = stop::expedited::<A>(&ev.state);
                                     let mut iter = regs
                                         .iter()
@@ -447,10 +469,10 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn, attach: LastStop) -> 
                                     g.report_stop_with_regs(&mut target, reason, &mut iter)?
                                 }
                                 None => {
-                                    // Only kicks: nothing to report; carry on running.
-                                    let all: Vec<(usize, bool)> =
-                                        events.iter().map(|e| (e.id, false)).collect();
-                                    target.vm.resume(&all)?;
+                                    // Only kicks (one can be left over from a stop-all
+                                    // that raced a vCPU's own stop): nothing to report;
+                                    // carry on as before, a step still a step.
+                                    target.vm.rerun(&kicked);
                                     g.into()
                                 }
                             }
@@ -471,15 +493,17 @@ fn run_session<A: Layout>(vm: &mut Vm, conn: BufferedConn, attach: LastStop) -> 
                 }
             }
             GdbStubStateMachine::CtrlCInterrupt(g) => {
+                let since = std::time::Instant::now();
                 let events = target.vm.stop_all();
-                let reason = match stop::reported(&events, true) {
+                log::debug!("Ctrl-C: every vCPU stopped in {:?}", since.elapsed());
+                let reason = match target.queue.report(events, true) {
                     Some(ev) => {
                         target.selection.stopped(ev.id);
                         last = LastStop {
                             vcpu: ev.id,
                             stop: Some(ev.stop),
                         };
-                        stop::to_gdb::<A>(ev)
+                        stop::to_gdb::<A>(&ev)
                     }
                     None => {
                         last = LastStop {

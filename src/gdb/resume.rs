@@ -1,4 +1,12 @@
-//! Resume packets (vCont): continue, single-step, and scheduler locking.
+//! Resume packets (vCont): continue, single-step, and scheduler locking; a resume first
+//! reports a queued stop of a vCPU it would run, if there is one (see [`super::stop`]).
+//!
+//! gdbstub hands over each `vCont` action with an explicit thread; an action without one
+//! (`c`, `c:-1`, the front rewrites the rest) is the default for every other thread, and
+//! without it gdbstub asks for scheduler locking: only the named vCPUs run. So
+//! `vCont;s:2` (gdb's `stepi` under `set scheduler-locking step` or `on`) steps vCPU 1
+//! alone, `vCont;s:2;c` steps it while the others continue (gdb's default), and
+//! `vCont;c:1;c:3` runs vCPUs 0 and 2 only.
 
 use super::regs::layout::Layout;
 use super::target::KvmTarget;
@@ -22,6 +30,14 @@ impl<A: Layout> MultiThreadResume for KvmTarget<'_, A> {
             }
         }
         self.locked = false;
+        let resumed: Vec<usize> = actions.iter().map(|&(id, _)| id).collect();
+        if let Some(mut ev) = self.queue.next_for(self.vm, &resumed) {
+            // Nothing runs: the stop is reported as if the vCPU had just made it, with its
+            // registers as they are now (gdb may have written some besides the PC).
+            ev.state = self.vm.state(ev.id)?;
+            self.vm.report_now(ev);
+            return Ok(());
+        }
         self.vm.resume(&actions)
     }
 

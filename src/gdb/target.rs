@@ -1,6 +1,7 @@
 //! The gdbstub `Target`: gdb's view of the machine, translated into calls on [`Vm`].
 
 use super::regs::layout::Layout;
+use super::stop::StopQueue;
 use super::threads::{self, Selection};
 use crate::vmm::{DebugAddr, Vm, VmError};
 use crate::x86::paging::GuestVirtAddr;
@@ -11,6 +12,7 @@ use gdbstub::target::ext::base::single_register_access::SingleRegisterAccessOps;
 use gdbstub::target::ext::breakpoints::BreakpointsOps;
 use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::ext::target_description_xml_override::TargetDescriptionXmlOverrideOps;
+use gdbstub::target::ext::thread_extra_info::ThreadExtraInfoOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
 use std::marker::PhantomData;
 use vm_memory::GuestAddress;
@@ -29,6 +31,8 @@ pub struct KvmTarget<'a, A> {
     pub(super) xml: String,
     /// The thread gdb has selected, for commands that name none.
     pub(super) selection: Selection,
+    /// Stops that vCPUs made together with the one reported, to report on later resumes.
+    pub(super) queue: StopQueue,
     _arch: PhantomData<A>,
 }
 
@@ -43,6 +47,7 @@ impl<'a, A: Layout> KvmTarget<'a, A> {
             avx,
             xml: super::regs::xml::target_xml::<A>(avx),
             selection: Selection::default(),
+            queue: StopQueue::default(),
             _arch: PhantomData,
         }
     }
@@ -156,6 +161,10 @@ impl<A: Layout> MultiThreadBase for KvmTarget<'_, A> {
     }
 
     fn support_single_register_access(&mut self) -> Option<SingleRegisterAccessOps<'_, Tid, Self>> {
+        Some(self)
+    }
+
+    fn support_thread_extra_info(&mut self) -> Option<ThreadExtraInfoOps<'_, Self>> {
         Some(self)
     }
 }

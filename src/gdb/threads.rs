@@ -1,12 +1,14 @@
 //! gdb threads are vCPUs: thread `n + 1` is vCPU `n` (gdb thread ids start at 1). Every
 //! translation between the two goes through here, and so does the choice of the thread
 //! gdb has selected, which commands without a thread of their own (breakpoints, `monitor`)
-//! act on.
+//! act on, and each thread's name in `info threads` (`qThreadExtraInfo`), worded as QEMU's
+//! gdbstub words it: `CPU#2 [halted]`.
 
 use super::regs::layout::Layout;
 use super::target::KvmTarget;
 use crate::vmm::{Vm, VmError};
 use gdbstub::common::Tid;
+use gdbstub::target::ext::thread_extra_info::ThreadExtraInfo;
 
 /// The gdb thread id of vCPU `vcpu`.
 pub fn tid_of(vcpu: usize) -> Tid {
@@ -61,6 +63,30 @@ impl<A: Layout> KvmTarget<'_, A> {
         let id = vcpu_of(self.vm, tid)?;
         self.selection.accessed = Some(id);
         Ok(id)
+    }
+}
+
+/// What `info threads` shows beside thread `tid`: `CPU#n [activity]`, the activity read
+/// from KVM for a stopped vCPU (QEMU words it the same way). When KVM cannot say, the
+/// name stands alone rather than with a guessed activity.
+fn extra_info(vm: &Vm, tid: Tid) -> Result<String, VmError> {
+    let id = vcpu_of(vm, tid)?;
+    Ok(match vm.activity(id) {
+        Ok(a) => format!("CPU#{id} [{}]", a.word()),
+        Err(e) => {
+            log::debug!("no activity for CPU#{id}: {e}");
+            format!("CPU#{id}")
+        }
+    })
+}
+
+impl<A: Layout> ThreadExtraInfo for KvmTarget<'_, A> {
+    fn thread_extra_info(&self, tid: Tid, buf: &mut [u8]) -> Result<usize, VmError> {
+        // An unknown thread gets an empty answer: an error here would end the session.
+        let text = extra_info(self.vm, tid).unwrap_or_default();
+        let n = text.len().min(buf.len());
+        buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+        Ok(n)
     }
 }
 

@@ -394,6 +394,35 @@ impl Vm {
         self.run.resume(actions)
     }
 
+    /// Runs the vCPUs `ids`, stopped by a kick the debugger never saw, on as they were
+    /// running: one that was single-stepping still makes its one step.
+    pub fn rerun(&mut self, ids: &[usize]) {
+        self.run.rerun(ids);
+    }
+
+    /// Reports `ev` as vCPU `ev.id`'s next stop without running it: [`Vm::poll_event`]
+    /// returns it, as if the vCPU had run to it (it counts as running until then). For a
+    /// stop made earlier and not reported yet.
+    pub fn report_now(&mut self, ev: VcpuEvent) {
+        self.run.report_now(ev.id, ev.stop, ev.state);
+    }
+
+    /// Whether the breakpoint a breakpoint stop `stop` names is still set (as the same
+    /// kind: a software breakpoint, wherever it lives, or a debug-register one).
+    pub fn breakpoint_in_force(&self, stop: VcpuStop) -> bool {
+        match stop {
+            VcpuStop::SwBreakpoint(addr) => {
+                self.debug.is_sw_via_debugreg(addr)
+                    || self.debug.table().with(|b| b.sw.contains_key(&addr))
+            }
+            VcpuStop::HwBreakpoint { addr, .. } => {
+                !self.debug.is_sw_via_debugreg(addr)
+                    && self.debug.table().with(|b| b.hw_slot_at(addr).is_some())
+            }
+            _ => false,
+        }
+    }
+
     /// Waits up to `max` for a vCPU stop by polling the queue, without sleeping (see
     /// [`Vm::poll_event`] to take it).
     pub fn spin_for_event(&mut self, max: Duration) -> bool {

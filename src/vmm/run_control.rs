@@ -226,10 +226,11 @@ impl RunControl {
     }
 
     /// Runs one instruction of vCPU `id` with all of guest RAM back in its memory slots,
-    /// for an instruction KVM could not run against a watched page. Every vCPU is stopped
-    /// meanwhile (the one vCPU today; with more, run control must stop the others first).
-    /// Reads that instruction makes of watched bytes are not seen; writes are, by comparing
-    /// the watched bytes. `step_over`: the breakpoint the failed run was stepping over.
+    /// for an instruction KVM could not run against a watched page. Every other vCPU is
+    /// paused meanwhile ([`RunControl::pause_others`]), or one of them could write a watched
+    /// byte unseen while the slots are swapped. Reads that instruction makes of watched
+    /// bytes are not seen; writes are, by comparing the watched bytes. `step_over`: the
+    /// breakpoint the failed run was stepping over.
     fn step_with_ram_mapped(
         &mut self,
         id: usize,
@@ -249,10 +250,12 @@ impl RunControl {
                 }
             })
             .collect();
+        let paused = self.pause_others(id);
         ram.slots.set_all_ram_mapped(true);
-        ram.slots
-            .relayout(ram.vm, &watches)
-            .map_err(VmError::MemSlots)?;
+        if let Err(e) = ram.slots.relayout(ram.vm, &watches) {
+            self.rerun(&paused);
+            return Err(VmError::MemSlots(e));
+        }
         // The swap's own step is no run of the debugger's: the vCPU keeps its flags.
         let stepping = self.vcpus[id].stepping;
         let result = match self.vcpus[id].start(true, false, step_over) {
@@ -272,9 +275,9 @@ impl RunControl {
         self.vcpus[id].running = false;
         self.vcpus[id].stepping = stepping;
         ram.slots.set_all_ram_mapped(false);
-        ram.slots
-            .relayout(ram.vm, &watches)
-            .map_err(VmError::MemSlots)?;
+        let relaid = ram.slots.relayout(ram.vm, &watches);
+        self.rerun(&paused);
+        relaid.map_err(VmError::MemSlots)?;
         let ev = result?;
         let mut out = VcpuEvent {
             id,
@@ -304,6 +307,77 @@ impl RunControl {
             }
         }
         Ok(out)
+    }
+
+    /// Stops every running vCPU but `id` for the memory-slot swap, unseen by the debugger:
+    /// returns the ones a kick stopped, which [`RunControl::rerun`] runs on. One that
+    /// stopped for a reason of its own meanwhile stays stopped, its stop queued as it came
+    /// (it counts as running until that stop is taken), and so does one already stopped
+    /// with its stop still queued.
+    fn pause_others(&mut self, id: usize) -> Vec<usize> {
+        let queued: Vec<usize> = self.pending.iter().map(|ev| ev.id).collect();
+        let mut waiting: Vec<usize> = (0..self.vcpus.len())
+            .filter(|&o| o != id && self.vcpus[o].running && !queued.contains(&o))
+            .collect();
+        if waiting.is_empty() {
+            return Vec::new();
+        }
+        let start = std::time::Instant::now();
+        for &o in &waiting {
+            self.vcpus[o].kick();
+        }
+        let mut paused = Vec::new();
+        while !waiting.is_empty() {
+            let ev = match self.events.recv_timeout(SWAP_STEP_TIMEOUT) {
+                Ok(ev) => ev,
+                // As in stop_all: kick again rather than wait for ever.
+                Err(RecvTimeoutError::Timeout) => {
+                    for &o in &waiting {
+                        self.vcpus[o].kick();
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            waiting.retain(|&o| o != ev.id);
+            match ev.exit {
+                // An instruction that needed RAM is retried (and handled) on the next run.
+                Exit::Stop(VcpuStop::Kicked) | Exit::NeedsRam => {
+                    if let Some(v) = self.vcpus.get_mut(ev.id) {
+                        v.running = false;
+                        v.state = ev.state;
+                        paused.push(ev.id);
+                    }
+                }
+                _ => self.pending.push_back(ev),
+            }
+        }
+        log::debug!(
+            "memory-slot swap: {} other vCPUs paused in {:?}",
+            paused.len(),
+            start.elapsed()
+        );
+        paused
+    }
+
+    /// Runs the vCPUs `ids` on as they were running before a kick stopped them unseen by
+    /// the debugger (the memory-slot swap's pause, a stop-all that found nothing to
+    /// report): a step steps, and a breakpoint being stepped over is stepped over if the
+    /// vCPU had not got past it yet.
+    pub fn rerun(&mut self, ids: &[usize]) {
+        for &o in ids {
+            let Some(v) = self.vcpus.get_mut(o) else {
+                continue;
+            };
+            if v.running {
+                continue;
+            }
+            let step_over = v.step_over.filter(|&pc| pc == v.state.linear_rip());
+            let step = v.stepping;
+            if let Err(e) = v.start(step, false, step_over) {
+                log::error!("cannot run vCPU {o} on after a kick: {e}");
+            }
+        }
     }
 
     /// Records a stop in its vCPU's handle, as the debugger will see it.

@@ -407,6 +407,22 @@ mod tests {
             verdict(&mut f, "vCont;c;s:1", 2),
             (Rewrite, "vCont;c".into())
         );
+        // The per-thread forms gdb sends with several vCPUs pass as they are: a step alone
+        // (scheduler locking), a step with the others continuing, two threads only.
+        assert_eq!(verdict(&mut f, "vCont;s:2", 3).0, Forward);
+        assert_eq!(verdict(&mut f, "vCont;s:2;c", 3).0, Forward);
+        assert_eq!(verdict(&mut f, "vCont;c:1;c:3", 3).0, Forward);
+        assert_eq!(verdict(&mut f, "vCont;c:-1", 3).0, Forward);
+        // Thread 0 (any thread) is every thread here; gdbstub would refuse it.
+        assert_eq!(verdict(&mut f, "vCont;c:0", 3), (Rewrite, "vCont;c".into()));
+        assert_eq!(
+            verdict(&mut f, "vCont;s:2;c:0", 3),
+            (Rewrite, "vCont;c:1;s:2;c:3".into())
+        );
+        assert_eq!(
+            verdict(&mut f, "vCont;s:0", 2),
+            (Rewrite, "vCont;s:1;s:2".into())
+        );
         assert_eq!(verdict(&mut f, "vCont;t", 1).0, Reply(E_INVAL));
         assert_eq!(verdict(&mut f, "vCont;s:2", 1).0, Reply(E_SRCH));
         assert_eq!(verdict(&mut f, "vContX", 1).0, Reply(E_INVAL));

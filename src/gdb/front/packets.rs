@@ -334,8 +334,9 @@ impl Front {
                     }
                 }
                 Id::All | Id::Any => {
-                    if step {
-                        as_is = false; // gdbstub refuses a thread-less step
+                    // gdbstub refuses a thread-less step, and thread 0 ("any") anywhere.
+                    if step || tid == Id::Any {
+                        as_is = false;
                     }
                     after_wildcard = true;
                     for slot in self.plan.iter_mut().filter(|s| s.is_none()) {
