@@ -196,7 +196,8 @@ impl Raw {
             .collect();
         let want = body.iter().fold(0u8, |a, &b| a.wrapping_add(b));
         assert_eq!(sum, format!("{want:02x}"), "checksum of {body:?}");
-        Some((first, String::from_utf8_lossy(&unrle(&body)).into_owned()))
+        let body = kvmgdb_bench::rsp::run_length_decode(&body).expect("run-length encoding");
+        Some((first, String::from_utf8_lossy(&body).into_owned()))
     }
 
     /// Sends `body` and returns the reply, which must be a packet.
@@ -236,24 +237,6 @@ impl Raw {
     }
 }
 
-/// Undoes the run-length encoding of a reply ("Overview": `*` and a count byte repeat the
-/// byte before it count - 29 more times).
-fn unrle(body: &[u8]) -> Vec<u8> {
-    let mut out: Vec<u8> = Vec::with_capacity(body.len());
-    let mut i = 0;
-    while i < body.len() {
-        if body[i] == b'*' && i + 1 < body.len() {
-            let last = *out.last().expect("a run repeats a byte");
-            out.extend(std::iter::repeat_n(last, usize::from(body[i + 1]) - 29));
-            i += 2;
-        } else {
-            out.push(body[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 fn frame(body: &[u8]) -> Vec<u8> {
     let sum = body.iter().fold(0u8, |a, &b| a.wrapping_add(b));
     let mut v = vec![b'$'];
@@ -281,18 +264,24 @@ fn stop_thread(reply: &str) -> u64 {
     u64::from_str_radix(&t[..t.find(';').expect("thread field ends")], 16).expect("hex tid")
 }
 
+/// The SMP guest running on 4 vCPUs with a raw client connected, multiprocess and
+/// QNonStop+ negotiated; the addresses of cpu0_work and per_cpu_counter.
+fn raw_session(test: &str) -> (TestDir, Kvmgdb, Raw, [u64; 2]) {
+    require_kvm();
+    let dir = TestDir::new(test);
+    let k = smp_guest(&dir);
+    let elf = guest("smp.elf");
+    let symbols = [symbol(&elf, "cpu0_work"), symbol(&elf, "per_cpu_counter")];
+    let mut c = Raw::connect(&k);
+    assert_contains(&c.ask("qSupported:multiprocess+"), ";QNonStop+");
+    (dir, k, c, symbols)
+}
+
 /// The raw protocol of non-stop mode, hostile packets included, and the latency of a stop
 /// notification after a breakpoint hit.
 #[test]
 fn non_stop_raw_protocol() {
-    require_kvm();
-    let dir = TestDir::new("non_stop_raw_protocol");
-    let mut k = smp_guest(&dir);
-    let elf = guest("smp.elf");
-    let bp = symbol(&elf, "cpu0_work");
-    let counters = symbol(&elf, "per_cpu_counter");
-    let mut c = Raw::connect(&k);
-    assert_contains(&c.ask("qSupported:multiprocess+"), ";QNonStop+");
+    let (_dir, mut k, mut c, [bp, counters]) = raw_session("non_stop_raw_protocol");
     // Nothing to acknowledge: OK, nothing lost.
     assert_eq!(c.ask("vStopped"), "OK");
     assert_eq!(c.ask("QNonStop:2"), "E16");
@@ -406,14 +395,8 @@ fn non_stop_raw_protocol() {
 /// and every vCPU running, CPU 0 (stopped at the breakpoint when gdb left) included.
 #[test]
 fn non_stop_detach_runs_every_vcpu_without_breakpoints() {
-    require_kvm();
-    let dir = TestDir::new("non_stop_detach_runs_every_vcpu_without_breakpoints");
-    let mut k = smp_guest(&dir);
-    let elf = guest("smp.elf");
-    let bp = symbol(&elf, "cpu0_work");
-    let counters = symbol(&elf, "per_cpu_counter");
-    let mut c = Raw::connect(&k);
-    assert_contains(&c.ask("qSupported:multiprocess+"), ";QNonStop+");
+    let (_dir, mut k, mut c, [bp, counters]) =
+        raw_session("non_stop_detach_runs_every_vcpu_without_breakpoints");
     assert_eq!(c.ask("QNonStop:1"), "OK");
     assert_eq!(c.ask(&format!("Z0,{bp:x},1")), "OK");
     assert_eq!(c.ask("vCont;c:p1.1"), "OK");
