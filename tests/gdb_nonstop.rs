@@ -282,6 +282,7 @@ fn raw_session(test: &str) -> (TestDir, Kvmgdb, Raw, [u64; 2]) {
 #[test]
 fn non_stop_raw_protocol() {
     let (_dir, mut k, mut c, [bp, counters]) = raw_session("non_stop_raw_protocol");
+    let hw = symbol(&guest("smp.elf"), "cpu2_work");
     // Nothing to acknowledge: OK, nothing lost.
     assert_eq!(c.ask("vStopped"), "OK");
     assert_eq!(c.ask("QNonStop:2"), "E16");
@@ -332,6 +333,14 @@ fn non_stop_raw_protocol() {
     let c2_later = c.read_u64(counters + 16);
     assert!(c2_later > c2, "CPU 2 counts while CPU 0 stops and goes");
     eprintln!("non-stop: CPU 2 counted {} in 100 ms", c2_later - c2);
+    // A hardware breakpoint set while CPU 2 runs reaches it: thread 3 stops in cpu2_work.
+    assert_eq!(c.ask(&format!("Z1,{hw:x},1")), "OK");
+    let n = c.notification();
+    assert!(n.starts_with("Stop:T05thread:p01.03;"), "{n}");
+    assert_contains(&n, "hwbreak:;");
+    assert_eq!(c.ask("vStopped"), "OK");
+    assert_eq!(c.ask(&format!("z1,{hw:x},1")), "OK");
+    assert_eq!(c.ask("vCont;c:p1.3"), "OK");
     // Stop thread 2: a notification with signal 0.
     assert_eq!(c.ask("vCont;t:p1.2"), "OK");
     let n = c.notification();
