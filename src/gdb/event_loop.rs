@@ -290,6 +290,7 @@ fn packet<'v, A: Layout>(
     if supported {
         conn.get().hold();
     }
+    let running = ns.running(target.vm);
     let result = front_packet(sm, target, front, conn, *last);
     if supported {
         let held = conn.get().take_held();
@@ -298,8 +299,8 @@ fn packet<'v, A: Layout>(
             None => conn.get().send_control(&held)?,
         }
     }
-    if forward {
-        ns.after::<A>(target.vm, conn, front.multiprocess())?;
+    if forward || ns.on() {
+        ns.after::<A>(target.vm, conn, front.multiprocess(), &running)?;
     }
     result
 }

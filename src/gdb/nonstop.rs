@@ -129,15 +129,32 @@ impl NonStop {
         }
     }
 
-    /// Runs the vCPUs [`NonStop::packet`] paused on again, and notifies gdb of stops that
-    /// came meanwhile.
+    /// The vCPUs running now, for [`NonStop::after`] (none in all-stop mode).
+    pub fn running(&self, vm: &Vm) -> Vec<usize> {
+        if !self.on {
+            return Vec::new();
+        }
+        (0..vm.vcpu_count())
+            .filter(|&id| vm.is_running(id))
+            .collect()
+    }
+
+    /// After gdbstub's packet: runs on the vCPUs [`NonStop::packet`] paused, and those of
+    /// `was_running` that are stopped now (a packet gdbstub failed stops every vCPU, and
+    /// gdb still counts them as running), then notifies gdb of stops that came meanwhile.
     pub fn after<A: Layout>(
         &mut self,
         vm: &mut Vm,
         conn: &SharedConn,
         multiprocess: bool,
+        was_running: &[usize],
     ) -> std::io::Result<()> {
-        for id in std::mem::take(&mut self.paused) {
+        let stopped_since = was_running.iter().filter(|&&id| !vm.is_running(id));
+        let rerun: Vec<usize> = std::mem::take(&mut self.paused)
+            .into_iter()
+            .chain(stopped_since.copied())
+            .collect();
+        for id in rerun {
             if let Err(e) = vm.resume_unseen(id) {
                 log::error!("cannot run vCPU {id} on after a breakpoint change: {e}");
             }
