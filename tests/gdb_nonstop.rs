@@ -395,6 +395,19 @@ fn non_stop_raw_protocol() {
     assert!(c.ask("?").starts_with('T'));
     let stop = c.ask("vCont;c");
     assert!(stop.starts_with("T05thread:p01.01;"), "{stop}");
+    // All-stop's own round trip for the same hit, CPUs 1-3 stopped, to compare.
+    let mut all_stop = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let stop = c.ask("vCont;c:p1.1");
+        all_stop.push(t.elapsed());
+        assert!(stop.starts_with("T05thread:p01.01;"), "{stop}");
+    }
+    all_stop.sort();
+    eprintln!(
+        "all-stop: vCont;c:1 to its stop reply, CPUs 1-3 stopped: min {:?} median {:?} max {:?}",
+        all_stop[0], all_stop[10], all_stop[19]
+    );
     assert_eq!(c.ask(&format!("z0,{bp:x},1")), "OK");
     assert_eq!(c.ask("vKill;1"), "OK");
     assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
