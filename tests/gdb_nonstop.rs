@@ -12,18 +12,20 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Boots smp.elf on 4 vCPUs, running, and waits until every CPU counts.
-fn smp_guest(dir: &TestDir) -> Kvmgdb {
+/// Boots smp.elf on `cpus` vCPUs, running, and waits until every CPU counts.
+fn smp_guest(dir: &TestDir, cpus: usize) -> Kvmgdb {
+    let n = cpus.to_string();
     let k = Kvmgdb::start_tcp(
         dir,
         Boot {
             no_wait: true,
-            extra: &["--cpus", "4"],
+            extra: &["--cpus", &n],
             ..Boot::guest("smp.elf")
         },
     );
+    let last = format!("smp: CPU {} started", cpus - 1);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !k.serial_output().contains("smp: CPU 3 started") {
+    while !k.serial_output().contains(&last) {
         assert!(
             Instant::now() < deadline,
             "the APs did not all start; serial:\n{}\nstderr:\n{}",
@@ -90,7 +92,7 @@ fn gdb_non_stop(dir: &TestDir, k: &Kvmgdb, script_name: &str, elf: &std::path::P
 fn non_stop_breakpoint_on_cpu0_while_the_others_count() {
     require_kvm_and_gdb();
     let dir = TestDir::new("non_stop_breakpoint_on_cpu0_while_the_others_count");
-    let mut k = smp_guest(&dir);
+    let mut k = smp_guest(&dir, 4);
     let elf = guest("smp.elf");
     let out = gdb_non_stop(&dir, &k, "nonstop-break.gdb", &elf);
     assert_contains(&out, "Thread 1 hit Breakpoint 1, cpu0_work (");
@@ -264,12 +266,12 @@ fn stop_thread(reply: &str) -> u64 {
     u64::from_str_radix(&t[..t.find(';').expect("thread field ends")], 16).expect("hex tid")
 }
 
-/// The SMP guest running on 4 vCPUs with a raw client connected, multiprocess and
+/// The SMP guest running on `cpus` vCPUs with a raw client connected, multiprocess and
 /// QNonStop+ negotiated; the addresses of cpu0_work and per_cpu_counter.
-fn raw_session(test: &str) -> (TestDir, Kvmgdb, Raw, [u64; 2]) {
+fn raw_session(test: &str, cpus: usize) -> (TestDir, Kvmgdb, Raw, [u64; 2]) {
     require_kvm();
     let dir = TestDir::new(test);
-    let k = smp_guest(&dir);
+    let k = smp_guest(&dir, cpus);
     let elf = guest("smp.elf");
     let symbols = [symbol(&elf, "cpu0_work"), symbol(&elf, "per_cpu_counter")];
     let mut c = Raw::connect(&k);
@@ -281,7 +283,7 @@ fn raw_session(test: &str) -> (TestDir, Kvmgdb, Raw, [u64; 2]) {
 /// notification after a breakpoint hit.
 #[test]
 fn non_stop_raw_protocol() {
-    let (_dir, mut k, mut c, [bp, counters]) = raw_session("non_stop_raw_protocol");
+    let (_dir, mut k, mut c, [bp, counters]) = raw_session("non_stop_raw_protocol", 4);
     let hw = symbol(&guest("smp.elf"), "cpu2_work");
     // Nothing to acknowledge: OK, nothing lost.
     assert_eq!(c.ask("vStopped"), "OK");
@@ -413,25 +415,32 @@ fn non_stop_raw_protocol() {
     assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
 }
 
-/// Detach in non-stop mode leaves the machine as an all-stop detach does: breakpoints out
-/// and every vCPU running, CPU 0 (stopped at the breakpoint when gdb left) included.
+/// Detach in non-stop mode, on 8 vCPUs, leaves the machine as an all-stop detach does:
+/// breakpoints out and every vCPU running, CPU 0 (stopped at the breakpoint when gdb left)
+/// included.
 #[test]
 fn non_stop_detach_runs_every_vcpu_without_breakpoints() {
     let (_dir, mut k, mut c, [bp, counters]) =
-        raw_session("non_stop_detach_runs_every_vcpu_without_breakpoints");
+        raw_session("non_stop_detach_runs_every_vcpu_without_breakpoints", 8);
     assert_eq!(c.ask("QNonStop:1"), "OK");
     assert_eq!(c.ask(&format!("Z0,{bp:x},1")), "OK");
     assert_eq!(c.ask("vCont;c:p1.1"), "OK");
     assert!(c.notification().starts_with("Stop:T05thread:p01.01;"));
     // Detached with the stop not acknowledged, and CPUs 1-3 running.
-    let c0 = c.read_u64(counters);
+    let before: Vec<u64> = (0..8).map(|i| c.read_u64(counters + 8 * i)).collect();
     assert_eq!(c.ask("D;1"), "OK");
     drop(c);
     std::thread::sleep(Duration::from_millis(300));
     let mut c = Raw::connect(&k);
     let stop = c.ask("?");
     assert!(stop.starts_with('T'), "all-stop again: {stop}");
-    assert!(c.read_u64(counters) > c0, "CPU 0 ran on past cpu0_work");
+    for (i, was) in before.iter().enumerate() {
+        let now = c.read_u64(counters + 8 * i as u64);
+        assert!(
+            now > *was,
+            "CPU {i} ran on after the detach ({was} then {now})"
+        );
+    }
     assert_eq!(c.ask("vKill;1"), "OK");
     assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
 }
