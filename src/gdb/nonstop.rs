@@ -210,9 +210,16 @@ impl NonStop {
             }
             stop => Some(stop),
         };
-        if !self.queue.contains(&ev.id) {
+        if !self.unsent(ev.id) {
             self.queue.push_back(ev.id);
         }
+    }
+
+    /// Whether vCPU `id` has a stop queued that gdb has not been sent yet (the head was
+    /// sent while a sequence is outstanding: gdb knows that stop and may resume it).
+    fn unsent(&self, id: usize) -> bool {
+        let sent = usize::from(self.outstanding);
+        self.queue.iter().skip(sent).any(|&q| q == id)
     }
 
     /// Sends the queue's head as a notification if none is outstanding.
@@ -379,8 +386,8 @@ impl NonStop {
                     self.asked[id] = true;
                     vm.kick_vcpu(id)
                 }
-                // A thread whose stop gdb has not yet taken stays stopped until it has.
-                _ if vm.is_running(id) || self.queue.contains(&id) => Ok(()),
+                // A thread whose stop gdb has not yet been sent stays stopped until it has.
+                _ if vm.is_running(id) || self.unsent(id) => Ok(()),
                 step => vm.resume(&[(id, step == Action::Step)]),
             };
             if let Err(e) = result {
