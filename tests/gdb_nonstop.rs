@@ -127,10 +127,7 @@ fn non_stop_breakpoint_on_cpu0_while_the_others_count() {
     let (s1, s2) = (tagged_one(&out, "stop1"), tagged_one(&out, "stop2"));
     assert_eq!(s1, s2, "no CPU counts after interrupt -a:\n{out}");
     let (a1, a2) = (tagged_one(&out, "again1"), tagged_one(&out, "again2"));
-    assert!(
-        a1["c1"] > s2["c1"] && a2["c1"] > a1["c1"],
-        "CPU 1 runs again:\n{out}"
-    );
+    assert!(a2["c1"] > a1["c1"], "CPU 1 runs again:\n{out}");
     assert!(a2["c2"] > a1["c2"], "CPU 2 runs again:\n{out}");
     assert_contains(&out, "[Inferior 1 (process 1) killed]");
     assert_eq!(k.wait_exit(KVMGDB_TIMEOUT), 0, "stderr:\n{}", k.stderr());
