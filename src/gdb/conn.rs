@@ -232,6 +232,8 @@ pub struct BufferedConn {
     last: Vec<u8>,
     /// While muted, flushes drop what gdbstub wrote.
     muted: bool,
+    /// While held, flushes keep what gdbstub wrote, for [`BufferedConn::take_held`].
+    held: bool,
     /// See [`write_bounded`].
     stalled_since: Option<Instant>,
 }
@@ -244,6 +246,7 @@ impl BufferedConn {
             out: Vec::with_capacity(4096),
             last: Vec::with_capacity(4096),
             muted: false,
+            held: false,
             stalled_since: None,
         }
     }
@@ -262,6 +265,18 @@ impl BufferedConn {
     pub fn set_muted(&mut self, muted: bool) {
         self.muted = muted;
         self.out.clear();
+    }
+
+    /// Holds gdbstub's replies back (flushes keep them) until [`BufferedConn::take_held`],
+    /// so that one can be amended before it goes out.
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Ends a [`BufferedConn::hold`]: the bytes gdbstub wrote meanwhile, not sent.
+    pub fn take_held(&mut self) -> Vec<u8> {
+        self.held = false;
+        std::mem::take(&mut self.out)
     }
 
     /// Sends the last reply again, from its `$` (without the `+` that acknowledged the
@@ -304,6 +319,9 @@ impl Connection for BufferedConn {
     }
 
     fn flush(&mut self) -> Result<(), Self::Error> {
+        if self.held {
+            return Ok(());
+        }
         if self.muted || self.out.is_empty() {
             self.out.clear();
             return Ok(());

@@ -5,6 +5,7 @@
 
 use super::conn::{BufferedConn, SharedConn, Stream};
 use super::front::{self, Ctx, E_FAILED, Front, INTERRUPT, Unit, Verdict};
+use super::nonstop::{self, Handled, NonStop, Waited};
 use super::qemu;
 use super::regs::GdbArch;
 use super::regs::layout::Layout;
@@ -80,11 +81,11 @@ fn warn_narrow_layout(vm: &Vm, vcpu: usize, arch: GdbArch) {
 /// The machine's current stop, as the last stop reply told gdb (or would have): what `?`
 /// answers ("Packets", `?`). The registers are not kept: `?` reads them when asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct LastStop {
+pub(super) struct LastStop {
     /// The vCPU the stop reply names.
-    vcpu: usize,
+    pub(super) vcpu: usize,
     /// Its stop; None for the stop the attach itself made.
-    stop: Option<VcpuStop>,
+    pub(super) stop: Option<VcpuStop>,
 }
 
 /// The stop a new session starts in. A vCPU's own stop that raced the attach, or the one
@@ -128,7 +129,7 @@ fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
 /// The stop reply for `last`, worded as gdbstub words the live one ("Stop Reply Packets":
 /// `T` signal, `thread:`, the reason's own field), with the expedited registers read now
 /// from the vCPU's state (so a register written since shows its new value).
-fn status_reply<A: Layout>(
+pub(super) fn status_reply<A: Layout>(
     vm: &Vm,
     last: LastStop,
     multiprocess: bool,
@@ -263,8 +264,51 @@ fn regs_fit<A: Layout>(bytes: &[u8]) -> bool {
     regs.gdb_deserialize(bytes).is_ok()
 }
 
-/// Handles one complete packet: answered here, or passed to gdbstub as the front decides.
+/// Handles one complete packet: non-stop mode's ([`super::nonstop`]) first, then as the
+/// front decides; gdbstub's qSupported reply gets `QNonStop+` added.
 fn packet<'v, A: Layout>(
+    sm: Machine<'v, A>,
+    target: &mut KvmTarget<'v, A>,
+    front: &mut Front,
+    conn: &SharedConn,
+    last: &mut LastStop,
+    ns: &mut NonStop,
+) -> Result<Machine<'v, A>, Box<dyn std::error::Error>> {
+    let now = (last.vcpu, last.stop);
+    let forward = match ns.packet::<A>(target.vm, front.body(), front.multiprocess(), now) {
+        Handled::No => false,
+        Handled::Forward => true,
+        Handled::Reply(r) => {
+            conn.get().reply(&r, front.acks())?;
+            return Ok(sm);
+        }
+        Handled::AllStop(vcpu, stop) => {
+            *last = LastStop { vcpu, stop };
+            conn.get().reply(b"OK", front.acks())?;
+            return Ok(sm);
+        }
+    };
+    let supported = front.body().starts_with(b"qSupported");
+    if supported {
+        conn.get().hold();
+    }
+    let running = ns.running(target.vm);
+    let result = front_packet(sm, target, front, conn, *last);
+    if supported {
+        let held = conn.get().take_held();
+        match nonstop::advertise(&held) {
+            Some((body, ack)) => conn.get().reply(&body, ack)?,
+            None => conn.get().send_control(&held)?,
+        }
+    }
+    if forward || ns.on() {
+        ns.after::<A>(target.vm, conn, front.multiprocess(), &running)?;
+    }
+    result
+}
+
+/// Handles one complete packet: answered here, or passed to gdbstub as the front decides.
+fn front_packet<'v, A: Layout>(
     sm: Machine<'v, A>,
     target: &mut KvmTarget<'v, A>,
     front: &mut Front,
@@ -367,6 +411,7 @@ fn run_session<A: Layout>(
     queue: StopQueue,
 ) -> SessionResult {
     let conn = SharedConn::new(conn);
+    let mut ns = NonStop::new(vm.vcpu_count());
     let mut target = KvmTarget::<A>::new(vm);
     target.queue = queue;
     let mut front = Front::new();
@@ -392,7 +437,14 @@ fn run_session<A: Layout>(
         sm = match sm {
             GdbStubStateMachine::Idle(g) => {
                 spun = false;
-                if input.is_empty() {
+                if input.is_empty() && ns.on() {
+                    let multiprocess = front.multiprocess();
+                    match ns.wait::<A>(target.vm, &conn, &mut input.buf, multiprocess)? {
+                        Waited::Input(0) => return Ok(SessionEnd::Detach),
+                        Waited::Input(n) => input.filled(n),
+                        Waited::Exited(code) => return Ok(SessionEnd::Exited(code)),
+                    }
+                } else if input.is_empty() {
                     let n = conn
                         .get()
                         .stream()
@@ -403,7 +455,9 @@ fn run_session<A: Layout>(
                     input.filled(n);
                 }
                 match input.next(&mut front) {
-                    Unit::Packet => packet(g.into(), &mut target, &mut front, &conn, last)?,
+                    Unit::Packet => {
+                        packet(g.into(), &mut target, &mut front, &conn, &mut last, &mut ns)?
+                    }
                     unit => {
                         control(unit, &front, &conn)?;
                         g.into()
@@ -414,7 +468,9 @@ fn run_session<A: Layout>(
                 if !input.is_empty() {
                     match input.next(&mut front) {
                         Unit::Interrupt => g.incoming_data(&mut target, INTERRUPT)?,
-                        Unit::Packet => packet(g.into(), &mut target, &mut front, &conn, last)?,
+                        Unit::Packet => {
+                            packet(g.into(), &mut target, &mut front, &conn, &mut last, &mut ns)?
+                        }
                         unit => {
                             control(unit, &front, &conn)?;
                             g.into()

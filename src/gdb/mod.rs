@@ -8,6 +8,7 @@ pub mod conn;
 pub mod event_loop;
 pub mod front;
 pub mod monitor;
+pub mod nonstop;
 pub mod qemu;
 pub mod regs;
 pub mod resume;

@@ -827,3 +827,23 @@ impl Drop for Vm {
         self.flush_devices();
     }
 }
+
+// Non-stop mode: one vCPU stopped or resumed while the others run on.
+impl Vm {
+    /// True while vCPU `id` runs (a vCPU the machine lacks does not).
+    pub fn is_running(&self, id: usize) -> bool {
+        self.run.vcpu(id).is_ok_and(|v| v.running)
+    }
+
+    /// Kicks vCPU `id` out of KVM_RUN, leaving the others running; its stop arrives
+    /// through [`Vm::poll_event`].
+    pub fn kick_vcpu(&self, id: usize) -> Result<(), VmError> {
+        self.run.kick_one(id)
+    }
+
+    /// Runs vCPU `id` on from a stop the debugger was not told of (see
+    /// [`RunControl::resume_unseen`]).
+    pub fn resume_unseen(&mut self, id: usize) -> Result<(), VmError> {
+        self.run.resume_unseen(id)
+    }
+}

@@ -473,3 +473,27 @@ impl RunControl {
         }
     }
 }
+
+// Non-stop mode: one vCPU stopped or resumed while the others run on.
+impl RunControl {
+    /// Kicks vCPU `id` out of KVM_RUN if it runs; its stop arrives as an event
+    /// ([`RunControl::poll_event`]), and the other vCPUs run on.
+    pub fn kick_one(&self, id: usize) -> Result<(), VmError> {
+        let v = self.vcpu(id)?;
+        if v.running {
+            v.kick();
+        }
+        Ok(())
+    }
+
+    /// Runs stopped vCPU `id` on from a stop the debugger never saw (a pause to change
+    /// the debug state under it): nothing is stepped over, so a breakpoint planted at its
+    /// current instruction meanwhile is hit, not skipped.
+    pub fn resume_unseen(&mut self, id: usize) -> Result<(), VmError> {
+        let v = self.vcpu_mut(id)?;
+        if v.running {
+            return Ok(());
+        }
+        v.start(false, true, None)
+    }
+}

@@ -13,7 +13,7 @@
 //! packets are allocated once per session, bounded by [`PACKET_SIZE`].
 
 mod packets;
-mod parse;
+pub(super) mod parse;
 
 use super::target::PACKET_BUFFER;
 use parse::hex_digit;

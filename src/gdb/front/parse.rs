@@ -3,7 +3,7 @@
 
 /// A thread-id element (RSP manual, "thread-id syntax").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Id {
+pub(in crate::gdb) enum Id {
     /// `-1`: all.
     All,
     /// `0`: any.
@@ -14,15 +14,15 @@ pub(super) enum Id {
 
 /// A thread-id: `[p<pid>.]<tid>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct ThreadId {
-    pub(super) pid: Option<Id>,
-    pub(super) tid: Id,
+pub(in crate::gdb) struct ThreadId {
+    pub(in crate::gdb) pid: Option<Id>,
+    pub(in crate::gdb) tid: Id,
 }
 
 /// gdbstub's one process (its FAKE_PID).
-pub(super) const PID: u64 = 1;
+pub(in crate::gdb) const PID: u64 = 1;
 
-pub(super) fn parse_id(s: &[u8]) -> Option<Id> {
+pub(in crate::gdb) fn parse_id(s: &[u8]) -> Option<Id> {
     if s == b"-1" {
         return Some(Id::All);
     }
@@ -32,7 +32,7 @@ pub(super) fn parse_id(s: &[u8]) -> Option<Id> {
     }
 }
 
-pub(super) fn parse_thread(s: &[u8]) -> Option<ThreadId> {
+pub(in crate::gdb) fn parse_thread(s: &[u8]) -> Option<ThreadId> {
     match s {
         [b'p', rest @ ..] => {
             let (pid, tid) = match split_once(rest, b'.') {
@@ -54,12 +54,12 @@ pub(super) fn parse_thread(s: &[u8]) -> Option<ThreadId> {
     }
 }
 
-pub(super) fn split_once(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
+pub(in crate::gdb) fn split_once(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
     let i = s.iter().position(|&b| b == sep)?;
     Some((&s[..i], &s[i + 1..]))
 }
 
-pub(super) fn hex_digit(b: u8) -> Option<u8> {
+pub(in crate::gdb) fn hex_digit(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
@@ -69,7 +69,7 @@ pub(super) fn hex_digit(b: u8) -> Option<u8> {
 }
 
 /// A non-empty hex number that fits 64 bits (leading zeros allowed).
-pub(super) fn parse_hex(s: &[u8]) -> Option<u64> {
+pub(in crate::gdb) fn parse_hex(s: &[u8]) -> Option<u64> {
     if s.is_empty() {
         return None;
     }
@@ -80,17 +80,17 @@ pub(super) fn parse_hex(s: &[u8]) -> Option<u64> {
 }
 
 /// Non-empty hex data: pairs of hex digits.
-pub(super) fn is_hex_bytes(s: &[u8]) -> bool {
+pub(in crate::gdb) fn is_hex_bytes(s: &[u8]) -> bool {
     !s.is_empty() && is_hex_bytes_or_empty(s)
 }
 
-pub(super) fn is_hex_bytes_or_empty(s: &[u8]) -> bool {
+pub(in crate::gdb) fn is_hex_bytes_or_empty(s: &[u8]) -> bool {
     s.len() % 2 == 0 && s.iter().all(|&b| hex_digit(b).is_some())
 }
 
 /// The length of escaped binary data (`}` escapes the next byte, "Overview"), or None if
 /// it ends inside an escape.
-pub(super) fn binary_len(s: &[u8]) -> Option<usize> {
+pub(in crate::gdb) fn binary_len(s: &[u8]) -> Option<usize> {
     let mut n = 0;
     let mut escaped = false;
     for &b in s {
