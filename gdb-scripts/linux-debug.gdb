@@ -83,7 +83,7 @@ lx-cpus
 echo ==lx-per-cpu==\n
 printf "apicid=%u core=%u max_cores=%u\n", $lx_per_cpu("cpu_info", 3).apicid, $lx_per_cpu("cpu_info", 3).cpu_core_id, $lx_per_cpu("cpu_info", 3).x86_max_cores
 thread 3
-printf "thread 3 current task cpu=%u\n", $lx_current().cpu
+printf "thread 3 current task cpu=%u\n", $lx_current().thread_info.cpu
 thread 1
 echo ==lx-symbols==\n
 lx-symbols
