@@ -10,9 +10,10 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// Launch → the Ctrl-C phase: about 100 s on an idle PVM machine; 224 s were measured at a
-/// load average of 8, over 400 s at 9 with a release build beside it, and 609 s on 4 vCPUs
-/// with two other Linux boots beside it and a load average of 27 at the end.
+/// Launch → the Ctrl-C phase: about 100 s on an idle PVM machine with 1 vCPU, 158 s with 4
+/// (then 8 s more to the last CPU up); 224 s were measured at a load average of 8, over
+/// 400 s at 9 with a release build beside it, and 609 s on 4 vCPUs with two other Linux
+/// boots beside it and a load average of 27 at the end.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(900);
 /// How long the kernel runs on, once all its CPUs are up, before the test presses Ctrl-C.
 const RUN_BEFORE_CTRL_C: Duration = Duration::from_secs(1);
