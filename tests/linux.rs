@@ -55,7 +55,7 @@ fn bzimage_decompressor_runs() {
     );
     eprintln!("bzImage: launch → the decompressor's first line {t:.1?}");
     if !kvm_is_pvm() {
-        expect_linux_boot(&mut k, started, &kernel.abi);
+        expect_linux_boot(&mut k, started, &kernel.abi, 1);
     }
 }
 
@@ -66,7 +66,7 @@ fn bzimage_with_initramfs_boots_to_run_init() {
     let dir = TestDir::new("bzimage-run-init");
     let (mut k, started) = boot(&dir, &kernel.bzimage, true);
     if !kvm_is_pvm() {
-        expect_linux_boot(&mut k, started, &kernel.abi);
+        expect_linux_boot(&mut k, started, &kernel.abi, 1);
         return;
     }
     let mut marks = Vec::new();

@@ -3,9 +3,7 @@
 
 use super::Vm;
 use super::quirks::{self, MachineFacts};
-#[cfg(test)]
-use kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
-use kvm_bindings::{CpuId, kvm_cpuid_entry2};
+use kvm_bindings::{CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, kvm_cpuid_entry2};
 
 /// CPUID.01H:ECX.XSAVE (SDM Vol. 2A, CPUID, table 3-10).
 const CPUID_1_ECX_XSAVE: u32 = 1 << 26;
@@ -126,10 +124,12 @@ const CPUID_1_EBX_APIC_ID_SHIFT: u32 = 24;
 /// the hypervisor bit and leaves present, paravirtual features limited to what KVM backs
 /// without the VMM ([`PV_FEATURES_IN_KERNEL`], less [`PV_FEATURES_NEED_LAPIC`] without an
 /// in-kernel irqchip, less `quirks::pv_features_hidden`), and the
-/// features this KVM cannot run hidden (`quirks::cpuid_ecx1_hidden`). Everything else,
+/// features this KVM cannot run hidden (`quirks::cpuid_ecx1_hidden`), and the topology of
+/// `vcpus` cores in one package ([`set_topology`]). Everything else,
 /// TSC bits included (invariant TSC only if KVM reports it), is KVM's.
-pub fn machine_cpuid(supported: &CpuId, machine: MachineFacts) -> CpuId {
+pub fn machine_cpuid(supported: &CpuId, machine: MachineFacts, vcpus: usize) -> CpuId {
     let mut entries: Vec<kvm_cpuid_entry2> = supported.as_slice().to_vec();
+    set_topology(&mut entries, vcpus);
     if !entries.iter().any(|e| e.function == KVM_CPUID_SIGNATURE) {
         entries.push(kvm_cpuid_entry2 {
             function: KVM_CPUID_SIGNATURE,
@@ -170,15 +170,99 @@ pub fn machine_cpuid(supported: &CpuId, machine: MachineFacts) -> CpuId {
     CpuId::from_entries(&entries).unwrap_or_else(|_| supported.clone())
 }
 
+/// CPUID.01H:EBX bits 23:16: addressable logical processor ids in the package.
+const CPUID_1_EBX_LOGICAL_SHIFT: u32 = 16;
+/// CPUID.01H:EDX.HTT: EBX[23:16] is valid (more than one logical processor per package).
+const CPUID_1_EDX_HTT: u32 = 1 << 28;
+/// Level types of leaves 0BH and 1FH, ECX bits 15:8 (SDM Vol. 2A, CPUID, table 3-8).
+const LEVEL_SMT: u32 = 1;
+/// The core level.
+const LEVEL_CORE: u32 = 2;
+
+/// The machine's processor topology, as QEMU's `-smp N` gives it: one package of `vcpus`
+/// cores with one thread each, APIC ids 0 … N−1 (as the MADT lists them). KVM leaves it
+/// to the VMM: its supported table carries the host's cache-sharing fields (leaves 04H,
+/// 8000_001DH), the host's core counts (leaf 1 EBX[23:16], 8000_0008H ECX) and no
+/// topology at all in 0BH/1FH/8000_001EH (KVM API, KVM_GET_SUPPORTED_CPUID; measured on
+/// PVM: docs/kvm-quirks.md, "Linux with -smp"). Left as they are, Linux on `-smp 4`
+/// counted the wrong number of cores per package and, on AMD, gave every CPU core id 0.
+/// The per-vCPU ids are filled in by [`for_vcpu`].
+fn set_topology(entries: &mut Vec<kvm_cpuid_entry2>, vcpus: usize) {
+    let n = u32::try_from(vcpus.max(1)).unwrap_or(u32::MAX);
+    // Bits of the APIC id that number the cores of the package.
+    let core_bits = n.next_power_of_two().trailing_zeros();
+    let max_basic = entries
+        .iter()
+        .find(|e| e.function == 0)
+        .map_or(0, |e| e.eax);
+    for e in entries.iter_mut() {
+        match e.function {
+            1 => {
+                e.ebx = (e.ebx & !(0xff << CPUID_1_EBX_LOGICAL_SHIFT))
+                    | (n.min(0xff) << CPUID_1_EBX_LOGICAL_SHIFT);
+                if n > 1 {
+                    e.edx |= CPUID_1_EDX_HTT;
+                } else {
+                    e.edx &= !CPUID_1_EDX_HTT;
+                }
+            }
+            // Deterministic cache parameters (Intel), EAX bits 4:0 the cache type (0: no
+            // more caches): 31:26 addressable core ids − 1, 25:14 logical processors
+            // sharing the cache − 1 (one thread per core: L1/L2 are the core's own, L3
+            // the package's).
+            4 if e.eax & 0x1f != 0 => {
+                let level = (e.eax >> 5) & 7;
+                let sharing = if level >= 3 { (1 << core_bits) - 1 } else { 0 };
+                e.eax = (e.eax & 0x3fff) | (sharing << 14) | (((1 << core_bits) - 1) << 26);
+            }
+            // AMD's cache topology: EAX bits 25:14 logical processors sharing it − 1.
+            0x8000_001d if e.eax & 0x1f != 0 => {
+                let level = (e.eax >> 5) & 7;
+                let sharing = if level >= 3 { n - 1 } else { 0 };
+                e.eax = (e.eax & !(0xfff << 14)) | ((sharing & 0xfff) << 14);
+            }
+            // AMD: ECX bits 7:0 cores − 1 (NC), 15:12 the APIC id bits of the core
+            // (ApicIdSize; 0 would mean "derive it from NC").
+            0x8000_0008 => e.ecx = (e.ecx & !0xf0ff) | ((n - 1) & 0xff) | (core_bits << 12),
+            _ => {}
+        }
+    }
+    // The extended topology leaves, where the basic range reaches them: sub-leaf 0 the SMT
+    // level (one thread, no id bits), 1 the core level (`core_bits` up to the package), 2
+    // the end marker; EDX (the x2APIC id) per vCPU.
+    for leaf in [0xb, 0x1f] {
+        if max_basic < leaf {
+            continue;
+        }
+        entries.retain(|e| e.function != leaf);
+        let level = |index: u32, shift: u32, count: u32, kind: u32| kvm_cpuid_entry2 {
+            function: leaf,
+            index,
+            flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+            eax: shift,
+            ebx: count,
+            ecx: (kind << 8) | index,
+            ..Default::default()
+        };
+        entries.push(level(0, 0, 1, LEVEL_SMT));
+        entries.push(level(1, core_bits, n, LEVEL_CORE));
+        entries.push(level(2, 0, 0, 0));
+    }
+}
+
 /// vCPU `id`'s copy of the machine's table: its APIC id (the vCPU id, as KVM numbers
-/// local APICs) in leaf 1 EBX[31:24] and as the x2APIC id in EDX of every sub-leaf of the
-/// topology leaves 0BH and 1FH (SDM Vol. 2A, CPUID).
+/// local APICs) in leaf 1 EBX[31:24], as the x2APIC id in EDX of every sub-leaf of the
+/// topology leaves 0BH and 1FH, and as the extended APIC id and core id of AMD's leaf
+/// 8000_001EH (EAX, EBX[7:0]; one thread per core, one node) (SDM Vol. 2A, CPUID; AMD
+/// APM Vol. 3, E.4.24).
 pub fn for_vcpu(table: &CpuId, id: usize) -> CpuId {
+    let id = id as u32;
     let mut t = table.clone();
     for e in t.as_mut_slice() {
         match e.function {
-            1 => e.ebx = (e.ebx & 0x00ff_ffff) | ((id as u32 & 0xff) << CPUID_1_EBX_APIC_ID_SHIFT),
-            0xb | 0x1f => e.edx = id as u32,
+            1 => e.ebx = (e.ebx & 0x00ff_ffff) | ((id & 0xff) << CPUID_1_EBX_APIC_ID_SHIFT),
+            0xb | 0x1f => e.edx = id,
+            0x8000_001e => [e.eax, e.ebx, e.ecx] = [id, id & 0xff, 0],
             _ => {}
         }
     }
@@ -233,7 +317,7 @@ mod tests {
 
     #[test]
     fn hypervisor_leaves_and_only_backed_pv_features() {
-        let t = machine_cpuid(&supported(), HW);
+        let t = machine_cpuid(&supported(), HW, 1);
         let sig = leaf(&t, KVM_CPUID_SIGNATURE, 0);
         let text: Vec<u8> = [sig.ebx, sig.ecx, sig.edx]
             .iter()
@@ -254,7 +338,7 @@ mod tests {
 
     #[test]
     fn pvm_hides_cx16_and_hypercall_features() {
-        let t = machine_cpuid(&supported(), PVM);
+        let t = machine_cpuid(&supported(), PVM, 1);
         assert_eq!(leaf(&t, 1, 0).ecx & CPUID_1_ECX_CX16, 0);
         let pv = leaf(&t, KVM_CPUID_FEATURES, 0).eax;
         assert_eq!(pv & quirks::pv_features_hidden(PVM), 0);
@@ -272,15 +356,89 @@ mod tests {
             in_kernel_irqchip: false,
             pvm: false,
         };
-        let pv = leaf(&machine_cpuid(&supported(), no_chip), KVM_CPUID_FEATURES, 0).eax;
+        let pv = leaf(
+            &machine_cpuid(&supported(), no_chip, 1),
+            KVM_CPUID_FEATURES,
+            0,
+        )
+        .eax;
         assert_eq!(pv & PV_FEATURES_NEED_LAPIC, 0);
         assert_ne!(pv & kvm_feature::STEAL_TIME, 0);
     }
 
     #[test]
     fn each_vcpu_gets_its_apic_id() {
-        let t = for_vcpu(&machine_cpuid(&supported(), HW), 3);
-        assert_eq!(leaf(&t, 1, 0).ebx, 0x0301_0800);
+        let t = for_vcpu(&machine_cpuid(&supported(), HW, 4), 3);
+        assert_eq!(leaf(&t, 1, 0).ebx, 0x0304_0800);
         assert_eq!(leaf(&t, 0xb, 1).edx, 3);
+    }
+
+    /// KVM's supported table on the AMD EPYC host of the PVM machines (measured with
+    /// KVM_GET_SUPPORTED_CPUID), the topology-bearing leaves only.
+    fn amd_host() -> CpuId {
+        let e = |function, index, flags, [eax, ebx, ecx, edx]: [u32; 4]| kvm_cpuid_entry2 {
+            function,
+            index,
+            flags,
+            eax,
+            ebx,
+            ecx,
+            edx,
+            ..Default::default()
+        };
+        let sig = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+        table(&[
+            e(0, 0, 0, [0x10, 0x6874_7541, 0x444d_4163, 0x6974_6e65]),
+            e(
+                1,
+                0,
+                0,
+                [0x00a0_0f11, 0x0102_0800, 0x8120_2000, 0x078b_fbff],
+            ),
+            e(0xb, 0, sig, [0, 0, 0, 1]),
+            e(0x8000_0008, 0, 0, [0x3030, 0x110a_d205, 0x7001, 0]),
+            e(0x8000_001d, 1, sig, [0x122, 0x01c0_003f, 0x3f, 0]),
+            e(0x8000_001d, 3, sig, [0x4163, 0x03c0_003f, 0x7fff, 1]),
+            e(0x8000_001e, 0, 0, [0; 4]),
+        ])
+    }
+
+    #[test]
+    fn four_vcpus_are_four_cores_of_one_package() {
+        let machine = machine_cpuid(&amd_host(), HW, 4);
+        for id in 0..4u32 {
+            let t = for_vcpu(&machine, id as usize);
+            let l1 = leaf(&t, 1, 0);
+            assert_eq!(l1.ebx >> 24, id, "initial APIC id");
+            assert_eq!((l1.ebx >> 16) & 0xff, 4, "logical processors per package");
+            assert_ne!(l1.edx & CPUID_1_EDX_HTT, 0);
+            // Leaf 0BH: SMT level of 1 thread, core level of 4 with 2 id bits, end.
+            let b: Vec<_> = (0..3).map(|i| leaf(&t, 0xb, i)).collect();
+            assert_eq!(
+                b.iter()
+                    .map(|e| (e.eax, e.ebx, e.ecx, e.edx))
+                    .collect::<Vec<_>>(),
+                [(0, 1, 0x100, id), (2, 4, 0x201, id), (0, 0, 2, id)]
+            );
+            assert!(
+                b.iter()
+                    .all(|e| e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0)
+            );
+            // AMD: 4 cores (NC = 3), 2 APIC id bits; core id = APIC id; L3 shared by 4.
+            assert_eq!(leaf(&t, 0x8000_0008, 0).ecx, 0x2003);
+            let e = leaf(&t, 0x8000_001e, 0);
+            assert_eq!((e.eax, e.ebx, e.ecx), (id, id, 0));
+            assert_eq!(leaf(&t, 0x8000_001d, 1).eax, 0x122, "L2: per core");
+            assert_eq!(
+                (leaf(&t, 0x8000_001d, 3).eax >> 14) & 0xfff,
+                3,
+                "L3: 4 CPUs"
+            );
+        }
+        let one = for_vcpu(&machine_cpuid(&amd_host(), HW, 1), 0);
+        assert_eq!(leaf(&one, 1, 0).ebx, 0x0001_0800);
+        assert_eq!(leaf(&one, 1, 0).edx & CPUID_1_EDX_HTT, 0);
+        assert_eq!(leaf(&one, 0x8000_0008, 0).ecx, 0);
+        assert_eq!(leaf(&one, 0xb, 1).ebx, 1);
     }
 }

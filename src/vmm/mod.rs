@@ -263,7 +263,7 @@ impl Vm {
         let supported = kvm
             .get_supported_cpuid(MAX_CPUID_ENTRIES)
             .map_err(|e| VmError::Vcpu(0, "KVM_GET_SUPPORTED_CPUID", e))?;
-        let cpuid = cpuid::machine_cpuid(&supported, machine);
+        let cpuid = cpuid::machine_cpuid(&supported, machine, config.vcpus.max(1));
 
         let shared = VcpuShared {
             vm: &vm,
