@@ -18,4 +18,5 @@ pub mod linux;
 pub mod measure;
 pub mod report;
 pub mod rsp;
+pub mod smp_image;
 pub mod stub;
