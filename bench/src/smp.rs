@@ -15,7 +15,8 @@
 //!   gate by writing guest RAM; the CPU whose turn it is calls `turn_work` within a few
 //!   instructions of its next counter increment. The figure is the time from the last
 //!   sample in which that CPU's counter moved (the hit follows within one poll interval)
-//!   to the stop reply: the stop-all and the reply, not the trigger.
+//!   to the stop reply: the stop-all and the reply, not the trigger. The same samples show
+//!   when the last counter of any CPU moved, i.e. when the stub had every vCPU stopped.
 //! * **resume-all**: from sending `vCont;c` at a Ctrl-C stop to the first sample in which
 //!   every CPU's counter has moved: the last vCPU running guest code again.
 //!
@@ -130,6 +131,8 @@ pub enum SmpFig {
     CtrlC,
     /// Breakpoint hit → stop reply.
     Breakpoint,
+    /// Breakpoint hit → the last sample in which any CPU's counter moved.
+    BpLastMoved,
     /// `vCont;c` → every vCPU running.
     Resume,
     /// Launch → every CPU counting (firmware, boot and the APs' INIT-SIPI-SIPI).
@@ -138,9 +141,10 @@ pub enum SmpFig {
 
 impl SmpFig {
     /// Every row kind, in table order.
-    pub const ALL: [SmpFig; 4] = [
+    pub const ALL: [SmpFig; 5] = [
         SmpFig::CtrlC,
         SmpFig::Breakpoint,
+        SmpFig::BpLastMoved,
         SmpFig::Resume,
         SmpFig::Boot,
     ];
@@ -150,6 +154,7 @@ impl SmpFig {
         match self {
             SmpFig::CtrlC => "smp_ctrl_c_to_stop_us",
             SmpFig::Breakpoint => "smp_breakpoint_to_stop_us",
+            SmpFig::BpLastMoved => "smp_breakpoint_to_last_cpu_moved_us",
             SmpFig::Resume => "smp_resume_all_us",
             SmpFig::Boot => "smp_launch_to_all_counting_s",
         }
@@ -165,6 +170,9 @@ impl SmpFig {
         match self {
             SmpFig::CtrlC => format!("Ctrl-C → stop reply, {cpus} (µs)"),
             SmpFig::Breakpoint => format!("hw breakpoint hit → stop reply, {cpus} (µs)"),
+            SmpFig::BpLastMoved => {
+                format!("… hit → the last guest instruction of any vCPU, {cpus} (µs)³")
+            }
             SmpFig::Resume => format!("resume-all: `vCont;c` → every vCPU running, {cpus} (µs)"),
             SmpFig::Boot => format!("launch → every CPU counting, {cpus} (s)¹"),
         }
@@ -429,8 +437,9 @@ impl<'g> SmpSession<'g> {
     }
 
     /// One breakpoint cycle from a stop with the gate closed and the breakpoint armed.
-    /// Returns breakpoint → stop reply in µs.
-    fn bp_cycle(&mut self, k: u32) -> Result<f64, BenchError> {
+    /// Returns (breakpoint → stop reply, breakpoint → the last sample in which any counter
+    /// moved), in µs.
+    fn bp_cycle(&mut self, k: u32) -> Result<(f64, f64), BenchError> {
         let mut prev = Vec::new();
         self.sample(&mut prev)?;
         self.c.send(CONTINUE).ctx("continuing")?;
@@ -450,7 +459,7 @@ impl<'g> SmpSession<'g> {
         let trigger = Instant::now();
         self.ram()
             .write(self.g.cpus_started, &(self.n as u32).to_le_bytes())?;
-        let mut hit = trigger;
+        let (mut hit, mut last_moved) = (trigger, trigger);
         let reply = loop {
             if self.c.wait_readable(self.poll).ctx("polling the socket")? {
                 break Instant::now();
@@ -459,7 +468,10 @@ impl<'g> SmpSession<'g> {
             let t = Instant::now();
             if cur[cpu] != prev[cpu] {
                 hit = t;
-                prev[cpu] = cur[cpu];
+            }
+            if cur != prev {
+                last_moved = t;
+                prev.clone_from(&cur);
             }
             if t.duration_since(trigger) > T_RUN {
                 return Err(BenchError::Verify(format!(
@@ -489,7 +501,11 @@ impl<'g> SmpSession<'g> {
         self.c
             .expect_ok(format!("Z1,{:x},1", self.g.turn_work).as_bytes())
             .ctx("inserting Z1 at turn_work")?;
-        Ok(reply.duration_since(hit).as_secs_f64() * 1e6)
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        Ok((
+            us(reply.duration_since(hit)),
+            us(last_moved.saturating_duration_since(hit)),
+        ))
     }
 }
 
@@ -522,14 +538,17 @@ pub fn run_rep(
             ctrl_c.push(c);
         }
         s.arm()?;
-        let mut bp = Vec::new();
+        let (mut bp, mut last) = (Vec::new(), Vec::new());
         for k in 0..counts.bp {
-            bp.push(s.bp_cycle(k)?);
+            let (b, l) = s.bp_cycle(k)?;
+            bp.push(b);
+            last.push(l);
         }
         let value = |v: Vec<f64>| Outcome::Value(median(&v), v);
         Ok(vec![
             (SmpFig::CtrlC, value(ctrl_c)),
             (SmpFig::Breakpoint, value(bp)),
+            (SmpFig::BpLastMoved, value(last)),
             (SmpFig::Resume, value(resume)),
             (SmpFig::Boot, Outcome::Value(boot, Vec::new())),
         ])
@@ -622,8 +641,11 @@ impl SmpResults {
                     (Some(k), Some(q)) if k > 0.0 => Some(q / k),
                     _ => None,
                 };
-                let adv_cell = adv.map_or("—".into(), |a| format!("{a:.1}×"));
-                let (target, verdict) = if fig == SmpFig::Boot {
+                let adv_cell = match adv {
+                    Some(a) if fig != SmpFig::BpLastMoved => format!("{a:.1}×"),
+                    _ => "—".into(),
+                };
+                let (target, verdict) = if matches!(fig, SmpFig::Boot | SmpFig::BpLastMoved) {
                     ("—".to_string(), "—".to_string())
                 } else {
                     let mut target = "ahead of QEMU".to_string();
@@ -658,7 +680,12 @@ impl SmpResults {
              with INIT-SIPI-SIPI; seen by a Ctrl-C every 0.2 s (1 s above 8 vCPUs), so only \
              to that precision; for information.\n\
              ² QEMU/kvmgdb: how many times sooner kvmgdb's stop or resume comes. Medians over \
-             the repetitions (each the median of its cycles).\n",
+             the repetitions (each the median of its cycles).\n\
+             ³ From the breakpoint hit to the last sample in which any vCPU's counter still \
+             moved: how long guest code ran on after the hit before the stub had every vCPU \
+             out of KVM_RUN; the rest, up to the stop reply, is the stub's own work. On 2 \
+             host cores a vCPU thread that waits for a core has not moved for a while \
+             already, so this is a lower bound; for information.\n",
         );
         if let Some(note) = qemu_note {
             let _ = writeln!(t, "\nThe QEMU column is empty: {note}.");
