@@ -626,7 +626,12 @@ impl SmpResults {
                 let cell =
                     |v: Option<f64>, why: &Option<String>, who: &str, notes: &mut Vec<String>| {
                         if let Some(w) = why {
-                            notes.push(format!("{who}, {}: {w}", fig.label(n)));
+                            // One note per stub and vCPU count: a failed launch fails
+                            // every row.
+                            let note = format!("{who} with {n} vCPUs: {w}");
+                            if !notes.contains(&note) {
+                                notes.push(note);
+                            }
                         }
                         match (v, why) {
                             (Some(v), None) => fmt(fig, v),
