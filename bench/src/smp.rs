@@ -431,6 +431,20 @@ impl<'g> SmpSession<'g> {
     /// Closes the turn-taking gate and arms the hardware breakpoint on `turn_work`.
     fn arm(&mut self) -> Result<(), BenchError> {
         self.m_write_u32(self.g.cpus_started, self.n as u32 | GATE_CLOSED)?;
+        // A CPU may have stopped between the gate's test and its call of turn_work. Let
+        // every CPU count once more first (so any such call is over, and no later test
+        // passes), then stop them and arm the breakpoint.
+        let mut before = Vec::new();
+        self.sample(&mut before)?;
+        self.c.send(CONTINUE).ctx("continuing")?;
+        self.wait_all_running(&before, Instant::now())?;
+        self.c.interrupt().ctx("interrupting")?;
+        let stop = self
+            .c
+            .wait_stop()
+            .ctx("waiting for the stop after Ctrl-C")?;
+        Self::expect(&stop, SIGINT, "Ctrl-C with the gate closed")?;
+        self.check_stopped("Ctrl-C with the gate closed")?;
         self.c
             .expect_ok(format!("Z1,{:x},1", self.g.turn_work).as_bytes())
             .ctx("inserting Z1 at turn_work")
