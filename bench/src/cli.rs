@@ -9,6 +9,7 @@ use crate::guest::{BenchGuest, Pattern};
 use crate::linux::{self, LinuxBench, Reach};
 use crate::measure::{self, BenchError, Counts};
 use crate::report;
+use crate::smp;
 use crate::stub::{self, Kind, StubSpec};
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -65,6 +66,16 @@ struct Args {
     /// Where Debian's kernel is cached (default: target/debian-linux of this workspace).
     #[arg(long)]
     linux_cache: Option<PathBuf>,
+    /// Only the SMP figures: stop-all and resume-all latency on the SMP guest with each of
+    /// --smp-cpus vCPUs, kvmgdb (`--cpus N`) and QEMU (`-smp N`) side by side.
+    #[arg(long, conflicts_with = "only_linux")]
+    smp: bool,
+    /// Leave the SMP figures out.
+    #[arg(long, conflicts_with = "smp")]
+    no_smp: bool,
+    /// The vCPU counts of the SMP figures, e.g. 1,8,64 (the default; --smoke: 1,2).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
+    smp_cpus: Vec<u16>,
     /// Run everything (this client, the stubs, gdb) on this one CPU. Round trips then
     /// cost context switches instead of cross-CPU wake-ups, which are dear on VMs.
     #[arg(long)]
@@ -83,13 +94,7 @@ pub fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut msg = format!("kvmgdb-bench: error: {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            eprintln!("{msg}");
+            eprintln!("kvmgdb-bench: error: {}", measure::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -296,7 +301,7 @@ fn run(args: &Args) -> Result<(), BenchError> {
     let mut specs = vec![kvmgdb_spec.clone()];
     specs.extend(qemu_spec.clone());
     let mut results = report::Results::default();
-    let quick_reps = if args.only_linux { 0 } else { reps };
+    let quick_reps = if args.only_linux || args.smp { 0 } else { reps };
     for rep in 0..quick_reps {
         // Alternate which stub goes first, so drift over the run hits both alike.
         let order: Vec<&StubSpec> = if rep % 2 == 0 {
@@ -317,6 +322,28 @@ fn run(args: &Args) -> Result<(), BenchError> {
             results.add(rep, spec.kind, out.figs);
         }
     }
+
+    let smp_cpus: Vec<usize> = if !args.smp_cpus.is_empty() {
+        args.smp_cpus.iter().map(|&n| usize::from(n)).collect()
+    } else if args.smoke {
+        vec![1, 2]
+    } else {
+        vec![1, 8, 64]
+    };
+    let mut smp_results = smp::SmpResults::default();
+    let mut smp_failure = None;
+    let smp_guest = if !args.no_smp && !args.only_linux {
+        let g = smp::SmpGuest::load(&kvmgdb::guests::guest_dir().join("smp.elf"))?;
+        let counts = if args.smoke {
+            smp::SmpCounts::smoke(smp_cpus.clone())
+        } else {
+            smp::SmpCounts::full(smp_cpus.clone())
+        };
+        smp_failure = smp::run(&specs, &g, &counts, reps, &mut smp_results).err();
+        Some((g, counts))
+    } else {
+        None
+    };
 
     let linux = if args.linux || args.only_linux {
         Some(run_linux(args, &specs, &gdb, &mut results)?)
@@ -342,7 +369,36 @@ fn run(args: &Args) -> Result<(), BenchError> {
     if let Some(q) = &qemu_spec {
         header.push(("qemu", version(&q.program)));
     }
-    header.push(("guest", guest_path.display().to_string()));
+    if quick_reps > 0 {
+        header.push(("guest", guest_path.display().to_string()));
+    }
+    if let Some((g, counts)) = &smp_guest {
+        header.push((
+            "smp guest",
+            format!(
+                "guests/smp.c as a Multiboot ELF32 ({}), vCPUs {:?}",
+                g.image.display(),
+                counts.cpus
+            ),
+        ));
+        for s in &specs {
+            header.push((
+                match s.kind {
+                    Kind::Kvmgdb => "smp command, kvmgdb",
+                    Kind::Qemu => "smp command, QEMU",
+                },
+                s.describe(&g.image, Some(0)).replace(" 0 ", " N "),
+            ));
+        }
+        header.push((
+            "smp sampling",
+            format!(
+                "guest RAM through /proc/PID/mem every {:?} (ppoll, 1 ns timer slack); {} \
+                 Ctrl-C and {} breakpoint cycles per launch",
+                counts.poll, counts.ctrl_c, counts.bp
+            ),
+        ));
+    }
     header.push((
         "cpu placement",
         match args.pin_cpu {
@@ -363,7 +419,13 @@ fn run(args: &Args) -> Result<(), BenchError> {
         println!("- {k}: {v}");
     }
     println!();
-    print!("{}", results.table(qemu_note.as_deref()));
+    if quick_reps > 0 {
+        print!("{}", results.table(qemu_note.as_deref()));
+    }
+    if smp_guest.is_some() {
+        println!("\n### SMP: stop-all and resume-all (`--smp`)\n");
+        print!("{}", smp_results.table(&smp_cpus, qemu_note.as_deref()));
+    }
     if let Some((kernel, reaches)) = &linux {
         println!(
             "\nLinux: Debian {kernel}, `-m {}`, command line `{}`; on PVM kvmgdb with \
@@ -381,12 +443,13 @@ fn run(args: &Args) -> Result<(), BenchError> {
     if let Some(path) = &args.json {
         let stubs: Vec<(Kind, String)> = specs
             .iter()
-            .map(|s| (s.kind, s.describe(&guest.path)))
+            .map(|s| (s.kind, s.describe(&guest.path, None)))
             .collect();
-        std::fs::write(path, results.json(&header, &stubs))
+        let smp_json = smp_guest.as_ref().map(|_| smp_results.json());
+        std::fs::write(path, results.json(&header, &stubs, smp_json.as_deref()))
             .map_err(|e| BenchError::Write(path.clone(), e))?;
     }
-    Ok(())
+    smp_failure.map_or(Ok(()), Err)
 }
 
 /// The Linux part: fetches the kernel, then runs each stub `--linux-reps` times. Returns

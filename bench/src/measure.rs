@@ -33,10 +33,17 @@ pub enum BenchError {
     /// Something the benchmark needs is missing.
     #[error("{0}")]
     Setup(String),
+    /// Guest RAM could not be read or written from outside the stub.
+    #[error(transparent)]
+    GuestMem(#[from] crate::guestmem::GuestMemError),
+    /// The Multiboot image of the SMP guest could not be made.
+    #[error(transparent)]
+    Image(#[from] crate::smp_image::ImageError),
 }
 
 /// Adds what the client was doing to an RSP error.
-trait Ctx<T> {
+pub(crate) trait Ctx<T> {
+    /// The error as a [`BenchError::Rsp`] saying what was being done.
     fn ctx(self, what: &str) -> Result<T, BenchError>;
 }
 
@@ -152,15 +159,15 @@ impl RegLayout {
     }
 }
 
-const T_REPLY: Duration = Duration::from_secs(20);
+pub(crate) const T_REPLY: Duration = Duration::from_secs(20);
 /// Firmware, boot and the guest's pattern fill take seconds under an emulating KVM.
 const T_READY: Duration = Duration::from_secs(180);
-const T_CONNECT: Duration = Duration::from_secs(30);
+pub(crate) const T_CONNECT: Duration = Duration::from_secs(30);
 
 const STEP: &[u8] = b"vCont;s:p1.1";
-const CONTINUE: &[u8] = b"vCont;c:p1.-1";
-const SIGINT: u8 = 2;
-const SIGTRAP: u8 = 5;
+pub(crate) const CONTINUE: &[u8] = b"vCont;c:p1.-1";
+pub(crate) const SIGINT: u8 = 2;
+pub(crate) const SIGTRAP: u8 = 5;
 
 /// A connection plus what the benchmark knows of the guest's state.
 struct Session<'g> {
@@ -475,20 +482,11 @@ pub fn run_rep(
     };
 
     // Session 1, no-ack (when the stub offers it): everything but the sw breakpoints.
-    // The port was free when chosen; if something took it since, start again on another.
-    let mut tries = 0;
-    let (mut stub, mut s, first_stop) = loop {
-        let mut stub = Stub::spawn(spec, &guest.path)?;
-        match Session::open(&mut stub, guest, true) {
-            Ok((s, at)) => break (stub, s, at),
-            Err(BenchError::Stub(StubError::Died(_, _, log)))
-                if tries < 3 && log.contains("in use") =>
-            {
-                tries += 1;
-            }
-            Err(e) => return Err(in_stub(e)),
-        }
-    };
+    let (mut stub, (mut s, first_stop)) = launch(
+        || Stub::spawn(spec, &guest.path),
+        |stub| Session::open(stub, guest, true),
+    )
+    .map_err(in_stub)?;
     value(
         &mut figs,
         Fig::Launch,
@@ -575,6 +573,27 @@ pub fn run_rep(
     })
 }
 
+/// Starts a stub with `spawn` and opens a session on it with `open`. The port was free
+/// when chosen; if something took it since, starts again on another.
+pub(crate) fn launch<T>(
+    spawn: impl Fn() -> Result<Stub, StubError>,
+    open: impl Fn(&mut Stub) -> Result<T, BenchError>,
+) -> Result<(Stub, T), BenchError> {
+    let mut tries = 0;
+    loop {
+        let mut stub = spawn()?;
+        match open(&mut stub) {
+            Ok(s) => return Ok((stub, s)),
+            Err(BenchError::Stub(StubError::Died(_, _, log)))
+                if tries < 3 && log.contains("in use") =>
+            {
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The median (mean of the middle two for an even count); NaN for none.
 pub fn median(v: &[f64]) -> f64 {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
@@ -588,4 +607,15 @@ pub fn median(v: &[f64]) -> f64 {
     } else {
         (s[m - 1] + s[m]) / 2.0
     }
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
 }

@@ -200,8 +200,13 @@ impl Results {
         }
     }
 
-    /// The raw samples as JSON.
-    pub fn json(&self, header: &[(&str, String)], stubs: &[(Kind, String)]) -> String {
+    /// The raw samples as JSON; `smp` is the SMP part's samples (a JSON array), if it ran.
+    pub fn json(
+        &self,
+        header: &[(&str, String)],
+        stubs: &[(Kind, String)],
+        smp: Option<&str>,
+    ) -> String {
         let mut j = String::from("{\n");
         for (k, v) in header {
             let _ = writeln!(j, "  {}: {},", json_str(k), json_str(v));
@@ -212,7 +217,11 @@ impl Results {
             .map(|(k, cmd)| format!("{}: {}", json_str(k.name()), json_str(cmd)))
             .collect();
         j.push_str(&stubs.join(", "));
-        j.push_str("},\n  \"samples\": [\n");
+        j.push_str("},\n");
+        if let Some(smp) = smp {
+            let _ = writeln!(j, "  \"smp_samples\": {smp},");
+        }
+        j.push_str("  \"samples\": [\n");
         let mut rows = Vec::new();
         for ((fig, k), v) in &self.samples {
             let stub = if *k == 0 { Kind::Kvmgdb } else { Kind::Qemu };

@@ -45,6 +45,21 @@ impl Stop {
     }
 }
 
+impl Stop {
+    /// The thread a `T` stop reply names (`thread:p1.3;` or `thread:3;`), if any.
+    pub fn thread(&self) -> Option<u64> {
+        let Stop::Signal(_, p) = self else {
+            return None;
+        };
+        let field = p
+            .get(3..)?
+            .split(';')
+            .find_map(|f| f.strip_prefix("thread:"))?;
+        let tid = field.rsplit('.').next()?;
+        u64::from_str_radix(tid, 16).ok()
+    }
+}
+
 impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -346,6 +361,39 @@ impl Client {
         Ok(())
     }
 
+    /// Waits up to `timeout` for input from the stub (already buffered, or on the socket);
+    /// returns whether there is some. Uses ppoll(2), so sub-millisecond waits are honoured
+    /// (to the calling thread's timer slack).
+    pub fn wait_readable(&mut self, timeout: Duration) -> Result<bool> {
+        if self.pos < self.end {
+            return Ok(true);
+        }
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&self.stream),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        loop {
+            // SAFETY: `pfd` is one valid pollfd and `ts` a valid timespec, both live for
+            // the call; a null signal mask leaves the mask unchanged.
+            let r = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+            match r {
+                0 => return Ok(false),
+                r if r > 0 => return Ok(true),
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != ErrorKind::Interrupted {
+                        return Err(RspError::Io("cannot poll the socket", e));
+                    }
+                }
+            }
+        }
+    }
+
     /// Makes sure at least one unconsumed byte is buffered.
     fn fill(&mut self) -> Result<()> {
         if self.pos >= self.end {
@@ -481,6 +529,15 @@ mod tests {
             parse_stop(b"T05thread:p01.01;").unwrap(),
             Some(Stop::Signal(5, "T05thread:p01.01;".into()))
         );
+        assert_eq!(
+            parse_stop(b"T05thread:p01.0a;").unwrap().unwrap().thread(),
+            Some(10)
+        );
+        assert_eq!(
+            parse_stop(b"T02thread:03;").unwrap().unwrap().thread(),
+            Some(3)
+        );
+        assert_eq!(parse_stop(b"S05").unwrap().unwrap().thread(), None);
         assert_eq!(parse_stop(b"W21").unwrap(), Some(Stop::Exited(0x21)));
         assert_eq!(parse_stop(b"O6869").unwrap(), None);
         assert!(parse_stop(b"OK").is_err());

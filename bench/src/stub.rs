@@ -60,10 +60,22 @@ pub struct StubSpec {
 pub const GUEST_MEMORY_MIB: u32 = 128;
 
 impl StubSpec {
-    /// The command line for `guest` with the stub on `port`.
-    fn command(&self, guest: &Path, port: u16) -> Command {
+    /// The command line for `guest` with the stub on `port`; `cpus` asks for that many
+    /// vCPUs (and, for kvmgdb, the x86-64 register layout QEMU always sends).
+    fn command(&self, guest: &Path, port: u16, cpus: Option<usize>) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.prefix);
+        match (self.kind, cpus) {
+            (Kind::Kvmgdb, Some(n)) => {
+                cmd.arg("--cpus")
+                    .arg(n.to_string())
+                    .args(["--gdb-arch", "x86-64"]);
+            }
+            (Kind::Qemu, Some(n)) => {
+                cmd.arg("-smp").arg(n.to_string());
+            }
+            (_, None) => {}
+        }
         match self.kind {
             Kind::Kvmgdb => {
                 cmd.arg("-m")
@@ -100,8 +112,8 @@ impl StubSpec {
     }
 
     /// The command line as text, for reports.
-    pub fn describe(&self, guest: &Path) -> String {
-        let cmd = self.command(guest, 0);
+    pub fn describe(&self, guest: &Path, cpus: Option<usize>) -> String {
+        let cmd = self.command(guest, 0, cpus);
         std::iter::once(cmd.get_program())
             .chain(cmd.get_args())
             .map(|a| a.to_string_lossy().into_owned())
@@ -133,7 +145,13 @@ impl Stub {
     /// Starts `spec` on `guest`; its stderr goes to a log file read back on failure.
     pub fn spawn(spec: &StubSpec, guest: &Path) -> Result<Stub, StubError> {
         let port = free_port()?;
-        Stub::launch(spec.kind, spec.command(guest, port), port)
+        Stub::launch(spec.kind, spec.command(guest, port, None), port)
+    }
+
+    /// Starts `spec` on `guest` with `cpus` vCPUs (kvmgdb's `--cpus`, QEMU's `-smp`).
+    pub fn spawn_smp(spec: &StubSpec, guest: &Path, cpus: usize) -> Result<Stub, StubError> {
+        let port = free_port()?;
+        Stub::launch(spec.kind, spec.command(guest, port, Some(cpus)), port)
     }
 
     /// Starts `cmd`, a `kind` stub that listens on `port` (if it listens at all); its

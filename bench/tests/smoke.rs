@@ -61,6 +61,10 @@ fn smoke_run_prints_the_table_and_the_samples() {
         "no table header in:\n{out}"
     );
     assert!(
+        out.contains("| Ctrl-C → stop reply, 2 vCPUs (µs) |"),
+        "no SMP table (--smoke runs it with 1 and 2 vCPUs):\n{out}"
+    );
+    assert!(
         out.contains("The QEMU column is empty: --no-qemu was given"),
         "the table does not say why the QEMU column is empty:\n{out}"
     );
@@ -69,6 +73,9 @@ fn smoke_run_prints_the_table_and_the_samples() {
         "sw_bp_hits_per_s",
         "gdb_dump_mib_per_s",
         "peak_rss_mib",
+        "smp_ctrl_c_to_stop_us",
+        "smp_breakpoint_to_stop_us",
+        "smp_resume_all_us",
     ] {
         assert!(
             samples.contains(&format!("\"figure\": \"{key}\"")),
