@@ -84,8 +84,9 @@ pub struct VcpuHandle {
     /// The last stop reported.
     pub last_stop: Option<VcpuStop>,
     /// The linear address of the instruction the debugger last saw this vCPU stopped at
-    /// (its entry point before its first run).
-    reported_pc: u64,
+    /// (its entry point before its first run); None once it ran somewhere the debugger
+    /// never saw it stop for a reason of its own (see [`VcpuHandle::note_stop`]).
+    reported_pc: Option<u64>,
     /// Its in-kernel local APIC at creation, which a machine reset puts back.
     boot_lapic: Option<kvm_lapic_state>,
     /// Whether it starts waiting for INIT-SIPI (an application processor) rather than at
@@ -208,7 +209,7 @@ impl VcpuHandle {
             step_over: None,
             frozen: None,
             last_stop: None,
-            reported_pc: state.linear_rip(),
+            reported_pc: Some(state.linear_rip()),
             boot_lapic,
             waits_for_sipi,
         };
@@ -256,7 +257,7 @@ impl VcpuHandle {
             &self.change.regs.unwrap_or(self.state.regs),
             &self.change.sregs.unwrap_or(self.state.sregs),
         );
-        (pc == self.reported_pc).then_some(pc)
+        (Some(pc) == self.reported_pc).then_some(pc)
     }
 
     /// Forgets the per-stop cache (XSAVE area and MSRs): the vCPU's state changed under it.
@@ -266,10 +267,19 @@ impl VcpuHandle {
     }
 
     /// Records the stop of the run in progress, as the debugger sees it.
+    ///
+    /// A kick that caught the vCPU somewhere new leaves it with no resume point: with many
+    /// vCPUs at one breakpoint, a vCPU kicked at the breakpoint's address (its int3 not yet
+    /// run) must hit it when it runs again, not step over a hit no one saw (measured: the
+    /// smp-together test lost such hits). A kick before the vCPU moved keeps the point it
+    /// was resumed from, so a step over the breakpoint it started at still steps over it.
     pub fn note_stop(&mut self, stop: VcpuStop, state: CpuSnapshot) {
         self.running = false;
         self.state = state;
-        self.reported_pc = state.linear_rip();
+        let pc = state.linear_rip();
+        if stop != VcpuStop::Kicked || self.reported_pc != Some(pc) {
+            self.reported_pc = (stop != VcpuStop::Kicked).then_some(pc);
+        }
         self.last_stop = Some(stop);
         if stop.freezes() {
             self.frozen = Some(stop);
@@ -279,7 +289,7 @@ impl VcpuHandle {
     /// Records that the machine was reset to `boot`: the debugger sees the vCPU stopped at
     /// its entry point again.
     pub fn note_reset(&mut self, boot: &CpuSnapshot) {
-        self.reported_pc = boot.linear_rip();
+        self.reported_pc = Some(boot.linear_rip());
     }
 
     /// Puts the vCPU's interrupt state back as at power-on, for a machine reset: its
