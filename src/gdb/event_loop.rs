@@ -179,6 +179,16 @@ const STOP_SPIN: Duration = Duration::from_micros(100);
 /// How long the stub polls the socket without sleeping for the client's next packet.
 const PACKET_SPIN: Duration = Duration::from_micros(100);
 
+/// [`PACKET_SPIN`] while a host core is free beside the running vCPUs (in non-stop mode
+/// some run while the client is served), none otherwise.
+fn packet_spin(vm: &Vm) -> Duration {
+    if vm.spare_core() {
+        PACKET_SPIN
+    } else {
+        Duration::ZERO
+    }
+}
+
 type SessionResult = Result<SessionEnd, Box<dyn std::error::Error>>;
 
 /// gdbstub's state machine over our target and the shared connection.
@@ -448,7 +458,7 @@ fn run_session<A: Layout>(
                     let n = conn
                         .get()
                         .stream()
-                        .read_some_spinning(&mut input.buf, PACKET_SPIN)?;
+                        .read_some_spinning(&mut input.buf, packet_spin(target.vm))?;
                     if n == 0 {
                         return Ok(SessionEnd::Detach);
                     }

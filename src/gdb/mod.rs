@@ -85,6 +85,9 @@ pub fn serve(
     run_now: bool,
     arch: GdbArch,
 ) -> Result<Outcome, GdbError> {
+    // This thread reads the client and stops the vCPUs: it must not queue for a core
+    // behind busy vCPU threads (vmm::sched).
+    crate::vmm::sched::prefer_controller_wakeups();
     if run_now {
         resume_all(vm);
     }

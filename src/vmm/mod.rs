@@ -8,6 +8,7 @@
 //! - [`memslots`]: guest RAM's memory slots;
 //! - [`debug`]: breakpoints, watchpoints, debugger memory access;
 //! - [`quirks`]: where this machine's KVM differs from hardware KVM;
+//! - [`sched`]: host scheduling of the controller thread;
 //! - [`devices`]: the port-I/O and MMIO devices;
 //! - [`irqchip`]: KVM's in-kernel PICs, IOAPIC, local APICs and PIT.
 
@@ -19,6 +20,7 @@ pub mod irqchip;
 pub mod memslots;
 pub mod quirks;
 mod run_control;
+pub mod sched;
 pub mod stop;
 mod vcpu;
 
@@ -427,6 +429,12 @@ impl Vm {
     /// [`Vm::poll_event`] to take it).
     pub fn spin_for_event(&mut self, max: Duration) -> bool {
         self.run.spin_for_event(max)
+    }
+
+    /// Whether a host core is left for the controller beside the running vCPUs: only then
+    /// does spinning (for a stop or a packet) pay.
+    pub fn spare_core(&self) -> bool {
+        self.run.spare_core()
     }
 
     fn ram_swap(&mut self) -> (&mut RunControl, RamSwap<'_>) {

@@ -41,6 +41,9 @@ pub struct RunControl {
     notify: Arc<EventFd>,
     /// A guest reset not yet carried out: which vCPU asked, and how.
     reset: Option<(usize, &'static str)>,
+    /// The host CPUs this process may run on: spinning for a stop pays only while a core
+    /// is left for it ([`RunControl::spare_core`]).
+    host_cpus: usize,
 }
 
 /// How long the memory-slot swap waits for its one instruction before kicking the vCPU.
@@ -65,7 +68,17 @@ impl RunControl {
             pending: VecDeque::new(),
             notify,
             reset: None,
+            host_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
+    }
+
+    /// Whether a host core is left for the controller once every running vCPU thread has
+    /// one. Only then may it spin for a stop or a packet instead of sleeping: with the cores
+    /// taken, a spin delays the very vCPU threads it waits for, and the CPU time it burns
+    /// makes Linux's scheduler (EEVDF) run the controller later at its next wake-up
+    /// (docs/kvm-quirks.md, "Stop latency").
+    pub fn spare_core(&self) -> bool {
+        self.vcpus.iter().filter(|v| v.running).count() < self.host_cpus
     }
 
     /// vCPU `id`.
@@ -146,9 +159,17 @@ impl RunControl {
     /// Waits up to `max` for a vCPU stop by polling the queue, without sleeping. A single
     /// step comes back within microseconds; sleeping in poll(2) and being woken would add a
     /// context switch (tens of µs here) to every step, the hot path of a debugger.
+    /// Without a spare core ([`RunControl::spare_core`]) it only looks once.
     pub fn spin_for_event(&mut self, max: Duration) -> bool {
         if !self.pending.is_empty() {
             return true;
+        }
+        if !self.spare_core() {
+            if let Ok(ev) = self.events.try_recv() {
+                self.pending.push_back(ev);
+                return true;
+            }
+            return false;
         }
         let start = std::time::Instant::now();
         loop {
